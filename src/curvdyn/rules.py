@@ -1,0 +1,258 @@
+"""The learning rules of the paper, exact, and a registry by name.
+
+Every rule is a direction ``d(w)`` with continuous-time velocity ``ẇ = −η d`` (η = 1 in
+``direction``); a discrete step is ``w ← w − η d``. With the gradient ``g`` and the
+Gauss–Newton matrix ``H₊`` (DESIGN.md):
+
+==============  =====================================================  ===============
+name            direction                                              paper
+==============  =====================================================  ===============
+``sgd``         ``g``                                                  eq. 5
+``ngd``         ``H₊⁺ g``                                              eqs. 9–11
+``sqrt-ngd``    ``(H₊⁺)^{1/2} g``                                      eq. 14, q = 2
+``frac-ngd``    ``(H₊⁺)^{1/q} g``, q ≥ 1                               eq. 14
+``damped-ngd``  ``(ε + 1)(ε I + H₊)⁻¹ g``, ε ≥ 0                       eq. 17
+``ngd-d``       layer i: ``d^{−1} H_i⁺ g_i``                           eq. 23
+``sqrt-ngd-d``  layer i: ``d^{−1/2} (H_i⁺)^{1/2} g_i``                 eq. 26
+``frac-ngd-d``  layer i: ``d^{−1/q} (H_i⁺)^{1/q} g_i``                 eq. 25
+==============  =====================================================  ===============
+
+``X⁺^{1/q}`` is the pseudo-inverse power: eigenvalues ``λ ≤ rcond · λ_max`` count as zero
+and stay zero (``rcond`` defaults to :data:`curvdyn.curvature.DEFAULT_RCOND`). For the
+block-diagonal rules ``H_i = (B_i Σ B_iᵀ) ⊗ (A_iᵀ A_i)`` and the cutoff acts on the
+eigenvalues of ``H_i`` (products of the factors' eigenvalues). ``layer_rates`` (η_1..η_d)
+replace the default layer factor ``d^{−1/q}``.
+
+``lm_damping = λ > 0`` (Levenberg–Marquardt, the paper's section 4 numerics for NGD)
+replaces ``H⁺^{1/q}`` by ``(H + λ I)^{−1/q}`` — for the block rules on each block exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence
+
+import jax
+
+from curvdyn import curvature as cv
+from curvdyn.network import Weights, as_weights, gradient, widths_of
+from curvdyn.task import Task
+
+RULE_NAMES = (
+    "sgd",
+    "ngd",
+    "sqrt-ngd",
+    "frac-ngd",
+    "damped-ngd",
+    "ngd-d",
+    "sqrt-ngd-d",
+    "frac-ngd-d",
+)
+
+_FIXED_Q = {"sgd": math.inf, "ngd": 1.0, "sqrt-ngd": 2.0, "ngd-d": 1.0, "sqrt-ngd-d": 2.0}
+_PARAMS = {
+    "sgd": (),
+    "ngd": ("lm_damping", "rcond"),
+    "sqrt-ngd": ("lm_damping", "rcond"),
+    "frac-ngd": ("q", "lm_damping", "rcond"),
+    "damped-ngd": ("eps", "rcond"),
+    "ngd-d": ("layer_rates", "lm_damping", "rcond"),
+    "sqrt-ngd-d": ("layer_rates", "lm_damping", "rcond"),
+    "frac-ngd-d": ("q", "layer_rates", "lm_damping", "rcond"),
+}
+METHODS = ("auto", "dense", "mapspace", "kronsum", "kronecker")
+
+
+def _check_nonneg(value, name: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A learning rule: build it with :func:`get_rule`.
+
+    Attributes:
+      name: registry name.
+      q: correction order (1 = NGD, 2 = sqrt-NGD, ``math.inf`` = SGD).
+      eps: damping ε of ``damped-ngd`` (eq. 17), else ``None``.
+      block: whether the curvature is restricted to the diagonal layer blocks.
+      layer_rates: per-layer rates η_i of a block rule (``None``: ``d^{−1/q}`` each).
+      lm_damping: Levenberg–Marquardt shift λ ≥ 0.
+      rcond: relative eigenvalue cutoff of the pseudo-inverse powers.
+    """
+
+    name: str
+    q: float = math.inf
+    eps: Optional[float] = None
+    block: bool = False
+    layer_rates: Optional[tuple[float, ...]] = None
+    lm_damping: float = 0.0
+    rcond: float = cv.DEFAULT_RCOND
+
+    @property
+    def label(self) -> str:
+        """A short human-readable name, e.g. ``sqrt-NGD-d`` or ``q-NGD (q=3)``."""
+        base = {
+            "sgd": "SGD",
+            "ngd": "NGD",
+            "sqrt-ngd": "sqrt-NGD",
+            "ngd-d": "NGD-d",
+            "sqrt-ngd-d": "sqrt-NGD-d",
+        }.get(self.name)
+        if base is None and self.name == "damped-ngd":
+            base = f"damped NGD (eps={self.eps:g})"
+        elif base is None:
+            base = f"q-NGD{'-d' if self.block else ''} (q={self.q:g})"
+        return base + (f", LM {self.lm_damping:g}" if self.lm_damping else "")
+
+    @property
+    def is_gradient(self) -> bool:
+        """True when the direction is the plain gradient (SGD, or q = ∞)."""
+        return math.isinf(self.q) and self.eps is None and not self.lm_damping
+
+    def spectral_function(self) -> cv.SpectralFunction:
+        """The function ``f`` of the curvature this rule applies to the gradient."""
+        if self.eps is not None:
+            if self.eps > 0:
+                return cv.SpectralFunction(power=1.0, shift=self.eps, gain=self.eps + 1.0, rcond=self.rcond)
+            return cv.SpectralFunction(power=1.0, rcond=self.rcond)
+        power = 0.0 if math.isinf(self.q) else 1.0 / self.q
+        return cv.SpectralFunction(power=power, shift=self.lm_damping, rcond=self.rcond)
+
+    def layer_scales(self, depth: int) -> tuple[float, ...]:
+        """The factor multiplying layer i's block direction: η_i, or ``d^{−1/q}``."""
+        if self.layer_rates is not None:
+            if len(self.layer_rates) != depth:
+                raise ValueError(
+                    f"rule {self.name} has {len(self.layer_rates)} layer_rates but the network has depth {depth}"
+                )
+            return self.layer_rates
+        return (1.0 if math.isinf(self.q) else depth ** (-1.0 / self.q),) * depth
+
+    def direction(self, weights: Sequence, task: Task, *, method: str = "auto") -> Weights:
+        """The direction ``d`` (velocity ``ẇ = −d`` at η = 1), a tuple shaped like ``weights``.
+
+        Args:
+          weights: ``(w_1, ..., w_d)``, ``w_i`` of shape ``(n_i, n_{i−1})``.
+          task: the :class:`~curvdyn.task.Task` (``W*``, ``Σ``).
+          method: ``"auto"`` (fastest exact method for the shapes), ``"dense"`` (explicit
+            ``H₊`` or blocks, the reference), ``"mapspace"`` (DESIGN.md identity),
+            ``"kronsum"`` (full rules, d = 2 and Σ = I), ``"kronecker"`` (block rules:
+            layer factors).
+        """
+        ws = as_weights(weights)
+        check_compatible(ws, task)
+        resolved = self.resolve_method(widths_of(ws), task.identity_cov, method)
+        return _direction_jit(ws, task, self, resolved)
+
+    def resolve_method(self, widths: tuple[int, ...], identity_cov: bool, method: str) -> str:
+        """The concrete method ``auto`` stands for (or a validated explicit one)."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        if self.block:
+            if method == "kronsum":
+                raise ValueError("method 'kronsum' is for the full-curvature rules, not block rules")
+            return cv.choose_block_method(widths) if method == "auto" else method
+        if method == "kronecker":
+            raise ValueError("method 'kronecker' is for the block-diagonal rules (-d)")
+        if method == "kronsum" and (len(widths) != 3 or not identity_cov):
+            raise ValueError("method 'kronsum' needs depth d = 2 and an identity input covariance")
+        return cv.choose_full_method(widths, identity_cov) if method == "auto" else method
+
+
+def check_compatible(ws: Weights, task: Task) -> None:
+    """Raise ``ValueError`` when the network's map shape differs from the task's."""
+    n_out, n_in = ws[-1].shape[-2], ws[0].shape[-1]
+    if (n_out, n_in) != tuple(task.target.shape):
+        raise ValueError(
+            f"network map has shape (n_d, n_0) = ({n_out}, {n_in}) but the task's target has "
+            f"shape {tuple(task.target.shape)}"
+        )
+
+
+def direction_unchecked(ws: Weights, task: Task, rule: Rule, method: str) -> Weights:
+    """The rule's direction with a resolved method and no input validation (traceable)."""
+    if rule.is_gradient:
+        return gradient(ws, task)
+    f = rule.spectral_function()
+    if rule.block:
+        if method == "mapspace":
+            out = cv.block_direction_mapspace(ws, task, f)
+        elif method == "kronecker":
+            out = cv.block_direction_kronecker(ws, task, f, gradient(ws, task))
+        else:
+            out = cv.block_direction_dense(ws, task, f, gradient(ws, task))
+        return tuple(s * o for s, o in zip(rule.layer_scales(len(ws)), out))
+    if method == "mapspace":
+        return cv.mapspace_direction(ws, task, f)
+    if method == "kronsum":
+        return cv.kronsum_direction(ws, task, f)
+    return cv.dense_direction(ws, task, f, gradient(ws, task))
+
+
+_direction_jit = jax.jit(direction_unchecked, static_argnames=("rule", "method"))
+
+
+def get_rule(name: str, **params) -> Rule:
+    """Build a rule by name.
+
+    Names and their parameters: ``sgd``; ``ngd``, ``sqrt-ngd`` (``lm_damping``, ``rcond``);
+    ``frac-ngd`` (``q`` ≥ 1, required; ``lm_damping``, ``rcond``); ``damped-ngd`` (``eps`` ≥ 0,
+    required; ``rcond``); ``ngd-d``, ``sqrt-ngd-d`` (``layer_rates``, ``lm_damping``, ``rcond``);
+    ``frac-ngd-d`` (``q`` ≥ 1, required; ``layer_rates``, ``lm_damping``, ``rcond``).
+    ``q = math.inf`` is allowed (it is SGD, or its block version: plain gradient).
+
+    Raises:
+      ValueError: unknown name (the message lists the known ones), ``q < 1``, negative
+        ``eps``/``lm_damping``/``rcond``, or bad ``layer_rates``.
+      TypeError: a parameter the rule does not take, or a missing required one.
+    """
+    if not isinstance(name, str) or name.lower() not in RULE_NAMES:
+        raise ValueError(f"unknown rule {name!r}; known rules: {', '.join(RULE_NAMES)}")
+    name = name.lower()
+    allowed = _PARAMS[name]
+    extra = sorted(set(params) - set(allowed))
+    if extra:
+        raise TypeError(
+            f"rule {name!r} takes no parameter(s) {extra}; it takes {list(allowed) or 'none'}"
+        )
+    kwargs: dict = {"name": name, "block": name.endswith("-d")}
+    if name in _FIXED_Q:
+        kwargs["q"] = _FIXED_Q[name]
+    if name in ("frac-ngd", "frac-ngd-d"):
+        if "q" not in params:
+            raise TypeError(f"rule {name!r} needs the parameter q (q >= 1)")
+        try:
+            q = float(params["q"])
+        except (TypeError, ValueError):
+            raise TypeError(f"q must be a number, got {params['q']!r}") from None
+        if math.isnan(q) or q < 1:
+            raise ValueError(f"q must be >= 1 (q = 1 is NGD, q = 2 sqrt-NGD, q = inf SGD), got {q}")
+        kwargs["q"] = q
+    if name == "damped-ngd":
+        if "eps" not in params:
+            raise TypeError("rule 'damped-ngd' needs the parameter eps (eps >= 0)")
+        kwargs["eps"] = _check_nonneg(params["eps"], "eps")
+        kwargs["q"] = 1.0
+    if "lm_damping" in params:
+        kwargs["lm_damping"] = _check_nonneg(params["lm_damping"], "lm_damping")
+    if "rcond" in params:
+        rcond = _check_nonneg(params["rcond"], "rcond")
+        if rcond >= 1:
+            raise ValueError(f"rcond is a relative cutoff and must be < 1, got {rcond}")
+        kwargs["rcond"] = rcond
+    if params.get("layer_rates") is not None:
+        rates = params["layer_rates"]
+        if isinstance(rates, (str, bytes)) or not hasattr(rates, "__len__"):
+            raise TypeError(f"layer_rates must be a sequence of numbers, got {rates!r}")
+        kwargs["layer_rates"] = tuple(_check_nonneg(r, "each layer rate") for r in rates)
+        if not kwargs["layer_rates"]:
+            raise ValueError("layer_rates must not be empty")
+    return Rule(**kwargs)

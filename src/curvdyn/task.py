@@ -1,0 +1,251 @@
+"""Tasks: a target map ``W*`` and an input covariance ``Σ``; from data; student–teacher.
+
+The loss of a task is ``L = ½ tr(Δ Σ Δᵀ)`` with ``Δ = W − W*`` (paper eq. 1). A task built
+from samples ``X (n_0 × P)``, ``Y (n_d × P)`` has ``Σ = X Xᵀ / P`` and
+``W* = Y Xᵀ Σ⁺ / P``; its loss differs from the data loss ``(1/2P) Σ_μ ‖W x^μ − y^μ‖²`` by the
+constant ``loss_offset = ½ tr(Y Yᵀ)/P − ½ tr(W* Σ W*ᵀ)``, which the task stores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Relative tolerances for accepting a user's covariance: asymmetry and negative eigenvalues
+# beyond round-off are errors, not something to silently symmetrize or clip.
+_SYMMETRY_RTOL = 1e-10
+_PSD_RTOL = 1e-10
+
+
+def _finite_matrix(x, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a numeric array: {exc}") from None
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a matrix, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} has non-finite entries (NaN or inf)")
+    return arr
+
+
+def psd_sqrt(cov: np.ndarray) -> np.ndarray:
+    """Symmetric square root ``S = Σ^{1/2}`` of a PSD matrix (eigenvalues clipped at 0)."""
+    evals, evecs = np.linalg.eigh(cov)
+    return (evecs * np.sqrt(np.clip(evals, 0.0, None))) @ evecs.T
+
+
+@jax.tree_util.register_pytree_node_class
+class Task:
+    """A regression task: target map ``W*`` (n_d × n_0) and input covariance ``Σ`` (n_0 × n_0).
+
+    Attributes:
+      target: ``W*``, shape ``(n_d, n_0)``.
+      input_cov: ``Σ``, shape ``(n_0, n_0)``, symmetric PSD (identity when omitted).
+      sqrt_cov: ``S = Σ^{1/2}``, the symmetric square root used by the map-space identity.
+      identity_cov: whether ``Σ = I`` exactly (enables cheaper paths).
+      loss_offset: constant by which the data loss exceeds ``L`` (0 unless built from data).
+
+    Raises:
+      ValueError: shapes do not match, entries are not finite, or ``Σ`` is not symmetric PSD.
+    """
+
+    def __init__(self, target, input_cov=None, *, loss_offset: float = 0.0):
+        target = _finite_matrix(target, "target")
+        n_out, n_in = target.shape
+        if input_cov is None:
+            cov = np.eye(n_in)
+            identity = True
+        else:
+            cov = _finite_matrix(input_cov, "input_cov")
+            if cov.shape != (n_in, n_in):
+                raise ValueError(
+                    f"input_cov must have shape (n_0, n_0) = ({n_in}, {n_in}) to match target "
+                    f"of shape {target.shape}, got {cov.shape}"
+                )
+            scale = max(float(np.max(np.abs(cov))), np.finfo(float).tiny)
+            asym = float(np.max(np.abs(cov - cov.T)))
+            if asym > _SYMMETRY_RTOL * scale:
+                raise ValueError(
+                    f"input_cov is not symmetric (max |Σ − Σᵀ| = {asym:.3g}); "
+                    "an input covariance must be symmetric positive semi-definite"
+                )
+            cov = 0.5 * (cov + cov.T)
+            min_eig = float(np.linalg.eigvalsh(cov)[0])
+            if min_eig < -_PSD_RTOL * scale:
+                raise ValueError(
+                    f"input_cov is not positive semi-definite (smallest eigenvalue {min_eig:.3g}); "
+                    "an input covariance must be symmetric positive semi-definite"
+                )
+            identity = bool(np.array_equal(cov, np.eye(n_in)))
+        if not np.isfinite(loss_offset):
+            raise ValueError(f"loss_offset must be finite, got {loss_offset}")
+        self.target = jnp.asarray(target)
+        self.input_cov = jnp.asarray(cov)
+        self.sqrt_cov = jnp.asarray(np.eye(n_in) if identity else psd_sqrt(cov))
+        self.identity_cov = identity
+        self.loss_offset = float(loss_offset)
+
+    # -- pytree protocol: arrays are leaves, the identity flag and offset are static ---------
+    def tree_flatten(self):
+        return (self.target, self.input_cov, self.sqrt_cov), (self.identity_cov, self.loss_offset)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        obj.target, obj.input_cov, obj.sqrt_cov = children
+        obj.identity_cov, obj.loss_offset = aux
+        return obj
+
+    @property
+    def output_dim(self) -> int:
+        """``n_d``."""
+        return int(self.target.shape[0])
+
+    @property
+    def input_dim(self) -> int:
+        """``n_0``."""
+        return int(self.target.shape[1])
+
+    def __repr__(self) -> str:
+        cov = "I" if self.identity_cov else "Σ"
+        return f"Task(target={self.output_dim}x{self.input_dim}, input_cov={cov}, loss_offset={self.loss_offset:.6g})"
+
+    @classmethod
+    def from_data(cls, x, y) -> "Task":
+        """Build a task from samples: ``x`` of shape ``(n_0, P)``, ``y`` of shape ``(n_d, P)``.
+
+        ``Σ = X Xᵀ/P``, ``W* = Y Xᵀ Σ⁺/P``; ``loss_offset = ½ tr(YYᵀ)/P − ½ tr(W* Σ W*ᵀ)``, so
+        that ``loss(ws, task) + task.loss_offset`` equals the data loss
+        ``(1/2P) Σ_μ ‖W x^μ − y^μ‖²`` exactly.
+        """
+        x = _finite_matrix(x, "x")
+        y = _finite_matrix(y, "y")
+        if x.shape[1] != y.shape[1]:
+            raise ValueError(
+                f"x and y must have the same number of samples (columns): {x.shape[1]} vs {y.shape[1]}"
+            )
+        p = x.shape[1]
+        if p == 0:
+            raise ValueError("x and y hold no samples")
+        cov = x @ x.T / p
+        cov = 0.5 * (cov + cov.T)
+        corr_yx = y @ x.T / p
+        target = corr_yx @ np.linalg.pinv(cov, hermitian=True)
+        offset = 0.5 * np.sum(y * y) / p - 0.5 * np.trace(target @ cov @ target.T)
+        return cls(target, cov, loss_offset=float(offset))
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentTeacher:
+    """A student–teacher data set (paper section 4; Lampinen & Ganguli 2018).
+
+    ``y = W_teacher x + z`` with ``z ~ N(0, noise_std² I)``.
+
+    Attributes:
+      teacher: ``W_teacher``, shape ``(n_out, n_in)``, rank ``rank``.
+      x_train, y_train: training samples, shapes ``(n_in, P)``, ``(n_out, P)``.
+      train_task: ``Task.from_data(x_train, y_train)`` — the loss the student minimizes.
+      test_task: the exact expected test loss: ``Task(W_teacher, I)`` with
+        ``loss_offset = ½ n_out noise_std²``, i.e. ``E[½‖W x − y‖²]`` for fresh
+        ``x ~ N(0, I)`` equals ``loss(ws, test_task) + test_task.loss_offset``.
+      x_test, y_test: fresh test samples (``n_test`` of them; empty when ``n_test = 0``).
+      noise_std, snr: the noise level and the signal-to-noise ratio (see ``student_teacher``).
+    """
+
+    teacher: jax.Array
+    x_train: jax.Array
+    y_train: jax.Array
+    train_task: Task
+    test_task: Task
+    x_test: jax.Array
+    y_test: jax.Array
+    noise_std: float
+    snr: float
+
+
+def student_teacher(
+    key: jax.Array,
+    n_in: int,
+    n_out: Optional[int] = None,
+    *,
+    rank: int = 3,
+    snr: float = 10.0,
+    n_train: Optional[int] = None,
+    n_test: int = 0,
+    noise_std: float = 1.0,
+    teacher_profile=None,
+    whiten: bool = True,
+) -> StudentTeacher:
+    """Generate a low-rank teacher and noisy samples (paper section 4).
+
+    SNR convention: the teacher's nonzero singular values are ``snr · noise_std · profile``
+    with ``profile`` (default all ones, length ``rank``) scaling the modes; the inputs have
+    unit variance per coordinate, so each teacher mode's output amplitude is ``snr`` times
+    the noise standard deviation of one output coordinate. (This is the per-mode SNR of
+    Lampinen & Ganguli 2018: mode strength over noise standard deviation.) The teacher's
+    singular vectors are Haar-random.
+
+    Inputs ``x ~ N(0, I)``; when ``whiten`` and ``n_train ≥ n_in`` the training inputs are
+    exactly whitened (``X Xᵀ / P = I``), as in the paper.
+
+    Args:
+      key: a ``jax.random`` key; the data set is a deterministic function of it.
+      n_in, n_out: input and output dimension (``n_out`` defaults to ``n_in``).
+      rank: teacher rank (≤ min(n_in, n_out)).
+      snr: signal-to-noise ratio as defined above (> 0).
+      n_train: number of training samples ``P`` (default ``n_in``, as in the paper).
+      n_test: number of fresh test samples to draw (the exact expected test loss is always
+        available as ``test_task``).
+      noise_std: noise standard deviation per output coordinate (> 0).
+      teacher_profile: optional length-``rank`` positive relative mode strengths.
+      whiten: exactly whiten the training inputs when ``n_train ≥ n_in``.
+    """
+    n_out = n_in if n_out is None else n_out
+    n_train = n_in if n_train is None else n_train
+    for name, val in (("n_in", n_in), ("n_out", n_out), ("n_train", n_train), ("rank", rank)):
+        if int(val) != val or val < 1:
+            raise ValueError(f"{name} must be a positive integer, got {val}")
+    if n_test < 0:
+        raise ValueError(f"n_test must be >= 0, got {n_test}")
+    if rank > min(n_in, n_out):
+        raise ValueError(f"rank {rank} exceeds min(n_in, n_out) = {min(n_in, n_out)}")
+    if not (snr > 0 and np.isfinite(snr)):
+        raise ValueError(f"snr must be positive and finite, got {snr}")
+    if not (noise_std > 0 and np.isfinite(noise_std)):
+        raise ValueError(f"noise_std must be positive and finite, got {noise_std}")
+    profile = np.ones(rank) if teacher_profile is None else np.asarray(teacher_profile, float)
+    if profile.shape != (rank,) or np.any(profile <= 0):
+        raise ValueError(f"teacher_profile must hold {rank} positive numbers, got {profile}")
+
+    k_u, k_v, k_x, k_z, k_xt, k_zt = jax.random.split(key, 6)
+    u = np.linalg.qr(np.asarray(jax.random.normal(k_u, (n_out, n_out))))[0][:, :rank]
+    v = np.linalg.qr(np.asarray(jax.random.normal(k_v, (n_in, n_in))))[0][:, :rank]
+    teacher = (u * (snr * noise_std * profile)) @ v.T
+
+    x = np.asarray(jax.random.normal(k_x, (n_in, n_train)))
+    if whiten and n_train >= n_in:
+        cov = x @ x.T / n_train
+        evals, evecs = np.linalg.eigh(cov)
+        x = (evecs / np.sqrt(evals)) @ evecs.T @ x
+    z = noise_std * np.asarray(jax.random.normal(k_z, (n_out, n_train)))
+    y = teacher @ x + z
+
+    x_test = np.asarray(jax.random.normal(k_xt, (n_in, n_test)))
+    y_test = teacher @ x_test + noise_std * np.asarray(jax.random.normal(k_zt, (n_out, n_test)))
+
+    return StudentTeacher(
+        teacher=jnp.asarray(teacher),
+        x_train=jnp.asarray(x),
+        y_train=jnp.asarray(y),
+        train_task=Task.from_data(x, y),
+        test_task=Task(teacher, None, loss_offset=0.5 * n_out * noise_std**2),
+        x_test=jnp.asarray(x_test),
+        y_test=jnp.asarray(y_test),
+        noise_std=float(noise_std),
+        snr=float(snr),
+    )
