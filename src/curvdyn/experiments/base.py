@@ -1,0 +1,76 @@
+"""The protocol every reproducible experiment follows, and the claim record.
+
+An experiment is a module in :mod:`curvdyn.experiments` that defines
+
+* ``NAME``: the name on the command line (``fig1``, ``fig3``, ``relu``, ...);
+* ``TITLE``: one line for the report;
+* ``compute(*, quick: bool, seed: int, progress: bool) -> tuple[dict[str, np.ndarray], dict]``:
+  runs the numerics and returns the raw data (NumPy arrays, float64 where it matters) and a
+  JSON-serializable configuration (everything needed to re-run it);
+* ``plot(data, config) -> matplotlib.figure.Figure``: draws the figure from the data alone;
+* ``claims(data, config) -> list[Claim]``: measures the paper's claims from the data alone.
+
+``plot`` and ``claims`` read only what ``compute`` returned (after a round trip through the
+saved files), so every number in the report can be recomputed from the data files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One checked statement of the paper.
+
+    Attributes:
+      key: short stable identifier, e.g. ``"conservation-sgd"``.
+      statement: the claim in words, with its source (``"eq. 4"``, ``"Fig. 3"``, ...).
+      measured: the measured number.
+      threshold: the pass criterion in words, e.g. ``"≤ 1e-7"``.
+      passed: whether the measurement meets the criterion.
+      detail: optional extra context (how it was measured, where it differs from the paper).
+    """
+
+    key: str
+    statement: str
+    measured: float
+    threshold: str
+    passed: bool
+    detail: str = ""
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["measured"] = None if not math.isfinite(self.measured) else float(self.measured)
+        return out
+
+
+def at_most(key: str, statement: str, measured: float, bound: float, detail: str = "") -> Claim:
+    """A claim that holds when ``measured ≤ bound`` (and is finite)."""
+    measured = float(measured)
+    return Claim(key, statement, measured, f"≤ {bound:.3g}", bool(math.isfinite(measured) and measured <= bound), detail)
+
+
+def at_least(key: str, statement: str, measured: float, bound: float, detail: str = "") -> Claim:
+    """A claim that holds when ``measured ≥ bound`` (and is finite)."""
+    measured = float(measured)
+    return Claim(key, statement, measured, f"≥ {bound:.3g}", bool(math.isfinite(measured) and measured >= bound), detail)
+
+
+def within(
+    key: str, statement: str, measured: float, target: float, tol: float, detail: str = "", *, relative: bool = False
+) -> Claim:
+    """A claim that holds when ``|measured − target| ≤ tol`` (relative to ``|target|`` if asked)."""
+    measured = float(measured)
+    err = abs(measured - target) / (abs(target) if relative and target else 1.0)
+    kind = "relative " if relative else ""
+    return Claim(
+        key,
+        statement,
+        measured,
+        f"{target:.4g} ± {tol:.2g} ({kind}error {err:.2g})",
+        bool(math.isfinite(measured) and err <= tol),
+        detail,
+    )
+
