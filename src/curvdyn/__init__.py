@@ -40,6 +40,7 @@ from curvdyn.init import (  # noqa: E402
 from curvdyn.task import Task, StudentTeacher, student_teacher  # noqa: E402
 from curvdyn.rules import Rule, get_rule, RULE_NAMES  # noqa: E402
 from curvdyn.simulate import simulate, Trajectory  # noqa: E402
+from curvdyn import theory  # noqa: E402
 
 __all__ = [
     "__version__",
