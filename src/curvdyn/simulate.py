@@ -329,7 +329,7 @@ def simulate(
         "task": {
             "target": np.asarray(task.target).tolist(),
             "input_cov": None if task.identity_cov else np.asarray(task.input_cov).tolist(),
-            "loss_offset": task.loss_offset,
+            "loss_offset": float(task.loss_offset),
         },
     }
     if config["rule"]["layer_rates"] is not None:

@@ -90,15 +90,16 @@ class Task:
         self.identity_cov = identity
         self.loss_offset = float(loss_offset)
 
-    # -- pytree protocol: arrays are leaves, the identity flag and offset are static ---------
+    # -- pytree protocol: arrays and the offset are leaves (so tasks of one shape share compiled
+    # code); only the identity flag, which selects code paths, is static ---------------------
     def tree_flatten(self):
-        return (self.target, self.input_cov, self.sqrt_cov), (self.identity_cov, self.loss_offset)
+        return (self.target, self.input_cov, self.sqrt_cov, self.loss_offset), (self.identity_cov,)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         obj = object.__new__(cls)
-        obj.target, obj.input_cov, obj.sqrt_cov = children
-        obj.identity_cov, obj.loss_offset = aux
+        obj.target, obj.input_cov, obj.sqrt_cov, obj.loss_offset = children
+        (obj.identity_cov,) = aux
         return obj
 
     @property

@@ -1,0 +1,87 @@
+"""Validation of the optimizers' hyperparameters and inputs (clear ``ValueError``s early)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+REDUCTIONS = ("mean", "sum")
+
+
+def check_q(q: Any) -> float:
+    """``q`` must be a number ≥ 1 (``math.inf`` allowed: the plain gradient)."""
+    try:
+        q = float(q)
+    except (TypeError, ValueError):
+        raise TypeError(f"q must be a number >= 1, got {q!r}") from None
+    if math.isnan(q) or q < 1:
+        raise ValueError(
+            f"q must be >= 1 (q = 1 is NGD / K-FAC, q = 2 sqrt-NGD, q = inf the plain gradient), got {q}"
+        )
+    return q
+
+
+def check_nonneg(value: Any, name: str) -> float:
+    """A finite number ≥ 0."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value
+
+
+def check_positive(value: Any, name: str) -> float:
+    """A finite number > 0."""
+    value = check_nonneg(value, name)
+    if value == 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_unit_interval(value: Any, name: str) -> float:
+    """A number in ``[0, 1)``."""
+    value = check_nonneg(value, name)
+    if value >= 1:
+        raise ValueError(f"{name} must lie in [0, 1), got {value}")
+    return value
+
+
+def check_period(value: Any, name: str) -> int:
+    """A positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_learning_rate(learning_rate: Any) -> Any:
+    """A positive finite number, or an optax schedule (a callable), returned unchanged."""
+    if callable(learning_rate):
+        return learning_rate
+    check_positive(learning_rate, "learning_rate")
+    return learning_rate
+
+
+def check_reduction(reduction: Any) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def is_concrete(*trees: Any) -> bool:
+    """Whether no leaf of the trees is a JAX tracer (then values can be inspected)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
+def check_finite_tree(tree: Any, name: str) -> None:
+    """Raise ``ValueError`` on NaN/inf entries (skipped under ``jit``, where values are unknown)."""
+    if not is_concrete(tree):
+        return
+    for leaf in jax.tree_util.tree_leaves(tree):
+        arr = np.asarray(leaf)  # NumPy: works for concrete arrays even inside a jit trace
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} has non-finite entries (NaN or inf)")
