@@ -1,0 +1,277 @@
+"""An independent dense reference for the curvdyn rules, written from DESIGN.md's definitions.
+
+Nothing here imports ``curvdyn``: the map, the loss, the gradient and the Jacobian are
+rebuilt from scratch (JAX autodiff over a flat parameter vector), ``H₊`` is assembled as
+``Jᵀ (I ⊗ Σ) J`` and every spectral function is applied through ``numpy.linalg.eigh`` in
+float64. It is deliberately slow and simple (O(P³)), meant for P up to a few hundred.
+
+Conventions (DESIGN.md):
+
+* weights ``ws = (w_1, ..., w_d)``, ``w_i`` of shape ``(n_i, n_{i-1})``; map ``W = w_d ... w_1``;
+* flat parameter vector: layer 1 first, each layer row-major
+  (``concatenate([w.reshape(-1) for w in ws])``);
+* the map is vectorized row-major too: ``vec_r(W)[a * n_0 + b] = W[a, b]``. Then
+  ``tr(Δ Σ Δᵀ) = Σ_a Δ[a, :] Σ Δ[a, :]ᵀ = vec_r(Δ)ᵀ (I_{n_d} ⊗ Σ) vec_r(Δ)``, so the
+  Gauss–Newton matrix of ``L = ½ tr(Δ Σ Δᵀ)`` is ``H₊ = Jᵀ (I_{n_d} ⊗ Σ) J`` with
+  ``J = ∂ vec_r(W) / ∂θ`` of shape ``(n_d n_0, P)``.
+
+Rules (direction ``d``, velocity ``ẇ = −d``): see :func:`direction`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+#: The documented default relative cutoff of the pseudo-inverse powers (DESIGN.md: "a
+#: documented, user-settable parameter"; curvdyn documents 1e-13). Restated here on purpose:
+#: if the library's default drifted, the reference comparison would notice.
+RCOND = 1e-13
+
+FULL_Q = {"ngd": 1.0, "sqrt-ngd": 2.0}
+BLOCK_Q = {"ngd-d": 1.0, "sqrt-ngd-d": 2.0}
+
+
+# ---------------------------------------------------------------------------------------
+# network, from the definitions
+# ---------------------------------------------------------------------------------------
+
+
+def widths(ws: Sequence) -> tuple[int, ...]:
+    return (int(ws[0].shape[1]),) + tuple(int(w.shape[0]) for w in ws)
+
+
+def flat(ws: Sequence) -> jnp.ndarray:
+    return jnp.concatenate([jnp.asarray(w, dtype=jnp.float64).reshape(-1) for w in ws])
+
+
+def unflat(theta, widths_: Sequence[int]) -> tuple:
+    out, start = [], 0
+    for n_in, n_out in zip(widths_[:-1], widths_[1:]):
+        out.append(theta[start : start + n_in * n_out].reshape(n_out, n_in))
+        start += n_in * n_out
+    assert start == theta.shape[0]
+    return tuple(out)
+
+
+def product_map(ws: Sequence):
+    """``W = w_d ... w_1`` (as a plain loop of matrix products)."""
+    out = ws[0]
+    for w in ws[1:]:
+        out = w @ out
+    return out
+
+
+def loss(ws: Sequence, target, cov):
+    """``L = ½ tr(Δ Σ Δᵀ)``, ``Δ = W − W*``."""
+    delta = product_map(ws) - target
+    return 0.5 * jnp.trace(delta @ cov @ delta.T)
+
+
+# The autodiff transforms are jitted per widths only to keep the suite fast; jit does not
+# change what is computed.
+
+
+@functools.lru_cache(maxsize=None)
+def _grad_fn(widths_: tuple[int, ...]):
+    return jax.jit(jax.grad(lambda th, target, cov: loss(unflat(th, widths_), target, cov)))
+
+
+@functools.lru_cache(maxsize=None)
+def _jac_fn(widths_: tuple[int, ...]):
+    return jax.jit(jax.jacfwd(lambda th: product_map(unflat(th, widths_)).reshape(-1)))
+
+
+@functools.lru_cache(maxsize=None)
+def _jac_and_grad_fn(widths_: tuple[int, ...]):
+    def both(th, target, cov):
+        jac = jax.jacfwd(lambda t: product_map(unflat(t, widths_)).reshape(-1))(th)
+        grad = jax.grad(lambda t: loss(unflat(t, widths_), target, cov))(th)
+        return jac, grad
+
+    return jax.jit(both)
+
+
+@functools.lru_cache(maxsize=None)
+def _hess_fn(widths_: tuple[int, ...]):
+    return jax.jit(jax.hessian(lambda th, target, cov: loss(unflat(th, widths_), target, cov)))
+
+
+def gradient_flat(ws: Sequence, target, cov) -> np.ndarray:
+    """``∂L/∂θ`` by ``jax.grad`` over the flat parameter vector."""
+    g = _grad_fn(widths(ws))(flat(ws), jnp.asarray(target), jnp.asarray(cov))
+    return np.asarray(g)
+
+
+def loss_hessian_flat(ws: Sequence, target, cov) -> np.ndarray:
+    """The full Hessian ``∂²L/∂θ²`` by ``jax.hessian`` (equals H₊ when W* = W)."""
+    return np.asarray(_hess_fn(widths(ws))(flat(ws), jnp.asarray(target), jnp.asarray(cov)))
+
+
+def jacobian(ws: Sequence) -> np.ndarray:
+    """``J = ∂ vec_r(W) / ∂θ`` by ``jax.jacfwd``, shape ``(n_d n_0, P)``."""
+    return np.asarray(_jac_fn(widths(ws))(flat(ws)))
+
+
+def hessian_plus(ws: Sequence, cov) -> np.ndarray:
+    """``H₊ = Jᵀ (I_{n_d} ⊗ Σ) J`` (row-major vec of the map), shape ``(P, P)``."""
+    jac = jacobian(ws)
+    n_out = int(ws[-1].shape[0])
+    h = jac.T @ np.kron(np.eye(n_out), np.asarray(cov, dtype=np.float64)) @ jac
+    return 0.5 * (h + h.T)
+
+
+def layer_slices(ws: Sequence) -> list[slice]:
+    out, start = [], 0
+    for w in ws:
+        size = int(w.shape[0] * w.shape[1])
+        out.append(slice(start, start + size))
+        start += size
+    return out
+
+
+def null_direction(ws: Sequence, ms: Sequence) -> tuple:
+    """The symmetry direction ``(.., m_i w_i, −w_{i+1} m_i, ..)`` (paper section 2), summed over i.
+
+    ``ms[i-1]`` is ``m_i`` of shape ``(n_i, n_i)``, i = 1..d−1; it leaves the map unchanged to
+    first order (``A_{i+1}(−w_{i+1} m_i)B_{i+1} + A_i(m_i w_i)B_i = 0``).
+    """
+    out = [np.zeros(np.shape(w)) for w in ws]
+    for i, m in enumerate(ms):
+        out[i] = out[i] + np.asarray(m) @ np.asarray(ws[i])
+        out[i + 1] = out[i + 1] - np.asarray(ws[i + 1]) @ np.asarray(m)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------
+# spectral functions (numpy eigh, float64)
+# ---------------------------------------------------------------------------------------
+
+
+def eigh(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.linalg.eigh(0.5 * (h + h.T))
+
+
+def psd_power(
+    h, power: float, *, rcond: float = RCOND, shift: float = 0.0, eig=None
+) -> np.ndarray:
+    """``(H + shift I)^{-power}`` for symmetric PSD ``H`` (``eig``: its precomputed ``eigh``).
+
+    With ``shift = 0`` it is the pseudo-inverse power: eigenvalues ``≤ rcond · λ_max`` map to 0
+    (``power = 0`` is then the projection on the range). With ``shift > 0`` there is no cutoff.
+    """
+    evals, evecs = eigh(h) if eig is None else eig
+    if shift > 0:
+        f = (np.maximum(evals, 0.0) + shift) ** (-power)
+    else:
+        keep = evals > rcond * evals.max()
+        f = np.where(keep, np.where(keep, evals, 1.0) ** (-power), 0.0)
+    return (evecs * f) @ evecs.T
+
+
+# ---------------------------------------------------------------------------------------
+# the rules
+# ---------------------------------------------------------------------------------------
+
+
+class Reference:
+    """Dense reference quantities of one (ws, W*, Σ), computed once and reused across rules."""
+
+    def __init__(self, ws: Sequence, target, cov=None):
+        self.ws = tuple(np.asarray(w, dtype=np.float64) for w in ws)
+        self.widths = widths(self.ws)
+        n_in = self.widths[0]
+        self.target = np.asarray(target, dtype=np.float64)
+        self.cov = np.eye(n_in) if cov is None else np.asarray(cov, dtype=np.float64)
+        # J = ∂vec_r(W)/∂θ (jax.jacfwd) and g = ∂L/∂θ (jax.grad), in one compiled call
+        jac, g = _jac_and_grad_fn(self.widths)(flat(self.ws), jnp.asarray(self.target), jnp.asarray(self.cov))
+        self.g = np.asarray(g)
+        h = np.asarray(jac).T @ np.kron(np.eye(self.widths[-1]), self.cov) @ np.asarray(jac)
+        self.h = 0.5 * (h + h.T)  # H₊ = Jᵀ (I ⊗ Σ) J, as in hessian_plus()
+        self.slices = layer_slices(self.ws)
+        self.depth = len(self.ws)
+        self.eig = eigh(self.h)
+        self.block_eig = [eigh(self.block(i)) for i in range(1, self.depth + 1)]
+
+    def unflat(self, theta: np.ndarray) -> tuple:
+        return tuple(np.asarray(x) for x in unflat(theta, self.widths))
+
+    def gradient(self) -> tuple:
+        return self.unflat(self.g)
+
+    def block(self, i: int) -> np.ndarray:
+        """Diagonal block ``H_i`` of the dense ``H₊`` (i 1-based), cut out of the dense matrix."""
+        s = self.slices[i - 1]
+        return self.h[s, s]
+
+    def direction(self, name: str, **params) -> tuple:
+        """Reference direction of rule ``name`` with parameters ``params``.
+
+        * ``sgd``: ``g``.
+        * ``ngd`` / ``sqrt-ngd`` / ``frac-ngd(q)``: ``(H₊⁺)^{1/q} g``; with ``lm_damping = λ > 0``
+          ``(H₊ + λ I)^{-1/q} g`` (no cutoff).
+        * ``damped-ngd(eps)``: ``(eps + 1)(eps I + H₊)⁻¹ g`` for eps > 0 (a linear solve);
+          ``H₊⁺ g`` at eps = 0 (the limit ε → 0, since g lies in the range of H₊).
+        * ``ngd-d`` / ``sqrt-ngd-d`` / ``frac-ngd-d(q)``: layer i gets
+          ``η_i (H_i⁺)^{1/q} g_i`` (or ``η_i (H_i + λ I)^{-1/q} g_i`` with lm_damping), with
+          ``η_i = layer_rates[i-1]`` or ``d^{-1/q}``.
+        """
+        rcond = params.get("rcond", RCOND)
+        lm = float(params.get("lm_damping", 0.0))
+        if name == "sgd":
+            return self.gradient()
+        if name == "damped-ngd":
+            eps = float(params["eps"])
+            if eps > 0:
+                p = self.h.shape[0]
+                out = (eps + 1.0) * np.linalg.solve(eps * np.eye(p) + self.h, self.g)
+            else:
+                out = psd_power(self.h, 1.0, rcond=rcond, eig=self.eig) @ self.g
+            return self.unflat(out)
+        if name in FULL_Q or name == "frac-ngd":
+            q = FULL_Q.get(name, params.get("q"))
+            q = float(q)
+            power = 0.0 if math.isinf(q) else 1.0 / q
+            return self.unflat(psd_power(self.h, power, rcond=rcond, shift=lm, eig=self.eig) @ self.g)
+        if name in BLOCK_Q or name == "frac-ngd-d":
+            q = float(BLOCK_Q.get(name, params.get("q")))
+            power = 0.0 if math.isinf(q) else 1.0 / q
+            rates: Optional[Sequence[float]] = params.get("layer_rates")
+            if rates is None:
+                rates = [self.depth ** (-power)] * self.depth
+            out = []
+            for i in range(1, self.depth + 1):
+                g_i = self.g[self.slices[i - 1]]
+                f_i = psd_power(self.block(i), power, rcond=rcond, shift=lm, eig=self.block_eig[i - 1])
+                d_i = rates[i - 1] * (f_i @ g_i)
+                out.append(d_i)
+            return self.unflat(np.concatenate(out))
+        raise ValueError(f"reference knows no rule {name!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# comparisons
+# ---------------------------------------------------------------------------------------
+
+
+def flat_np(ws: Sequence) -> np.ndarray:
+    return np.concatenate([np.asarray(w, dtype=np.float64).reshape(-1) for w in ws])
+
+
+def rel_err(x: Sequence, ref: Sequence) -> float:
+    """``‖x − ref‖ / ‖ref‖`` over all layers together (Euclidean norm of the flat vectors)."""
+    a, b = flat_np(x), flat_np(ref)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def inner(x: Sequence, y: Sequence) -> float:
+    """``x · y = Σ_i tr(x_i y_iᵀ)``."""
+    return float(flat_np(x) @ flat_np(y))
