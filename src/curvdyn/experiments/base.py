@@ -10,6 +10,9 @@ An experiment is a module in :mod:`curvdyn.experiments` that defines
 * ``plot(data, config) -> matplotlib.figure.Figure``: draws the figure from the data alone;
 * ``claims(data, config) -> list[Claim]``: measures the paper's claims from the data alone.
 
+Optionally ``describe(config) -> str``: a paragraph for the report on the setup and numerics
+(from the saved configuration).
+
 ``plot`` and ``claims`` read only what ``compute`` returned (after a round trip through the
 saved files), so every number in the report can be recomputed from the data files.
 """
@@ -31,6 +34,10 @@ class Claim:
       threshold: the pass criterion in words, e.g. ``"≤ 1e-7"``.
       passed: whether the measurement meets the criterion.
       detail: optional extra context (how it was measured, where it differs from the paper).
+      known_deviation: empty, or the reason — written into the experiment before the run — why
+        the paper's statement is known not to hold as stated (a documented disagreement).
+        A failed claim with a known deviation is reported as "DISAGREES (documented)" and
+        does not fail ``reproduce --check``; every other failed claim does.
     """
 
     key: str
@@ -39,6 +46,19 @@ class Claim:
     threshold: str
     passed: bool
     detail: str = ""
+    known_deviation: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """``"PASS"``, ``"FAIL"``, or ``"DISAGREES"`` (failed, with a documented known deviation)."""
+        if self.passed:
+            return "PASS"
+        return "DISAGREES" if self.known_deviation else "FAIL"
+
+    @property
+    def blocking(self) -> bool:
+        """A failure that ``reproduce --check`` counts: failed and not a documented deviation."""
+        return not self.passed and not self.known_deviation
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -46,16 +66,22 @@ class Claim:
         return out
 
 
-def at_most(key: str, statement: str, measured: float, bound: float, detail: str = "") -> Claim:
+def at_most(
+    key: str, statement: str, measured: float, bound: float, detail: str = "", *, known_deviation: str = ""
+) -> Claim:
     """A claim that holds when ``measured ≤ bound`` (and is finite)."""
     measured = float(measured)
-    return Claim(key, statement, measured, f"≤ {bound:.3g}", bool(math.isfinite(measured) and measured <= bound), detail)
+    ok = bool(math.isfinite(measured) and measured <= bound)
+    return Claim(key, statement, measured, f"≤ {bound:.3g}", ok, detail, known_deviation)
 
 
-def at_least(key: str, statement: str, measured: float, bound: float, detail: str = "") -> Claim:
+def at_least(
+    key: str, statement: str, measured: float, bound: float, detail: str = "", *, known_deviation: str = ""
+) -> Claim:
     """A claim that holds when ``measured ≥ bound`` (and is finite)."""
     measured = float(measured)
-    return Claim(key, statement, measured, f"≥ {bound:.3g}", bool(math.isfinite(measured) and measured >= bound), detail)
+    ok = bool(math.isfinite(measured) and measured >= bound)
+    return Claim(key, statement, measured, f"≥ {bound:.3g}", ok, detail, known_deviation)
 
 
 def within(

@@ -1,0 +1,492 @@
+"""The ``curvdyn`` command line: ``curvdyn reproduce`` and ``curvdyn simulate``.
+
+Run ``curvdyn --help``, ``curvdyn reproduce --help`` or ``curvdyn simulate --help``.
+Exit status: 0 on success; 1 when an experiment raised, when ``--check`` finds a failed
+claim, or when a simulation diverged or failed; 2 for invalid options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import textwrap
+from pathlib import Path
+from typing import Optional, Sequence
+
+from curvdyn._version import __version__
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the descriptions' line breaks; show each meaningful default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            action.default is not None
+            and action.default is not False
+            and action.default is not argparse.SUPPRESS
+            and "default" not in text.lower()
+            and action.option_strings
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _q_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 or 'inf', got {text!r}") from None
+    if math.isnan(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"q must be >= 1 (1 = NGD, 2 = sqrt-NGD, inf = SGD), got {text}")
+    return value
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"widths must be comma-separated integers like 16,16,16,16,16, got {text!r}") from None
+    if len(widths) < 2 or any(n < 1 for n in widths):
+        raise argparse.ArgumentTypeError(
+            f"widths must list n_0,...,n_d (at least two positive integers), got {text!r}"
+        )
+    return widths
+
+
+def _formats(text: str) -> list[str]:
+    from curvdyn.reproduce import FORMATS, check_formats
+
+    try:
+        return list(check_formats(text.split(",")))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (e.g. --format png,pdf; any of {', '.join(FORMATS)})") from None
+
+
+# ---------------------------------------------------------------------------------------
+# the parser
+# ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from curvdyn import experiments
+    from curvdyn.rules import RULE_NAMES
+
+    parser = argparse.ArgumentParser(
+        prog="curvdyn",
+        formatter_class=_Formatter,
+        description=textwrap.dedent(
+            """\
+            Exact learning dynamics of deep linear networks under curvature-corrected learning
+            rules (SGD, NGD, fractional NGD such as sqrt-NGD, damped NGD, and the block-diagonal
+            versions NGD-d, sqrt-NGD-d), after the paper "Curvature-corrected learning dynamics
+            in deep linear neural networks".
+
+            commands:
+              reproduce   reproduce the paper's figures and check its claims (report.md/.html)
+              simulate    run one simulation and write its trajectory and a loss/map plot
+            """
+        ),
+        epilog="Run 'curvdyn COMMAND --help' for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"curvdyn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    names = experiments.names()
+    rep = sub.add_parser(
+        "reproduce",
+        formatter_class=_Formatter,
+        help="reproduce the paper's figures and check its claims",
+        description=textwrap.dedent(
+            f"""\
+            Reproduce the paper's figures and check its claims with measured numbers.
+
+            For each figure FIG this writes, under OUT/FIG/:
+              FIG.png (and FIG.pdf/.svg with --format)   the figure
+              data.npz                                   the raw data (NumPy arrays)
+              config.json                                the exact configuration, curvdyn version,
+                                                         seed, --quick flag and wall time
+              claims.json                                the claims measured on data.npz
+            and OUT/report.md, OUT/report.html (self-contained, figures embedded) and
+            OUT/report.json: the figures, the claims table (measured number, threshold,
+            PASS/FAIL/DISAGREES) and a plain note for every claim that fails. DISAGREES marks a
+            documented, known deviation from the paper; --check fails on FAIL only.
+
+            The figures and claims are computed from the saved data files only, so
+            'curvdyn reproduce --replot --out OUT' re-draws and re-checks saved data.
+
+            Available figures, in order: {', '.join(names)}.
+            """
+        ),
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              curvdyn reproduce                         # everything, default resolution
+              curvdyn reproduce fig3 --quick            # one figure, lower resolution
+              curvdyn reproduce --quick --check         # CI: non-zero exit if a claim fails
+              curvdyn reproduce --format png,pdf --out paper-figures
+            """
+        ),
+    )
+    rep.add_argument(
+        "figures", nargs="*", metavar="FIG",
+        help=f"figures to reproduce (default: all). Choose from: {', '.join(names)}",
+    )
+    rep.add_argument("--out", metavar="DIR", default="results", help="output directory (created if missing)")
+    rep.add_argument(
+        "--quick", action="store_true",
+        help="lower resolution (fewer recorded times, looser tolerances, cheaper integrators): the "
+        "same claims checked in about a minute on 2 cores",
+    )
+    rep.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="random seed of every experiment")
+    rep.add_argument(
+        "--format", dest="formats", type=_formats, default="png", metavar="FMT[,FMT]",
+        help="image formats, comma-separated, from png, pdf, svg (PNG is always written: the report embeds it)",
+    )
+    rep.add_argument("--check", action="store_true", help="exit with status 1 if any claim fails (for CI); documented deviations from the paper (DISAGREES) do not count")
+    rep.add_argument(
+        "--replot", action="store_true",
+        help="do not compute: re-draw the figures, re-measure the claims and rewrite the report "
+        "from the data already saved in OUT",
+    )
+    rep.add_argument(
+        "--jobs", type=_positive_int, default=None, metavar="N",
+        help="run up to N experiments at once, each in its own process (default: the number of CPU "
+        "cores, at most 2; 1 runs everything in this process)",
+    )
+    rep.add_argument("--list", action="store_true", help="list the available figures and exit")
+    rep.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+
+    sim = sub.add_parser(
+        "simulate",
+        formatter_class=_Formatter,
+        help="run one simulation and write its trajectory and a loss/map plot",
+        description=textwrap.dedent(
+            """\
+            Run one simulation of a deep linear network learning a task under one rule, and
+            write OUT/trajectory.npz (times, weights, loss, map, conserved quantities, update
+            norm, and the configuration as JSON metadata; read it with
+            curvdyn.Trajectory.load) and OUT/trajectory.png (loss, the map's singular values
+            against the target's, and the update norm over time).
+
+            The network has widths n_0,...,n_d (--widths, or --depth with --width). The task's
+            target W* (n_d x n_0, input covariance I) is chosen by --task:
+              random            Gaussian entries N(0, 1/n_0), times --target-scale
+              identity          the identity map (n_0 = n_d), times --target-scale
+              student-teacher   the least-squares map of noisy samples of a low-rank teacher
+                                (--rank, --snr, P = n_0 samples), as in the paper's section 4
+            """
+        ),
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              curvdyn simulate --depth 4 --width 16 --rule sqrt-ngd --init-scale 0.05 --t-end 20
+              curvdyn simulate --widths 3,4,4,3 --rule frac-ngd --q 3 --t-end 10
+              curvdyn simulate --rule ngd --method euler --dt 0.05 --clip 0.1 --lm-damping 1e-5
+            """
+        ),
+    )
+    net = sim.add_argument_group("network")
+    net.add_argument("--widths", type=_widths, metavar="N0,N1,...,Nd",
+                     help="layer widths n_0,...,n_d (overrides --depth/--width)")
+    net.add_argument("--depth", type=_positive_int, default=3, metavar="D", help="number of layers d (with --width)")
+    net.add_argument("--width", type=_positive_int, default=4, metavar="N", help="width of every layer (with --depth)")
+    net.add_argument("--init", choices=("random", "xavier", "balanced"), default="random",
+                     help="initial weights: 'random' = Gaussian layers rescaled to largest singular value "
+                     "--init-scale; 'xavier' = Xavier normal times --init-scale; 'balanced' = balanced "
+                     "layers with all singular values --init-scale")
+    net.add_argument("--init-scale", type=_positive_float, default=0.1, metavar="S", help="initial weight scale")
+    tsk = sim.add_argument_group("task")
+    tsk.add_argument("--task", choices=("random", "identity", "student-teacher"), default="random", help="the target map")
+    tsk.add_argument("--target-scale", type=_positive_float, default=1.0, metavar="S",
+                     help="scale of the target (random/identity tasks)")
+    tsk.add_argument("--rank", type=_positive_int, default=3, metavar="R", help="teacher rank (student-teacher)")
+    tsk.add_argument("--snr", type=_positive_float, default=10.0, metavar="SNR", help="teacher mode strength over noise std (student-teacher)")
+    rl = sim.add_argument_group("rule")
+    rl.add_argument("--rule", choices=RULE_NAMES, default="sqrt-ngd",
+                    help="learning rule (frac-ngd/frac-ngd-d need --q, damped-ngd needs --eps)")
+    rl.add_argument("--q", type=_q_value, metavar="Q", help="correction order q >= 1 of frac-ngd/frac-ngd-d ('inf' = SGD)")
+    rl.add_argument("--eps", type=_nonneg_float, metavar="EPS", help="damping eps >= 0 of damped-ngd (eq. 17)")
+    rl.add_argument("--lm-damping", type=_nonneg_float, default=0.0, metavar="LAMBDA",
+                    help="Levenberg-Marquardt shift of the (block) curvature, for the NGD-family rules")
+    rl.add_argument("--eta", type=_positive_float, default=1.0, metavar="ETA", help="learning rate eta")
+    num = sim.add_argument_group("numerics")
+    num.add_argument("--t-end", type=_positive_float, default=20.0, metavar="T", help="final time (in units of 1/eta)")
+    num.add_argument("--method", choices=("ode", "euler"), default="ode",
+                     help="'ode' = adaptive continuous time; 'euler' = discrete steps of size --dt")
+    num.add_argument("--n-save", type=_positive_int, default=201, metavar="K", help="number of recorded times")
+    num.add_argument("--log-time", action="store_true",
+                     help="record at log-spaced times (from t_end*1e-4) instead of equally spaced ones (ode only)")
+    num.add_argument("--rtol", type=_positive_float, default=1e-8, help="relative tolerance (ode)")
+    num.add_argument("--atol", type=_positive_float, default=1e-10, help="absolute tolerance (ode)")
+    num.add_argument("--solver", choices=("tsit5", "dopri5", "dopri8", "bosh3"), default="tsit5", help="ODE solver (ode)")
+    num.add_argument("--dt", type=_positive_float, default=0.01, metavar="DT", help="step size (euler)")
+    num.add_argument("--clip", type=_positive_float, metavar="C", help="cap on each step's parameter-update norm (euler)")
+    sim.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="random seed (initial weights and task)")
+    sim.add_argument("--out", metavar="DIR", default="results/simulation", help="output directory (created if missing)")
+    sim.add_argument("--no-plot", action="store_true", help="write the trajectory only")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------
+
+
+def _cmd_reproduce(args, parser) -> int:
+    from curvdyn import experiments, reproduce
+
+    if args.list:
+        for name in experiments.names():
+            try:
+                title = experiments.get(name).TITLE
+            except Exception as exc:  # pragma: no cover - a broken module still lists
+                title = f"(cannot import: {exc})"
+            print(f"{name:8s} {title}")
+        return EXIT_OK
+    try:
+        names = reproduce.check_names(args.figures)
+    except ValueError as exc:
+        parser.error(str(exc))
+    out = Path(args.out)
+    if args.replot:
+        missing = [n for n in names if not (out / n / reproduce.DATA_FILE).is_file()]
+        if missing:
+            parser.error(f"--replot needs saved data, but {out} has none for: {', '.join(missing)}")
+    command = "curvdyn " + " ".join(shlex.quote(a) for a in args.argv)
+    run = reproduce.reproduce(
+        names, out=out, quick=args.quick, seed=args.seed, formats=args.formats,
+        progress=not args.no_progress, replot=args.replot, command=command.strip(),
+        jobs=args.jobs if args.jobs is not None else reproduce.default_jobs(),
+    )
+    _print_summary(run)
+    if any(r.error is not None for r in run.results):
+        return EXIT_FAIL
+    if args.check and not run.ok:
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def _print_summary(run) -> None:
+    from curvdyn.report import format_measured
+
+    width = max([len(c.key) for c in run.claims] + [10])
+    for r in run.results:
+        print(f"{r.name}: {r.title}")
+        if r.error is not None:
+            print(f"  ERROR: {r.error.strip().splitlines()[-1]}")
+        for c in r.claims:
+            print(f"  {c.verdict:<9}  {c.key:<{width}}  {format_measured(c.measured):>10}  ({c.threshold})")
+    n = len(run.claims)
+    failed = sum(c.blocking for c in run.claims)
+    deviations = sum(c.verdict == "DISAGREES" for c in run.claims)
+    print(
+        f"{sum(c.passed for c in run.claims)} of {n} claims pass"
+        + (f", {failed} fail" if failed else "")
+        + (f", {deviations} disagree with the paper (documented deviations, see the report)" if deviations else "")
+        + f"; wall time {run.wall_time_s:.1f} s; report: {run.out / 'report.html'}"
+    )
+
+
+def _simulation_task(args, n_in: int, n_out: int):
+    import jax
+    import numpy as np
+
+    from curvdyn.task import Task, student_teacher
+
+    key = jax.random.fold_in(jax.random.PRNGKey(args.seed), 1)
+    if args.task == "random":
+        target = np.asarray(jax.random.normal(key, (n_out, n_in))) * (args.target_scale / math.sqrt(n_in))
+        return Task(target)
+    if args.task == "identity":
+        if n_in != n_out:
+            raise ValueError(f"--task identity needs n_0 = n_d, got widths with n_0 = {n_in}, n_d = {n_out}")
+        return Task(np.eye(n_in) * args.target_scale)
+    if args.rank > min(n_in, n_out):
+        raise ValueError(f"--rank {args.rank} exceeds min(n_0, n_d) = {min(n_in, n_out)}")
+    return student_teacher(key, n_in, n_out, rank=args.rank, snr=args.snr).train_task
+
+
+def _simulation_rule(args):
+    from curvdyn.rules import get_rule
+
+    params = {}
+    if args.rule in ("frac-ngd", "frac-ngd-d"):
+        if args.q is None:
+            raise ValueError(f"--rule {args.rule} needs --q (q >= 1)")
+        params["q"] = args.q
+    elif args.q is not None:
+        raise ValueError(f"--q applies to frac-ngd and frac-ngd-d only, not to --rule {args.rule}")
+    if args.rule == "damped-ngd":
+        if args.eps is None:
+            raise ValueError("--rule damped-ngd needs --eps (eps >= 0)")
+        params["eps"] = args.eps
+    elif args.eps is not None:
+        raise ValueError(f"--eps applies to damped-ngd only, not to --rule {args.rule}")
+    if args.lm_damping:
+        if args.rule in ("sgd", "damped-ngd"):
+            raise ValueError(f"--lm-damping does not apply to --rule {args.rule}")
+        params["lm_damping"] = args.lm_damping
+    return get_rule(args.rule, **params)
+
+
+def _cmd_simulate(args, parser) -> int:
+    import warnings
+
+    import jax
+
+    from curvdyn.experiments.common import log_times
+    from curvdyn.init import init_balanced, init_random, init_xavier
+    from curvdyn.simulate import simulate
+
+    widths = args.widths if args.widths else (args.width,) * (args.depth + 1)
+    if args.method == "euler" and args.log_time:
+        parser.error("--log-time applies to --method ode only")
+    if args.method == "ode" and args.clip is not None:
+        parser.error("--clip applies to --method euler only")
+    try:
+        rule = _simulation_rule(args)
+        task = _simulation_task(args, widths[0], widths[-1])
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    key = jax.random.PRNGKey(args.seed)
+    init = {"random": init_random, "xavier": init_xavier, "balanced": init_balanced}[args.init]
+    ws = init(key, widths, args.init_scale)
+    kwargs = dict(eta=args.eta, method=args.method, n_save=args.n_save, seed=args.seed)
+    if args.method == "ode":
+        kwargs.update(rtol=args.rtol, atol=args.atol, solver=args.solver)
+        if args.log_time:
+            kwargs["save_at"] = log_times(args.t_end, args.n_save, args.t_end * 1e-4)
+    else:
+        kwargs.update(dt=args.dt, clip=args.clip)
+        if args.t_end / args.dt > 5e7:
+            parser.error(f"--t-end / --dt = {args.t_end / args.dt:.3g} Euler steps is too many (max 5e7)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the status below says it
+        traj = simulate(ws, task, rule, args.t_end, **kwargs)
+    traj.config["cli"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "argv"}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    traj.save(out / "trajectory.npz")
+    written = [out / "trajectory.npz"]
+    if not args.no_plot:
+        fig = plot_trajectory(traj, task, title=f"{rule.label}, widths {'-'.join(map(str, widths))}")
+        fig.savefig(out / "trajectory.png", dpi=130, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        written.append(out / "trajectory.png")
+    loss0, loss1 = float(traj.loss[0]), float(traj.loss[-1])
+    print(f"{rule.label} on widths {'-'.join(map(str, widths))}, {args.method}: {traj.status} — {traj.message}")
+    print(f"loss {loss0:.6g} -> {loss1:.6g} at t = {float(traj.t[-1]):.6g}")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return EXIT_FAIL if traj.status in ("diverged", "failed", "max_steps") else EXIT_OK
+
+
+def plot_trajectory(traj, task, *, title: str = ""):
+    """A loss / map / update-norm figure of one :class:`~curvdyn.simulate.Trajectory`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t = np.asarray(traj.t)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    ax = axes[0]
+    loss = np.asarray(traj.loss)
+    ax.plot(t, np.where(loss > 0, loss, np.nan), color="k")
+    ax.set_yscale("log")
+    ax.set_xlabel("time t")
+    ax.set_ylabel("loss $L = \\frac{1}{2}\\mathrm{tr}(\\Delta\\Sigma\\Delta^T)$")
+    ax.set_title("loss")
+    ax = axes[1]
+    svals = np.linalg.svd(np.asarray(traj.map), compute_uv=False)
+    target = np.linalg.svd(np.asarray(task.target), compute_uv=False)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, svals.shape[1]))
+    for k in range(svals.shape[1]):
+        ax.plot(t, svals[:, k], color=colors[k], lw=1.4, label=f"$\\bar\\sigma_{{{k + 1}}}$" if k < 8 else None)
+        ax.axhline(target[k], color=colors[k], ls="--", lw=0.8)
+    ax.set_xlabel("time t")
+    ax.set_ylabel("singular values of the map W")
+    ax.set_title("map (dashed: target W*)")
+    if svals.shape[1] <= 8:
+        ax.legend(fontsize=8, frameon=False)
+    ax = axes[2]
+    un = np.asarray(traj.update_norm)
+    ax.plot(t, np.where(un > 0, un, np.nan), color="tab:red")
+    ax.set_yscale("log")
+    ax.set_xlabel("time t")
+    ax.set_ylabel("update norm $\\|\\dot w\\|$")
+    ax.set_title("parameter update speed")
+    if np.all(t[1:] > 0) and t[-1] / max(t[1], 1e-300) > 1e3:
+        for ax in axes:
+            ax.set_xscale("log")
+    for ax in axes:
+        ax.grid(alpha=0.25)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``curvdyn`` command; returns the exit status."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # for error messages
+    if args.command == "reproduce":
+        return _cmd_reproduce(args, sub)
+    return _cmd_simulate(args, sub)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

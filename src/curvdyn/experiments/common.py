@@ -1,0 +1,104 @@
+"""Helpers shared by the experiment modules: progress bars, save times, rule styles, measurements.
+
+Nothing here is an experiment; the registry in :mod:`curvdyn.experiments` lists those.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable, Optional, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+#: One colour and label per rule, the same in every figure.
+RULE_STYLE = {
+    "sgd": {"color": "#1f77b4", "label": "SGD"},
+    "ngd": {"color": "#d62728", "label": "NGD"},
+    "sqrt-ngd": {"color": "#2ca02c", "label": "√NGD"},
+    "ngd-d": {"color": "#ff7f0e", "label": "NGD-d"},
+    "sqrt-ngd-d": {"color": "#9467bd", "label": "√NGD-d"},
+    "damped-ngd": {"color": "#8c564b", "label": "damped NGD"},
+    "frac-ngd": {"color": "#e377c2", "label": "q-NGD"},
+    "frac-ngd-d": {"color": "#7f7f7f", "label": "q-NGD-d"},
+}
+
+
+def rule_color(name: str) -> str:
+    """The colour of a rule in every figure (grey for unknown names)."""
+    return RULE_STYLE.get(name, {}).get("color", "#555555")
+
+
+def rule_label(name: str) -> str:
+    """The display label of a rule (``√NGD`` for ``sqrt-ngd``, ...)."""
+    return RULE_STYLE.get(name, {}).get("label", name)
+
+
+def progress(iterable: Iterable[T], *, enabled: bool, desc: str, total: Optional[int] = None, leave: bool = False):
+    """A tqdm progress bar over ``iterable`` on stderr, or the plain iterable when disabled."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=leave, file=sys.stderr, dynamic_ncols=True)
+
+
+def log_times(t_end: float, n: int, t_min: float) -> np.ndarray:
+    """``0`` followed by ``n`` log-spaced times from ``t_min`` to ``t_end`` (save times)."""
+    if not (0 < t_min < t_end):
+        raise ValueError(f"need 0 < t_min < t_end, got t_min={t_min}, t_end={t_end}")
+    return np.concatenate([[0.0], np.logspace(np.log10(t_min), np.log10(t_end), int(n))])
+
+
+def first_crossing(t: np.ndarray, y: np.ndarray, level: float) -> float:
+    """The first time ``y`` reaches ``level`` from below, interpolated linearly in ``log t``.
+
+    ``t`` must be increasing (``t[0]`` may be 0). Returns ``inf`` when ``y`` never reaches
+    ``level`` and ``t[0]`` when it starts at or above it.
+    """
+    t, y = np.asarray(t, float), np.asarray(y, float)
+    above = np.nonzero(y >= level)[0]
+    if above.size == 0:
+        return float("inf")
+    k = int(above[0])
+    if k == 0:
+        return float(t[0])
+    t0, t1, y0, y1 = t[k - 1], t[k], y[k - 1], y[k]
+    frac = (level - y0) / (y1 - y0) if y1 != y0 else 1.0
+    if t0 > 0:
+        return float(np.exp(np.log(t0) + frac * (np.log(t1) - np.log(t0))))
+    return float(t0 + frac * (t1 - t0))
+
+
+def relative_drift(conserved: np.ndarray) -> float:
+    """``max_t ‖C(t) − C(0)‖_F / ‖C(0)‖_F`` for one conserved matrix recorded as ``(T, n, n)``."""
+    c = np.asarray(conserved, float)
+    ref = np.linalg.norm(c[0])
+    if ref == 0:
+        return float("inf") if np.any(c != 0) else 0.0
+    return float(np.max(np.linalg.norm(c - c[0], axis=(-2, -1))) / ref)
+
+
+def random_target(key, singular_values) -> np.ndarray:
+    """A square target ``W* = U diag(s) Vᵀ`` with Haar-random orthogonal ``U, V`` from a JAX key.
+
+    The singular values are ``singular_values`` (any order, repeats allowed); ``n = len(s)``.
+    """
+    import jax
+
+    k_u, k_v = jax.random.split(key)
+    s = np.asarray(singular_values, dtype=np.float64)
+    n = s.shape[0]
+    u, r_u = np.linalg.qr(np.asarray(jax.random.normal(k_u, (n, n), dtype=np.float64)))
+    v, r_v = np.linalg.qr(np.asarray(jax.random.normal(k_v, (n, n), dtype=np.float64)))
+    u, v = u * np.sign(np.diag(r_u)), v * np.sign(np.diag(r_v))
+    return (u * s) @ v.T
+
+
+# Settings shared by the singular-mode figures (fig1, fig2) for their full-matrix runs. With
+# equal widths, save-time counts and ODE options, curvdyn.simulate reuses one compiled program
+# per rule across those experiments in one process (a compile costs 3–7 s on 2 CPU cores).
+MODE_RUN_WIDTH = 4
+MODE_RUN_N_SAVE = 241
+MODE_RUN_ODE = {"rtol": 1e-10, "atol": 1e-12, "solver": "tsit5", "max_steps": 100_000}
