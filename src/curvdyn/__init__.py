@@ -1,7 +1,8 @@
 """curvdyn: exact learning dynamics of deep linear networks under curvature-corrected rules.
 
 Float64 is switched on at import (``jax_enable_x64``): the library's exactness claims are
-float64 claims. Pass float32 arrays explicitly to compute in float32.
+float64 claims. To compute in float32, cast weights and task together:
+``ws32, task32 = cd.astype(ws, task, jnp.float32)``.
 
 The public API::
 
@@ -40,6 +41,7 @@ from curvdyn.init import (  # noqa: E402
 from curvdyn.task import Task, StudentTeacher, student_teacher  # noqa: E402
 from curvdyn.rules import Rule, get_rule, RULE_NAMES  # noqa: E402
 from curvdyn.simulate import simulate, Trajectory  # noqa: E402
+from curvdyn.curvature import astype  # noqa: E402
 from curvdyn import theory  # noqa: E402
 
 __all__ = [
@@ -67,4 +69,5 @@ __all__ = [
     "RULE_NAMES",
     "simulate",
     "Trajectory",
+    "astype",
 ]

@@ -25,12 +25,38 @@ replace the default layer factor ``d^{−1/q}``.
 
 ``lm_damping = λ > 0`` (Levenberg–Marquardt, the paper's section 4 numerics for NGD)
 replaces ``H⁺^{1/q}`` by ``(H + λ I)^{−1/q}`` — for the block rules on each block exactly.
+
+Methods (``Rule.direction(..., method=...)``, ``simulate(..., curvature_method=...)``); all are
+exact (``cg`` to its stated tolerance) and all compile under ``jax.jit``:
+
+=====================  ==================================================  ==================
+method                 how                                                 cost
+=====================  ==================================================  ==================
+``dense``              explicit ``H₊`` (or blocks), eigendecomposition     O(P³), O(P²) memory
+``mapspace``           map-space kernel ``K`` (n_d n_0 square), eigh       O((n_d n_0)³)
+``kronsum``            d = 2, Σ = I: two eigendecompositions               O(N³)
+``balanced``           shared eigenbasis of the Grams (declared)           O(d (n_d³ + n_0³))
+``balanced-checked``   ``balanced`` if its error estimate ≤ balance_tol,   same + the check
+                       else ``mapspace`` (or ``dense`` when P < n_d n_0)
+``cg``                 damped rules: matrix-free CG on ``K + shift``       iterations × O(d n³)
+``kronecker``          block rules: layer factors                          O(Σ n_i³)
+``auto``               full rules: ``kronsum`` for d = 2, Σ = I, else
+                       ``balanced-checked``; block rules: the cheaper of
+                       ``kronecker`` and ``mapspace``
+=====================  ==================================================  ==================
+
+``auto`` never forms a ``P × P`` matrix unless the network has fewer parameters than its map
+has entries (``P < n_d n_0``), where ``H₊`` is the smaller eigenproblem. ``balanced`` trusts
+the user's declaration that the weights are balanced (or aligned): under the full rules balance
+is conserved (eq. 4), so declaring it at the start of a run holds along the run up to the
+integration error; check with :func:`curvdyn.curvature.shared_basis_error`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Optional, Sequence
 
 import jax
@@ -61,7 +87,8 @@ _PARAMS = {
     "sqrt-ngd-d": ("layer_rates", "lm_damping", "rcond"),
     "frac-ngd-d": ("q", "layer_rates", "lm_damping", "rcond"),
 }
-METHODS = ("auto", "dense", "mapspace", "kronsum", "kronecker")
+METHODS = ("auto", "dense", "mapspace", "kronsum", "kronecker", "balanced", "balanced-checked", "cg")
+_FULL_ONLY = ("kronsum", "balanced", "balanced-checked", "cg")
 
 
 def _check_nonneg(value, name: str) -> float:
@@ -114,8 +141,9 @@ class Rule:
 
     @property
     def is_gradient(self) -> bool:
-        """True when the direction is the plain gradient (SGD, or q = ∞)."""
-        return math.isinf(self.q) and self.eps is None and not self.lm_damping
+        """True when the direction is the plain gradient (SGD, or q = ∞ without layer rates)."""
+        plain_rates = not (self.block and self.layer_rates is not None)
+        return math.isinf(self.q) and self.eps is None and not self.lm_damping and plain_rates
 
     def spectral_function(self) -> cv.SpectralFunction:
         """The function ``f`` of the curvature this rule applies to the gradient."""
@@ -136,35 +164,107 @@ class Rule:
             return self.layer_rates
         return (1.0 if math.isinf(self.q) else depth ** (-1.0 / self.q),) * depth
 
-    def direction(self, weights: Sequence, task: Task, *, method: str = "auto") -> Weights:
+    def direction(
+        self,
+        weights: Sequence,
+        task: Task,
+        *,
+        method: str = "auto",
+        balance_tol: Optional[float] = None,
+        cg_tol: Optional[float] = None,
+        cg_maxiter: Optional[int] = None,
+    ) -> Weights:
         """The direction ``d`` (velocity ``ẇ = −d`` at η = 1), a tuple shaped like ``weights``.
 
         Args:
           weights: ``(w_1, ..., w_d)``, ``w_i`` of shape ``(n_i, n_{i−1})``.
           task: the :class:`~curvdyn.task.Task` (``W*``, ``Σ``).
-          method: ``"auto"`` (fastest exact method for the shapes), ``"dense"`` (explicit
-            ``H₊`` or blocks, the reference), ``"mapspace"`` (DESIGN.md identity),
-            ``"kronsum"`` (full rules, d = 2 and Σ = I), ``"kronecker"`` (block rules:
+          method: ``"auto"`` (fastest exact method, see the module table), ``"dense"``
+            (explicit ``H₊`` or blocks, the reference), ``"mapspace"`` (DESIGN.md identity),
+            ``"kronsum"`` (full rules, d = 2 and Σ = I), ``"balanced"`` (full rules, declared
+            shared eigenbasis), ``"balanced-checked"`` (that, checked at run time),
+            ``"cg"`` (damped full rules, matrix-free), ``"kronecker"`` (block rules:
             layer factors).
+          balance_tol: tolerance of the shared-basis check (``balanced-checked`` and
+            ``auto``); default :func:`curvdyn.curvature.default_balance_tol` of the dtype.
+          cg_tol, cg_maxiter: ``cg`` only: relative error bound to stop at (default 1e-10)
+            and iteration cap (default 2000). A ``cg`` direction that stops at the cap
+            without meeting ``cg_tol`` warns (``RuntimeWarning``) with its error bound.
         """
         ws = as_weights(weights)
         check_compatible(ws, task)
         resolved = self.resolve_method(widths_of(ws), task.identity_cov, method)
-        return _direction_jit(ws, task, self, resolved)
+        opts = _options(balance_tol, cg_tol, cg_maxiter)
+        if resolved == "cg" and not self.is_gradient:
+            out, info = _cg_jit(ws, task, self, opts[1], opts[2])
+            if not bool(info.converged):
+                warnings.warn(
+                    f"cg stopped after {int(info.iterations)} iterations with relative error "
+                    f"bound {float(info.error_bound):.3g} > cg_tol = {opts[1]:.3g}; raise "
+                    "cg_maxiter or use an eigendecomposition method",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return tuple(out)
+        return _direction_jit(ws, task, self, resolved, *opts)
 
     def resolve_method(self, widths: tuple[int, ...], identity_cov: bool, method: str) -> str:
-        """The concrete method ``auto`` stands for (or a validated explicit one)."""
+        """The concrete (static) method ``auto`` stands for, or a validated explicit one.
+
+        Full rules: ``auto`` is ``kronsum`` for d = 2 with Σ = I, else ``balanced-checked``
+        (the shared-basis path where it holds at run time, else the shape's fallback,
+        :func:`curvdyn.curvature.choose_full_method`). Block rules: the cheaper of
+        ``kronecker`` and ``mapspace`` (:func:`curvdyn.curvature.choose_block_method`).
+        """
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
         if self.block:
-            if method == "kronsum":
-                raise ValueError("method 'kronsum' is for the full-curvature rules, not block rules")
+            if method in _FULL_ONLY:
+                raise ValueError(f"method {method!r} is for the full-curvature rules, not block rules")
             return cv.choose_block_method(widths) if method == "auto" else method
         if method == "kronecker":
             raise ValueError("method 'kronecker' is for the block-diagonal rules (-d)")
         if method == "kronsum" and (len(widths) != 3 or not identity_cov):
             raise ValueError("method 'kronsum' needs depth d = 2 and an identity input covariance")
-        return cv.choose_full_method(widths, identity_cov) if method == "auto" else method
+        if method == "cg" and not self.is_gradient:
+            f = self.spectral_function()
+            if not (f.shift > 0 and f.power == 1.0):
+                raise ValueError(
+                    "method 'cg' is for damped rules ((ε + H)⁻¹): damped-ngd with eps > 0, or "
+                    f"ngd/damped-ngd with lm_damping > 0; rule {self.label} is not one"
+                )
+        if method != "auto":
+            return method
+        shape_choice = cv.choose_full_method(widths, identity_cov)
+        if shape_choice == "kronsum" or self.is_gradient:
+            return shape_choice
+        return "balanced-checked"
+
+    def method_at(
+        self, weights: Sequence, task: Task, method: str = "auto", *, balance_tol: Optional[float] = None
+    ) -> str:
+        """The path that actually runs at these weights: ``resolve_method``, with
+        ``balanced-checked`` resolved to ``balanced`` or its fallback by evaluating the check."""
+        ws = as_weights(weights)
+        check_compatible(ws, task)
+        resolved = self.resolve_method(widths_of(ws), task.identity_cov, method)
+        if resolved != "balanced-checked" or self.is_gradient:
+            return "gradient" if self.is_gradient else resolved
+        f = self.spectral_function()
+        err = float(cv.shared_basis_error(ws, task, f))
+        tol = cv.default_balance_tol(ws[0].dtype) if balance_tol is None else float(balance_tol)
+        return "balanced" if err <= tol else cv.choose_full_method(widths_of(ws), task.identity_cov)
+
+
+def _options(balance_tol, cg_tol, cg_maxiter) -> tuple:
+    if balance_tol is not None:
+        balance_tol = _check_nonneg(balance_tol, "balance_tol")
+    cg_tol = cv.DEFAULT_CG_TOL if cg_tol is None else _check_nonneg(cg_tol, "cg_tol")
+    if cg_maxiter is None:
+        cg_maxiter = cv.DEFAULT_CG_MAXITER
+    elif int(cg_maxiter) != cg_maxiter or cg_maxiter < 1:
+        raise ValueError(f"cg_maxiter must be a positive integer, got {cg_maxiter}")
+    return balance_tol, float(cg_tol), int(cg_maxiter)
 
 
 def check_compatible(ws: Weights, task: Task) -> None:
@@ -177,7 +277,15 @@ def check_compatible(ws: Weights, task: Task) -> None:
         )
 
 
-def direction_unchecked(ws: Weights, task: Task, rule: Rule, method: str) -> Weights:
+def direction_unchecked(
+    ws: Weights,
+    task: Task,
+    rule: Rule,
+    method: str,
+    balance_tol: Optional[float] = None,
+    cg_tol: float = cv.DEFAULT_CG_TOL,
+    cg_maxiter: int = cv.DEFAULT_CG_MAXITER,
+) -> Weights:
     """The rule's direction with a resolved method and no input validation (traceable)."""
     if rule.is_gradient:
         return gradient(ws, task)
@@ -194,10 +302,26 @@ def direction_unchecked(ws: Weights, task: Task, rule: Rule, method: str) -> Wei
         return cv.mapspace_direction(ws, task, f)
     if method == "kronsum":
         return cv.kronsum_direction(ws, task, f)
+    if method == "balanced":
+        return cv.balanced_direction(ws, task, f)
+    if method == "balanced-checked":
+        fallback = cv.choose_full_method(widths_of(ws), task.identity_cov)
+        return cv.checked_direction(ws, task, f, fallback, balance_tol)
+    if method == "cg":
+        return cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)[0]
     return cv.dense_direction(ws, task, f, gradient(ws, task))
 
 
-_direction_jit = jax.jit(direction_unchecked, static_argnames=("rule", "method"))
+_direction_jit = jax.jit(
+    direction_unchecked, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter")
+)
+
+
+def _cg_with_info(ws, task, rule, cg_tol, cg_maxiter):
+    return cv.cg_direction(ws, task, rule.spectral_function(), tol=cg_tol, maxiter=cg_maxiter)
+
+
+_cg_jit = jax.jit(_cg_with_info, static_argnames=("rule", "cg_tol", "cg_maxiter"))
 
 
 def get_rule(name: str, **params) -> Rule:
