@@ -39,12 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _timing as T  # noqa: E402
+import _timing as T
 
-import curvdyn as cd  # noqa: E402
-import curvdyn.curvature as cv  # noqa: E402
-from curvdyn.network import gradient  # noqa: E402
-from curvdyn.rules import direction_unchecked  # noqa: E402
+import curvdyn as cd
+import curvdyn.curvature as cv
+from curvdyn.network import gradient
+from curvdyn.rules import direction_unchecked
 
 RULES_Q = {1: ("ngd", "ngd-d"), 2: ("sqrt-ngd", "sqrt-ngd-d")}
 
@@ -362,7 +362,7 @@ def section_simulate(b: Bench, quick):
                 row.update(ode_t_end=t_ode, ode_one_seed_s=t_o1, ode_solver_steps=o1.config["solver_steps"],
                            ode_status=o1.status)
                 if dense:  # the same short run by the default method, for comparison
-                    ode_auto = lambda w, t: cd.simulate(w, task, rule, t, **ODE_OPTS)  # noqa: E731
+                    ode_auto = lambda w, t: cd.simulate(w, task, rule, t, **ODE_OPTS)
                     ode_auto(seeds[0], 1e-6)
                     oa, t_oa = _timed(lambda: ode_auto(seeds[0], t_ode))
                     row.update(ode_same_run_auto_s=t_oa, ode_dense_over_auto=t_o1 / t_oa)

@@ -43,11 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _timing as T  # noqa: E402
+import _timing as T
 
-import curvdyn as cd  # noqa: E402
-from curvdyn.network import gradient  # noqa: E402
-from curvdyn.rules import direction_unchecked  # noqa: E402
+import curvdyn as cd
+from curvdyn.network import gradient
+from curvdyn.rules import direction_unchecked
 
 START = time.perf_counter()
 RULE = cd.get_rule("sqrt-ngd")
@@ -99,7 +99,7 @@ def gaussian_wide(widths, device, seed=0):
 def time_direction(ws, task, *, repeats: int, once_if_slower_s: float = 20.0, with_gradient=True):
     """Compile (AOT), then time gradient and direction; returns dict and the direction."""
     method = RULE.resolve_method(cd.widths_of(ws), task.identity_cov, "auto")
-    out = {"method": method}
+    out = {"method": method, "path": RULE.method_at(ws, task)}
     dcall, out["compile_direction_s"] = T.compiled(direction_unchecked, ws, task, static=dict(rule=RULE, method=method))
     t0 = time.perf_counter()
     d = jax.block_until_ready(dcall())
@@ -157,7 +157,7 @@ def main(argv=None):
     try:
         stats = dev.memory_stats() or {}
         info["accelerator_memory_bytes"] = stats.get("bytes_limit")
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     log = T.JsonLog(args.out, {"benchmark": "gpu", "machine": info, "rule": "sqrt-ngd", "method": "auto",
                                "budget_s": args.budget, "complete": False})
@@ -175,7 +175,7 @@ def main(argv=None):
             return None
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - keep going, record the failure
+        except Exception as exc:
             say(f"FAILED {label}: {type(exc).__name__}: {exc}")
             log.add({"case": label, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]})
             return None
@@ -333,8 +333,8 @@ def main(argv=None):
     # ---- table ---------------------------------------------------------------------------
     rows = [r for r in log.doc["rows"] if "direction_s" in r]
     table = T.markdown_table(
-        ["case", "device", "dtype", "method", "direction", "gradient", "÷ gradient", "compile", "note"],
-        [[r["case"], r["device"], r["dtype"], r.get("method", ""), T.fmt_s(r["direction_s"]),
+        ["case", "device", "dtype", "path", "direction", "gradient", "÷ gradient", "compile", "note"],
+        [[r["case"], r["device"], r["dtype"], r.get("path", r.get("method", "")), T.fmt_s(r["direction_s"]),
           T.fmt_s(r.get("gradient_s")), f"{r['direction_over_gradient']:.1f}×" if "direction_over_gradient" in r else "—",
           f"{r['compile_direction_s']:.1f} s" if "compile_direction_s" in r else "—",
           "; ".join(f"{k} {v:.1e}" for k, v in r.items() if k.startswith("rel_err"))] for r in rows],
