@@ -58,7 +58,7 @@ def _compute_in_order():
 
 
 def test_registry_lists_the_figures_in_order():
-    assert experiments.names() == ("fig1", "fig2", "fig3", "figS1", "figS2")
+    assert experiments.names()[:5] == ("fig1", "fig2", "fig3", "figS1", "figS2")  # then the studies beyond the paper
     for name in NAMES:
         module = experiments.get(name)
         assert module.NAME == name and module.TITLE

@@ -10,17 +10,15 @@ balanced and aligned weights, d = 1…4. Every comparison uses the same toleranc
 from __future__ import annotations
 
 import functools
-import math
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference as R
 
 import curvdyn as cd
 import curvdyn.curvature as cv
-import reference as R
 
 TOL = 1e-9  # relative, all layers together, against the dense reference
 F32_TOL = 1e-5  # float32 vs float64, networks with cond(K) ≤ 1e2 (measured ≤ 1e-6, cond ≤ 30)
@@ -81,7 +79,7 @@ CASES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case(cid):
     widths, kind, cov_kind, seed = CASES[cid]
     rng = np.random.default_rng(seed)
@@ -102,7 +100,7 @@ def case(cid):
     return ws, target, cov, cd.Task(target, cov)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ref(cid):
     ws, target, cov, _ = case(cid)
     return R.Reference(ws, target, cov)
@@ -344,10 +342,10 @@ def test_auto_never_forms_p_by_p_nor_more_than_k(name):
         layer = max(a * b for a, b in zip(widths[:-1], widths[1:]))
         for method in ("auto", "mapspace", "cg") if name == "damped-ngd" else ("auto", "mapspace"):
             m = rule.resolve_method(widths, True, method)
-            biggest = _max_intermediate(lambda w: direction_unchecked(w, task, rule, m), ws)
+            biggest = _max_intermediate(lambda w, t=task, m=m: direction_unchecked(w, t, rule, m), ws)
             assert biggest <= max(k_size, layer), (widths, method, biggest)
             assert biggest < p * p
-        dense = _max_intermediate(lambda w: direction_unchecked(w, task, rule, "dense"), ws)
+        dense = _max_intermediate(lambda w, t=task: direction_unchecked(w, t, rule, "dense"), ws)
         assert dense >= p * p  # the checker sees a P × P matrix when there is one
 
 
@@ -441,6 +439,22 @@ def test_float32_within_tolerance_of_float64(widths, cov, name, method):
         assert rule.method_at(ws32, task32) == "balanced"  # the float32 balance tolerance
 
 
+@pytest.mark.parametrize("method", ["ode", "euler"])
+def test_simulate_keeps_float32(method):
+    ws, target = _well_conditioned((5, 6, 5), 3)
+    task = cd.Task(target)
+    ws32, task32 = cd.astype(ws, task, jnp.float32)
+    kw = {"rtol": 1e-5, "atol": 1e-7} if method == "ode" else {"dt": 0.01}
+    rule = cd.get_rule("sqrt-ngd")
+    t32 = cd.simulate(ws32, task32, rule, t_end=1.0, method=method, n_save=5, **kw)
+    t64 = cd.simulate(ws, task, rule, t_end=1.0, method=method, n_save=5, **kw)
+    assert t32.status == t64.status == "completed"
+    assert all(w.dtype == np.float32 for w in t32.weights) and t32.loss.dtype == np.float32
+    assert all(w.dtype == np.float64 for w in t64.weights)
+    # float32 round-off and (ODE) the solver's tolerance, relative to the initial loss
+    assert np.max(np.abs(t32.loss - t64.loss)) <= 1e-4 * t64.loss[0]
+
+
 def test_rcond_default_is_dtype_aware():
     assert cv.default_rcond(jnp.float64) == cv.DEFAULT_RCOND == 1e-13
     assert cv.default_rcond(jnp.float32) == cv.DEFAULT_RCOND_F32 == 1e-5
@@ -457,7 +471,7 @@ def test_rcond_default_is_dtype_aware():
 
 
 def test_astype_casts_weights_and_task():
-    ws, _, cov, task = case("rankcov-d3")
+    ws, _, _, task = case("rankcov-d3")
     ws32, task32 = cd.astype(ws, task, jnp.float32)
     assert all(w.dtype == jnp.float32 for w in ws32)
     assert task32.target.dtype == task32.input_cov.dtype == task32.sqrt_cov.dtype == jnp.float32
@@ -473,7 +487,7 @@ def test_astype_casts_weights_and_task():
 
 @pytest.mark.parametrize("eps", [1.0, 1e-2, 1e-4])
 def test_cg_stops_on_its_error_bound_and_reports_iterations(eps):
-    ws, target, cov, task = case("bottleneck-d4-cov")
+    ws, _, _, task = case("bottleneck-d4-cov")
     rule = cd.get_rule("damped-ngd", eps=eps)
     f = rule.spectral_function()
     want = ref("bottleneck-d4-cov").direction("damped-ngd", eps=eps)
@@ -508,7 +522,7 @@ def test_everything_jits_and_vmaps():
     for name, method in [("sqrt-ngd", "balanced-checked"), ("sqrt-ngd", "mapspace"), ("ngd", "dense"),
                          ("damped-ngd", "cg"), ("sqrt-ngd-d", "kronecker")]:
         rule = cd.get_rule(name, eps=0.1) if name == "damped-ngd" else cd.get_rule(name)
-        fn = jax.jit(jax.vmap(lambda w: direction_unchecked(w, task, rule, method)))
+        fn = jax.jit(jax.vmap(lambda w, r=rule, m=method: direction_unchecked(w, task, r, m)))
         out = fn(batch)
         for b, ws in enumerate(members):
             single = rule.direction(ws, task, method=method)

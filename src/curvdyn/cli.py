@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
             in deep linear neural networks".
 
             commands:
-              reproduce   reproduce the paper's figures and check its claims (report.md/.html)
+              reproduce   reproduce the paper's figures, check its claims, run the relu and
+                          digits studies (report.md/.html)
               simulate    run one simulation and write its trajectory and a loss/map plot
             """
         ),
@@ -143,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="reproduce the paper's figures and check its claims",
         description=textwrap.dedent(
             f"""\
-            Reproduce the paper's figures and check its claims with measured numbers.
+            Reproduce the paper's figures and check its claims with measured numbers, and run
+            the two studies beyond it: 'relu' (does a ReLU network conserve the per-unit
+            rescaling quantity under SGD, NGD, sqrt-NGD and their block versions?) and
+            'digits' (SGD, Adam, K-FAC and sqrt-K-FAC from small weights on sklearn's digits).
 
             For each figure FIG this writes, under OUT/FIG/:
               FIG.png (and FIG.pdf/.svg with --format)   the figure

@@ -180,10 +180,11 @@ def _eigh_sym(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.linalg.eigh(m, symmetrize_input=False)
 
 
-def _after(x, dep):
-    """``x``, made to depend on ``dep`` (its value unchanged unless ``dep[0, 0]`` is NaN).
+def order_after(x, dep):
+    """``x``, made to depend on ``dep`` (its value unchanged unless ``dep``'s first entry is NaN).
 
-    This orders eigendecompositions one after another. jaxlib 0.10's CPU LAPACK kernels
+    This orders eigendecompositions (and SVDs) one after another; every module that runs
+    several independent ones in one compiled function goes through it. jaxlib 0.10's CPU LAPACK kernels
     split a *batched* call (any ``eigh`` under ``vmap``, e.g. in a batched ``simulate``) into
     chunks on XLA's intra-op thread pool and block until they finish; when as many independent
     batched ``eigh`` calls run concurrently as the pool has threads, every thread waits and the
@@ -304,13 +305,13 @@ def mapspace_kernel(ws: Weights, task: Task) -> jax.Array:
 
 def mapspace_apply(kernel: jax.Array, f: SpectralFunction, rhs: jax.Array, *, after=None) -> jax.Array:
     """``f(K)`` applied to an ``n_d × n_0`` matrix (``K`` exactly symmetric, as built here)."""
-    evals, evecs = _eigh_sym(_after(kernel, after))
+    evals, evecs = _eigh_sym(order_after(kernel, after))
     fv = f(evals, evals[-1])
     return (evecs @ (fv * (evecs.T @ rhs.reshape(-1)))).reshape(rhs.shape)
 
 
 def _mapspace_from_grams(a, b, p, q, ds, task, f, after=None) -> Weights:
-    lam = mapspace_apply(_kernel_from_grams(_after(p, after), q), f, ds)
+    lam = mapspace_apply(_kernel_from_grams(order_after(p, after), q), f, ds)
     return _pullback_lam(a, b, lam, task)
 
 
@@ -331,8 +332,8 @@ def kronsum_direction(ws: Weights, task: Task, f: SpectralFunction, *, after=Non
     if len(ws) != 2 or not task.identity_cov:
         raise ValueError("the kronsum method needs depth d = 2 and an identity input covariance")
     w1, w2 = ws
-    alpha, u = _eigh_sym(_after(_sym(w2 @ w2.T), after))
-    beta, v = _eigh_sym(_after(_sym(w1.T @ w1), u))
+    alpha, u = _eigh_sym(order_after(_sym(w2 @ w2.T), after))
+    beta, v = _eigh_sym(order_after(_sym(w1.T @ w1), u))
     evals = alpha[:, None] + beta[None, :]
     fv = f(evals, alpha[-1] + beta[-1])
     delta = w2 @ w1 - task.target
@@ -372,7 +373,7 @@ def _shared_basis(p: jax.Array, q: jax.Array) -> SharedBasis:
     # they are functions of one matrix (balanced weights: P_i = (W Wᵀ)^{(d−i)/d}): the sum is
     # then a strictly increasing function of it. Anything else shows up in off_norm.
     _, u = _eigh_sym(jnp.sum(p, axis=0))
-    _, v = _eigh_sym(_after(jnp.sum(q, axis=0), u))
+    _, v = _eigh_sym(order_after(jnp.sum(q, axis=0), u))
     pt = jnp.einsum("ax,iab,by->ixy", u, p, u)
     qt = jnp.einsum("ax,iab,by->ixy", v, q, v)
     pd = jnp.diagonal(pt, axis1=1, axis2=2)
@@ -469,11 +470,11 @@ def checked_direction(
         return _balanced_from_basis(a, b, basis, ds, task, f)
 
     def use_fallback(_):
-        # (ordered after the basis: under vmap both branches run, see _after)
+        # (ordered after the basis: under vmap both branches run, see order_after)
         if fallback == "mapspace":
             return _mapspace_from_grams(a, b, p, q, ds, task, f, after=basis.v)
         if fallback == "dense":
-            w_after = tuple(_after(w, basis.v) for w in ws)
+            w_after = tuple(order_after(w, basis.v) for w in ws)
             return dense_direction(w_after, task, f, gradient(w_after, task))
         if fallback == "kronsum":
             return kronsum_direction(ws, task, f, after=basis.v)
@@ -526,7 +527,7 @@ def cg_solve(p, q, rhs, shift: float, *, tol: float, maxiter: int):
         return jnp.sum(x * y)
 
     def cond(state):
-        x, r, d, rr, k = state
+        x, _, _, rr, k = state
         jx2 = jnp.maximum(vdot(x, rhs) - shift * vdot(x, x), 0.0)
         return (k < maxiter) & (jnp.sqrt(rr) > tol * jnp.sqrt(shift * jx2))
 
@@ -596,8 +597,8 @@ def block_matrix(ws: Weights, task: Task, layer: int) -> jax.Array:
 
 def _two_sided_chain(left, right, x, f, after=None):
     """``f(L ⊗ R)`` applied to X, and the last eigenvector matrix (to order the next call)."""
-    l_vals, l_vecs = _eigh(_after(left, after))
-    r_vals, r_vecs = _eigh(_after(right, l_vecs))
+    l_vals, l_vecs = _eigh(order_after(left, after))
+    r_vals, r_vecs = _eigh(order_after(right, l_vecs))
     l_vals, r_vals = jnp.maximum(l_vals, 0.0), jnp.maximum(r_vals, 0.0)
     fv = f(l_vals[:, None] * r_vals[None, :], jnp.max(l_vals) * jnp.max(r_vals))
     return l_vecs @ ((l_vecs.T @ x @ r_vecs) * fv) @ r_vecs.T, r_vecs
@@ -640,7 +641,7 @@ def block_direction_dense(ws: Weights, task: Task, f: SpectralFunction, grad: We
     """``f(H_i) g_i`` through each explicit block ``H_i`` (reference, O(Σ (n_i n_{i−1})³))."""
     out, token = [], None
     for i, g_i in enumerate(grad, start=1):
-        o = apply_psd_function(_after(block_matrix(ws, task, i), token), f, g_i.reshape(-1)).reshape(g_i.shape)
+        o = apply_psd_function(order_after(block_matrix(ws, task, i), token), f, g_i.reshape(-1)).reshape(g_i.shape)
         token = o
         out.append(o)
     return tuple(out)

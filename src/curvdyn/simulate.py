@@ -356,7 +356,9 @@ def simulate(
             "ode", batched, rule=rule, method=cmethod, rtol=float(rtol), atol=float(atol),
             solver=solver, max_steps=int(max_steps),
         )
-        t_out, w_out, result, n_solver_steps = run(ws, task, eta, jnp.asarray(ts), loss_tol, max_loss)
+        # times in the weights' precision: diffrax promotes the state to the time dtype
+        t_dev = jnp.asarray(ts, dtype=jnp.asarray(ws[0]).dtype)
+        t_out, w_out, result, n_solver_steps = run(ws, task, eta, t_dev, loss_tol, max_loss)
         t_out, result = np.asarray(t_out), np.asarray(result)
         w_out = tuple(np.asarray(w) for w in w_out)
         config["solver_steps"] = np.asarray(n_solver_steps).tolist()

@@ -23,6 +23,8 @@ _MODULES: tuple[str, ...] = (
     "fig3",
     "figS1",
     "figS2",
+    "relu",
+    "digits",
 )
 
 _REQUIRED = ("NAME", "TITLE", "compute", "plot", "claims")

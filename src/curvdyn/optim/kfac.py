@@ -144,9 +144,11 @@ def _check_options(q, damping, damping_mode, rcond) -> tuple[float, float, str, 
 
 def _roots(stats_g, stats_a, **kw) -> tuple[tuple, tuple, tuple]:
     us, ws, fs = [], [], []
+    token = None  # one eigendecomposition at a time (curvdyn.curvature.order_after)
     for g, a in zip(stats_g, stats_a):
-        g_vals, u = _eigh_psd(g)
-        a_vals, w = _eigh_psd(a)
+        g_vals, u = _eigh_psd(cv.order_after(g, token))
+        a_vals, w = _eigh_psd(cv.order_after(a, u))
+        token = w
         us.append(u)
         ws.append(w)
         fs.append(_weight_grid(g_vals, a_vals, **kw))
