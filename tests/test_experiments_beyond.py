@@ -166,6 +166,40 @@ def test_full_ngd_direction_is_orthogonal_to_every_rescaling_direction(q):
         assert np.max(rel_block) > 1e-3
 
 
+_VMAPPED_EIGH_SCRIPT = """
+import jax, jax.numpy as jnp
+import curvdyn.optim as co
+from curvdyn import nonlinear as nl
+key = jax.random.PRNGKey(0)
+jac = jax.random.normal(key, (64, 24, 60))
+g = jax.random.normal(key, (64, 60))
+block = jax.jit(jax.vmap(lambda j, gg: nl.gauss_newton_direction(j, gg, power=0.5, c=1.0, blocks=(20, 20, 20),
+                                                                 solver="eigh")))
+model = co.MLP("tanh")
+params = model.init(jax.random.PRNGKey(1), (5, 7, 6, 3), bias=False)
+x = jax.random.normal(key, (32, 5))
+def kfac(scale):
+    p = jax.tree_util.tree_map(lambda w: scale * w, params)
+    grads = jax.grad(model.loss)(p, x, jnp.ones((32, 3)))
+    return co.fractional_kfac_direction(grads, co.kfac_statistics(model, p, x), q=2.0, damping=0.0)
+kfac_batched = jax.jit(jax.vmap(kfac))
+for i in range(10):
+    jax.block_until_ready(block(jac * (1 + i), g))
+    jax.block_until_ready(kfac_batched(jnp.linspace(0.5, 1.5, 16) * (1 + i)))
+print("finished")
+"""
+
+
+def test_batched_eigendecompositions_do_not_deadlock():
+    """Under vmap, independent batched eigh calls can deadlock jaxlib 0.10's CPU pool on 2 cores
+    (reproduced: the unordered block loop of this script hangs); curvdyn orders them."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _VMAPPED_EIGH_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "finished" in proc.stdout, proc.stderr[-2000:]
+
+
 def test_gauss_newton_direction_power_zero_projects_the_gradient():
     params, x, y = _relu_problem(seed=6)
     theta, unravel = ravel_pytree(params)
