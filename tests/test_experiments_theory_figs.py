@@ -21,6 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import quick_runs  # noqa: E402
+from quick_runs import run  # noqa: E402
 
 from curvdyn import experiments  # noqa: E402
 from curvdyn.experiments.base import Claim  # noqa: E402
@@ -28,25 +30,6 @@ from curvdyn.experiments.base import Claim  # noqa: E402
 NAMES = ("fig1", "fig2", "figS1")
 
 
-_CACHE: dict = {}
-
-
-def _round_trip(data: dict, config: dict) -> tuple[dict, dict]:
-    buf = io.BytesIO()
-    np.savez(buf, **data)
-    buf.seek(0)
-    with np.load(buf, allow_pickle=False) as f:
-        loaded = {k: f[k] for k in f.files}
-    return loaded, json.loads(json.dumps(config))
-
-
-def run(name: str):
-    """``(module, data, config, loaded_data, loaded_config)`` of the quick variant, computed once."""
-    if name not in _CACHE:
-        module = experiments.get(name)
-        data, config = module.compute(quick=True, seed=0, progress=False)
-        _CACHE[name] = (module, data, config) + _round_trip(data, config)
-    return _CACHE[name]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,7 +37,7 @@ def _compute_in_order():
     for name in NAMES:  # fig1 before fig2: they share compiled full-matrix programs
         run(name)
     yield
-    _CACHE.clear()
+    quick_runs.forget(NAMES)
 
 
 def test_registry_lists_the_figures_in_order():
