@@ -22,9 +22,9 @@ columns ``J_i`` of ``J`` (its parameters are contiguous in the flattened vector)
   q = 1). Each block is computed through its output-space kernel ``J_i J_iᵀ`` (a thin SVD of
   ``J_i``), never forming ``H_i``, exactly as the full rule is through ``J Jᵀ``.
 
-For a deep linear network ``H_i`` is a Kronecker product and the block rule equals
-:func:`curvdyn.optim.fractional_kfac_direction` with ``depth_scaling=True`` and curvdyn's
-``frac-ngd-d``. For a ReLU (or tanh) network the per-example factors ``J_{s_i,b}`` differ
+For a deep linear network ``H_i`` is a Kronecker product and the undamped block rule equals
+:func:`curvdyn.optim.fractional_kfac_direction` with ``damping=0``, ``depth_scaling=True``,
+and curvdyn's ``frac-ngd-d`` (with damping they differ: K-FAC damps the factors). For a ReLU (or tanh) network the per-example factors ``J_{s_i,b}`` differ
 between examples and ``H_i`` is a sum of Kronecker products: K-FAC is then an approximation,
 while this function is exact.
 
@@ -110,12 +110,16 @@ def gauss_newton_direction(
     Returns:
       The direction, shape ``(P,)``; a descent step is ``θ − η · direction``.
     """
+    if isinstance(c, (int, float)) and not (math.isfinite(c) and c > 0):
+        raise ValueError(f"the loss constant c must be positive and finite, got {c}")
     kw = dict(power=power, damping=damping, rcond=rcond, c=c, solver=solver)
     if blocks is None:
         return _direction_from_jacobian(jac, grad, **kw)
     sizes = tuple(int(n) for n in blocks)
-    if sum(sizes) != jac.shape[1] or grad.shape != (jac.shape[1],):
-        raise ValueError(f"block sizes {sizes} must add up to the {jac.shape[1]} columns of J and the size of grad")
+    if any(n < 1 for n in sizes) or sum(sizes) != jac.shape[1] or grad.shape != (jac.shape[1],):
+        raise ValueError(
+            f"block sizes {sizes} must be positive and add up to the {jac.shape[1]} columns of J and the size of grad"
+        )
     scale = jnp.power(float(len(sizes)), -power) if depth_scaling else 1.0
     out, start = [], 0
     for n in sizes:
@@ -176,9 +180,7 @@ def block_fractional_ngd_direction(
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     sizes = block_sizes(params)
-    if jax.tree_util.tree_structure(grads) != jax.tree_util.tree_structure(params) or (
-        ravel_pytree(grads)[0].shape != ravel_pytree(params)[0].shape
-    ):
+    if not _checks.same_shapes(grads, params):
         raise ValueError("grads must have the same structure and shapes as params")
     _checks.check_finite_tree((params, inputs, grads), "params/inputs/grads")
     if math.isinf(q):

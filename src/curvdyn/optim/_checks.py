@@ -85,3 +85,10 @@ def check_finite_tree(tree: Any, name: str) -> None:
         arr = np.asarray(leaf)  # NumPy: works for concrete arrays even inside a jit trace
         if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} has non-finite entries (NaN or inf)")
+
+
+def same_shapes(tree: Any, like: Any) -> bool:
+    """Whether ``tree`` has the structure of ``like`` and every leaf the same shape."""
+    if jax.tree_util.tree_structure(tree) != jax.tree_util.tree_structure(like):
+        return False
+    return all(np.shape(a) == np.shape(b) for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(like)))

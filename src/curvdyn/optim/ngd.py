@@ -149,9 +149,7 @@ def fractional_ngd_direction(
         not shaped like ``params``, or non-finite values (checked outside ``jit``).
     """
     q, damping, rcond, reduction, loss_scale, solver = _check_options(q, damping, rcond, reduction, loss_scale, solver)
-    g, _ = ravel_pytree(grads)
-    theta, _ = ravel_pytree(params)
-    if g.shape != theta.shape or jax.tree_util.tree_structure(grads) != jax.tree_util.tree_structure(params):
+    if not _checks.same_shapes(grads, params):
         raise ValueError("grads must have the same structure and shapes as params")
     _checks.check_finite_tree((params, inputs, grads), "params/inputs/grads")
     if math.isinf(q):
