@@ -37,3 +37,38 @@ def forget(names) -> None:
     """Drop cached runs (frees their memory once a test module is done with them)."""
     for name in names:
         _CACHE.pop(name, None)
+
+
+def check_plain_data(data: dict, config: dict, loaded: dict, loaded_config: dict) -> None:
+    """The data are non-empty plain (non-object) arrays under string keys, unchanged by the file round
+    trip, and the configuration is JSON."""
+    assert data and all(isinstance(k, str) and k and not k.startswith("__") for k in data)
+    for key, value in data.items():
+        arr = np.asarray(value)
+        assert arr.dtype != object, key
+        np.testing.assert_array_equal(loaded[key], arr)
+    assert loaded_config == json.loads(json.dumps(config))
+
+
+def check_claims(name: str, allowed_failures=None) -> list:
+    """The claims made from the reloaded files: unique keys, complete text, finite numbers, JSON,
+    nothing blocking (only documented deviations may fail; with ``allowed_failures``, only those),
+    and equal to the claims from the in-memory data. Returns them."""
+    from curvdyn.experiments.base import Claim
+
+    module, data, config, loaded, loaded_config = run(name)
+    claims = module.claims(loaded, loaded_config)
+    assert claims and all(isinstance(c, Claim) for c in claims)
+    keys = [c.key for c in claims]
+    assert len(keys) == len(set(keys)), "claim keys must be unique"
+    for c in claims:
+        assert c.statement and c.threshold and c.detail, c.key
+        assert np.isfinite(c.measured), c.key
+        json.dumps(c.as_dict())
+    blocking = [(c.key, c.measured, c.threshold, c.detail) for c in claims if c.blocking]
+    assert not blocking, blocking
+    failed = {c.key for c in claims if not c.passed}
+    assert allowed_failures is None or failed <= set(allowed_failures), [(c.key, c.measured, c.threshold) for c in claims if not c.passed]
+    direct = module.claims(data, config)
+    assert [c.as_dict() for c in direct] == [c.as_dict() for c in claims]
+    return claims

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import builtins
 import io
-import json
 import math
 
 import jax
@@ -28,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import quick_runs  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 from quick_runs import run  # noqa: E402
 
@@ -35,7 +35,6 @@ import curvdyn  # noqa: E402,F401  (float64)
 import curvdyn.optim as co  # noqa: E402
 from curvdyn import experiments  # noqa: E402
 from curvdyn import nonlinear as nl  # noqa: E402
-from curvdyn.experiments.base import Claim  # noqa: E402
 
 NAMES = ("relu", "digits")
 
@@ -256,31 +255,12 @@ def test_registered_at_the_end():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_data_are_plain_arrays_and_config_is_json(name):
-    _, data, config, loaded, loaded_config = run(name)
-    for key, value in data.items():
-        assert isinstance(key, str) and key and not key.startswith("__")
-        arr = np.asarray(value)
-        assert arr.dtype != object, key
-        np.testing.assert_array_equal(loaded[key], arr)
-    assert loaded_config == json.loads(json.dumps(config))
+    quick_runs.check_plain_data(*run(name)[1:])
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_claims_from_reloaded_data(name):
-    module, data, config, loaded, loaded_config = run(name)
-    claims = module.claims(loaded, loaded_config)
-    assert claims and all(isinstance(c, Claim) for c in claims)
-    keys = [c.key for c in claims]
-    assert len(keys) == len(set(keys)), "claim keys must be unique"
-    for c in claims:
-        assert c.statement and c.threshold and c.detail, c.key
-        assert math.isfinite(c.measured), c.key
-        json.dumps(c.as_dict())
-    failed = {c.key for c in claims if not c.passed}
-    assert failed <= KNOWN_DISAGREEMENTS[name], [(c.key, c.measured, c.threshold) for c in claims if not c.passed]
-    assert not any(c.blocking for c in claims)
-    direct = module.claims(data, config)
-    assert [c.as_dict() for c in direct] == [c.as_dict() for c in claims]
+    quick_runs.check_claims(name, KNOWN_DISAGREEMENTS[name])
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -12,7 +12,6 @@ and the figS1 rule directions).
 from __future__ import annotations
 
 import io
-import json
 import math
 
 import matplotlib
@@ -25,7 +24,6 @@ import quick_runs  # noqa: E402
 from quick_runs import run  # noqa: E402
 
 from curvdyn import experiments  # noqa: E402
-from curvdyn.experiments.base import Claim  # noqa: E402
 
 NAMES = ("fig1", "fig2", "figS1")
 
@@ -50,33 +48,16 @@ def test_registry_lists_the_figures_in_order():
 @pytest.mark.parametrize("name", NAMES)
 def test_data_are_plain_arrays_and_config_is_json(name):
     _, data, config, loaded, loaded_config = run(name)
-    assert data and all(isinstance(k, str) and k and not k.startswith("__") for k in data)
-    for key, value in data.items():
+    quick_runs.check_plain_data(data, config, loaded, loaded_config)
+    for value in data.values():
         arr = np.asarray(value)
-        assert arr.dtype != object, key
         if arr.dtype.kind == "f":
-            assert np.all(np.isfinite(arr) | np.isnan(arr)), key
-        np.testing.assert_array_equal(loaded[key], arr)
-    assert loaded_config == json.loads(json.dumps(config))
+            assert np.all(np.isfinite(arr) | np.isnan(arr))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_claims_pass_in_quick_mode(name):
-    module, data, config, loaded, loaded_config = run(name)
-    claims = module.claims(loaded, loaded_config)
-    assert claims and all(isinstance(c, Claim) for c in claims)
-    keys = [c.key for c in claims]
-    assert len(keys) == len(set(keys)), "claim keys must be unique"
-    for c in claims:
-        assert c.statement and c.threshold and c.detail, c.key
-        assert math.isfinite(c.measured), c.key
-        json.dumps(c.as_dict())
-    # Only the experiment's own documented deviations from the paper may fail.
-    blocking = [(c.key, c.measured, c.threshold, c.detail) for c in claims if c.blocking]
-    assert not blocking, blocking
-    # the same claims from the in-memory data: nothing depends on the file round trip
-    direct = module.claims(data, config)
-    assert [c.as_dict() for c in direct] == [c.as_dict() for c in claims]
+    quick_runs.check_claims(name)  # only the experiment's own documented deviations from the paper may fail
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -134,6 +134,25 @@ class Trajectory:
         return Rule(**fields)
 
 
+def save_times(t_end: float, n_save: int, save_at: Optional[Sequence[float]] = None) -> np.ndarray:
+    """The recorded times of a continuous-time run, shape ``(n,)``, float64.
+
+    ``save_at`` as given (checked: finite, strictly increasing, starting at 0, at least 2 times),
+    else ``n_save`` equally spaced times from 0 to ``t_end``.
+
+    Raises:
+      ValueError: ``save_at`` or ``n_save`` invalid.
+    """
+    if save_at is not None:
+        ts = np.asarray(save_at, dtype=np.float64)
+        if ts.ndim != 1 or ts.size < 2 or ts[0] != 0 or np.any(np.diff(ts) <= 0) or not np.all(np.isfinite(ts)):
+            raise ValueError("save_at must be finite, strictly increasing, start at 0 and hold >= 2 times")
+        return ts
+    if int(n_save) != n_save or n_save < 2:
+        raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
+    return np.linspace(0.0, t_end, int(n_save))
+
+
 def _positive(value, name: str) -> float:
     try:
         value = float(value)
@@ -337,14 +356,7 @@ def simulate(
 
     if method == "ode":
         t_end = _positive(t_end, "t_end")
-        if save_at is not None:
-            ts = np.asarray(save_at, dtype=np.float64)
-            if ts.ndim != 1 or ts.size < 2 or ts[0] != 0 or np.any(np.diff(ts) <= 0) or not np.all(np.isfinite(ts)):
-                raise ValueError("save_at must be finite, strictly increasing, start at 0 and hold >= 2 times")
-        else:
-            if int(n_save) != n_save or n_save < 2:
-                raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
-            ts = np.linspace(0.0, t_end, int(n_save))
+        ts = save_times(t_end, n_save, save_at)
         for name, val in (("rtol", rtol), ("atol", atol)):
             _positive(val, name)
         if solver not in SOLVERS:

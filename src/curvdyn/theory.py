@@ -60,6 +60,7 @@ from scipy import special
 
 from curvdyn.network import as_weights, gradient, loss
 from curvdyn.rules import Rule, check_compatible, get_rule
+from curvdyn.simulate import save_times
 from curvdyn.task import Task
 
 __all__ = [
@@ -410,14 +411,7 @@ def simulate_modes(
     t_end = float(t_end)
     if not (math.isfinite(t_end) and t_end > 0):
         raise ValueError(f"t_end must be positive and finite, got {t_end}")
-    if save_at is not None:
-        ts = np.asarray(save_at, dtype=np.float64)
-        if ts.ndim != 1 or ts.size < 2 or ts[0] != 0 or np.any(np.diff(ts) <= 0) or not np.all(np.isfinite(ts)):
-            raise ValueError("save_at must be finite, strictly increasing, start at 0 and hold >= 2 times")
-    else:
-        if int(n_save) != n_save or n_save < 2:
-            raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
-        ts = np.linspace(0.0, t_end, int(n_save))
+    ts = save_times(t_end, n_save, save_at)
     for name, val in (("rtol", rtol), ("atol", atol), ("eta", eta)):
         if not (math.isfinite(float(val)) and float(val) > 0):
             raise ValueError(f"{name} must be positive and finite, got {val}")
