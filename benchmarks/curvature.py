@@ -39,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import _timing as T
+import reference  # the independent reference of the tests (extended-precision NGD)
 
 import curvdyn as cd
 import curvdyn.curvature as cv
@@ -69,39 +71,6 @@ def xavier_net(widths, seed=0):
     ws = cd.init_xavier(jax.random.PRNGKey(seed), widths, 1.0)
     target = np.random.default_rng(seed + 100).standard_normal((widths[-1], widths[0]))
     return ws, cd.Task(target)
-
-
-def ngd_reference_extended(ws, task):
-    """NGD direction in extended precision (numpy longdouble), for ill-conditioned cases.
-
-    ``Λ`` solves ``K Λ = Δ`` (Σ = I, K invertible) by iterative refinement with residuals in
-    longdouble; the direction is ``{A_iᵀ Λ B_iᵀ}``. Accurate far beyond float64's
-    ``cond · 1e-16``, so it shows which float64 method is closer to the truth.
-    """
-    ld = np.longdouble
-    w = [np.asarray(x).astype(ld) for x in ws]
-    n_out, n_in = w[-1].shape[0], w[0].shape[1]
-    a_list, b_list = [], []
-    for i in range(len(w)):
-        a = np.eye(n_out, dtype=ld)
-        for x in w[:i:-1]:
-            a = a @ x
-        b = np.eye(n_in, dtype=ld)
-        for x in w[:i]:
-            b = x @ b
-        a_list.append(a)
-        b_list.append(b)
-    wmap = np.eye(n_in, dtype=ld)
-    for x in w:
-        wmap = x @ wmap
-    r = (wmap - np.asarray(task.target).astype(ld)).ravel()
-    k = sum(np.kron(a @ a.T, b.T @ b) for a, b in zip(a_list, b_list))
-    k64 = k.astype(np.float64)
-    lam = np.linalg.solve(k64, r.astype(np.float64)).astype(ld)
-    for _ in range(8):
-        lam = lam + np.linalg.solve(k64, (r - k @ lam).astype(np.float64)).astype(ld)
-    lam = lam.reshape(n_out, n_in)
-    return [(a.T @ lam @ b.T).astype(np.float64) for a, b in zip(a_list, b_list)]
 
 
 def balanced_net(widths, seed=0):
@@ -210,7 +179,7 @@ def section_gaussian(b: Bench, sizes, quick):
     for n in sizes:
         ws, task = xavier_net((n,) * 5)
         cond = cv.condition_number(ws, task)
-        ext = ngd_reference_extended(ws, task)
+        ext = reference.ngd_extended(ws, task.target)
         for q, (full, _) in RULES_Q.items():
             rule = cd.get_rule(full)
             entries = [(f"{full} dense", rule, "dense"), (f"{full} mapspace", rule, "mapspace"),

@@ -18,9 +18,13 @@ def test_readme_has_the_examples():
 def test_readme_example_runs(index):
     namespace: dict = {}
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), namespace)
+    checked = False
     if "traj" in namespace:  # the library quickstart: √NGD learns the task
         loss = np.asarray(namespace["traj"].loss)
         assert loss[-1] < 1e-3 * loss[0]
+        checked = True
     if "opt" in namespace and "step" in namespace:  # the optax loop: the loss falls
         model, x, y = namespace["model"], namespace["x"], namespace["y"]
         assert float(model.loss(namespace["params"], x, y)) < 0.05 * float(np.mean(np.sum(np.asarray(y) ** 2, 1)) / 2)
+        checked = True
+    assert checked, "a README example without a check of what it claims: add one here"

@@ -62,6 +62,7 @@ from typing import Optional, Sequence
 import jax
 
 from curvdyn import curvature as cv
+from curvdyn._validate import check_nonneg, check_q
 from curvdyn.network import Weights, as_weights, gradient, widths_of
 from curvdyn.task import Task
 
@@ -89,16 +90,6 @@ _PARAMS = {
 }
 METHODS = ("auto", "dense", "mapspace", "kronsum", "kronecker", "balanced", "balanced-checked", "cg")
 _FULL_ONLY = ("kronsum", "balanced", "balanced-checked", "cg")
-
-
-def _check_nonneg(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,8 +249,8 @@ class Rule:
 
 def _options(balance_tol, cg_tol, cg_maxiter) -> tuple:
     if balance_tol is not None:
-        balance_tol = _check_nonneg(balance_tol, "balance_tol")
-    cg_tol = cv.DEFAULT_CG_TOL if cg_tol is None else _check_nonneg(cg_tol, "cg_tol")
+        balance_tol = check_nonneg(balance_tol, "balance_tol")
+    cg_tol = cv.DEFAULT_CG_TOL if cg_tol is None else check_nonneg(cg_tol, "cg_tol")
     if cg_maxiter is None:
         cg_maxiter = cv.DEFAULT_CG_MAXITER
     elif int(cg_maxiter) != cg_maxiter or cg_maxiter < 1:
@@ -353,22 +344,16 @@ def get_rule(name: str, **params) -> Rule:
     if name in ("frac-ngd", "frac-ngd-d"):
         if "q" not in params:
             raise TypeError(f"rule {name!r} needs the parameter q (q >= 1)")
-        try:
-            q = float(params["q"])
-        except (TypeError, ValueError):
-            raise TypeError(f"q must be a number, got {params['q']!r}") from None
-        if math.isnan(q) or q < 1:
-            raise ValueError(f"q must be >= 1 (q = 1 is NGD, q = 2 sqrt-NGD, q = inf SGD), got {q}")
-        kwargs["q"] = q
+        kwargs["q"] = check_q(params["q"])
     if name == "damped-ngd":
         if "eps" not in params:
             raise TypeError("rule 'damped-ngd' needs the parameter eps (eps >= 0)")
-        kwargs["eps"] = _check_nonneg(params["eps"], "eps")
+        kwargs["eps"] = check_nonneg(params["eps"], "eps")
         kwargs["q"] = 1.0
     if "lm_damping" in params:
-        kwargs["lm_damping"] = _check_nonneg(params["lm_damping"], "lm_damping")
+        kwargs["lm_damping"] = check_nonneg(params["lm_damping"], "lm_damping")
     if "rcond" in params:
-        rcond = _check_nonneg(params["rcond"], "rcond")
+        rcond = check_nonneg(params["rcond"], "rcond")
         if rcond >= 1:
             raise ValueError(f"rcond is a relative cutoff and must be < 1, got {rcond}")
         kwargs["rcond"] = rcond
@@ -376,7 +361,7 @@ def get_rule(name: str, **params) -> Rule:
         rates = params["layer_rates"]
         if isinstance(rates, (str, bytes)) or not hasattr(rates, "__len__"):
             raise TypeError(f"layer_rates must be a sequence of numbers, got {rates!r}")
-        kwargs["layer_rates"] = tuple(_check_nonneg(r, "each layer rate") for r in rates)
+        kwargs["layer_rates"] = tuple(check_nonneg(r, "each layer rate") for r in rates)
         if not kwargs["layer_rates"]:
             raise ValueError("layer_rates must not be empty")
     return Rule(**kwargs)

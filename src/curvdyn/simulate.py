@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn._validate import check_positive
 from curvdyn._version import __version__
 from curvdyn.network import Weights, as_weights, conserved, loss, network_map, widths_of
 from curvdyn.rules import Rule, check_compatible, direction_unchecked, get_rule
@@ -151,16 +152,6 @@ def save_times(t_end: float, n_save: int, save_at: Optional[Sequence[float]] = N
     if int(n_save) != n_save or n_save < 2:
         raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
     return np.linspace(0.0, t_end, int(n_save))
-
-
-def _positive(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value}")
-    return value
 
 
 def _loss_and_finite(ws: Weights, task: Task):
@@ -321,7 +312,7 @@ def simulate(
     batched = isinstance(weights, (tuple, list)) and len(weights) > 0 and np.ndim(weights[0]) == 3
     ws = as_weights(weights, batched=batched)
     check_compatible(ws, task)
-    eta = _positive(eta, "eta")
+    eta = check_positive(eta, "eta")
     if method not in ("ode", "euler"):
         raise ValueError(f"method must be 'ode' or 'euler', got {method!r}")
     widths = widths_of(ws)
@@ -329,7 +320,7 @@ def simulate(
     loss0 = jax.vmap(loss, in_axes=(0, None))(ws, task) if batched else loss(ws, task)
     if max_loss is None:
         max_loss = 1e6 * max(float(jnp.max(loss0)), 1.0)
-    max_loss = _positive(max_loss, "max_loss")
+    max_loss = check_positive(max_loss, "max_loss")
     loss_tol = float(loss_tol)
     if not (loss_tol >= 0 and math.isfinite(loss_tol)):
         raise ValueError(f"loss_tol must be finite and >= 0, got {loss_tol}")
@@ -355,10 +346,10 @@ def simulate(
         config["rule"]["layer_rates"] = list(config["rule"]["layer_rates"])
 
     if method == "ode":
-        t_end = _positive(t_end, "t_end")
+        t_end = check_positive(t_end, "t_end")
         ts = save_times(t_end, n_save, save_at)
         for name, val in (("rtol", rtol), ("atol", atol)):
-            _positive(val, name)
+            check_positive(val, name)
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
         if int(max_steps) != max_steps or max_steps < 1:
@@ -378,14 +369,14 @@ def simulate(
         def finish(ts_b, ws_b, result_b):
             return _finish_ode(ts_b, ws_b, result_b, task, loss_tol, max_loss)
     else:
-        dt = _positive(dt, "dt")
+        dt = check_positive(dt, "dt")
         if n_steps is None:
-            n_steps = int(math.ceil(_positive(t_end, "t_end") / dt - 1e-9))
+            n_steps = int(math.ceil(check_positive(t_end, "t_end") / dt - 1e-9))
         if int(n_steps) != n_steps or n_steps < 1:
             raise ValueError(f"n_steps must be a positive integer, got {n_steps}")
         n_steps = int(n_steps)
         if clip is not None:
-            clip = _positive(clip, "clip")
+            clip = check_positive(clip, "clip")
         if int(n_save) != n_save or n_save < 2:
             raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
         steps_per_save = max(1, int(math.ceil(n_steps / (int(n_save) - 1))))

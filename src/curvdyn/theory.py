@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from curvdyn._validate import check_positive, check_q
 from curvdyn.network import as_weights, gradient, loss
 from curvdyn.rules import Rule, check_compatible, get_rule
 from curvdyn.simulate import save_times
@@ -97,13 +98,6 @@ def _as_rule(rule) -> Rule:
     if not isinstance(rule, Rule):
         raise TypeError(f"rule must be a Rule (from get_rule) or a rule name, got {type(rule).__name__}")
     return rule
-
-
-def _check_q(q) -> float:
-    q = float(q)
-    if math.isnan(q) or q < 1:
-        raise ValueError(f"q must be >= 1 (q = 1 NGD, q = 2 sqrt-NGD, q = inf SGD), got {q}")
-    return q
 
 
 def _check_depth(d) -> int:
@@ -408,13 +402,10 @@ def simulate_modes(
     tg = np.broadcast_to(np.asarray(targets, dtype=np.float64), s0.shape[:1]).copy()
     if not np.all(np.isfinite(tg)):
         raise ValueError("targets has non-finite entries")
-    t_end = float(t_end)
-    if not (math.isfinite(t_end) and t_end > 0):
-        raise ValueError(f"t_end must be positive and finite, got {t_end}")
+    t_end = check_positive(t_end, "t_end")
     ts = save_times(t_end, n_save, save_at)
     for name, val in (("rtol", rtol), ("atol", atol), ("eta", eta)):
-        if not (math.isfinite(float(val)) and float(val) > 0):
-            raise ValueError(f"{name} must be positive and finite, got {val}")
+        check_positive(val, name)
     if solver not in _solvers():
         raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(_solvers())}")
     if int(max_steps) != max_steps or max_steps < 1:
@@ -463,7 +454,7 @@ def stiffness(d, q) -> float:
 
     ``q = math.inf`` (SGD) gives ``2(d−1)/d``; q = 1 (NGD) gives 0; q = 2 gives ``1 − 1/d``.
     """
-    d, q = _check_depth(d), _check_q(q)
+    d, q = _check_depth(d), check_q(q)
     if math.isinf(q):
         return 2.0 * (d - 1) / d
     return 2.0 * (d - 1) * (q - 1) / (d * q)
@@ -471,7 +462,7 @@ def stiffness(d, q) -> float:
 
 def depth_calibrated_rate(eta, d, q) -> float:
     """Depth-calibrated learning rate ``η̄ = η d^{1−1/q}`` (eq. 21); ``η d`` for SGD."""
-    d, q = _check_depth(d), _check_q(q)
+    d, q = _check_depth(d), check_q(q)
     return float(eta) * d ** (1.0 - (0.0 if math.isinf(q) else 1.0 / q))
 
 
@@ -481,7 +472,7 @@ def effective_depth(d, q) -> float:
     ``→ d`` as ``q → ∞`` (returned exactly for ``q = math.inf``) and ``→ q`` as ``d → ∞``;
     ``stiffness(d, q) == stiffness(effective_depth(d, q), inf)``.
     """
-    d, q = _check_depth(d), _check_q(q)
+    d, q = _check_depth(d), check_q(q)
     if math.isinf(q):
         return float(d)
     return d * q / (d + q - 1.0)
@@ -823,7 +814,7 @@ def scaling_exponents(d, q) -> tuple[float, float]:
     sqrt-NGD (q = 2 — the S.I. text's "q = 1/2" is a typo): ``(0, d−1)``; NGD: ``(−(d−1), 0)``.
     The block rules share them (Fig. S.I.1).
     """
-    d, q = _check_depth(d), _check_q(q)
+    d, q = _check_depth(d), check_q(q)
     inv = 0.0 if math.isinf(q) else 1.0 / q
     return (d - 1) * (1.0 - 2.0 * inv), (d - 1) * (2.0 - 2.0 * inv)
 

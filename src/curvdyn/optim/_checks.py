@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
 import numpy as np
 
+from curvdyn._validate import check_nonneg, check_positive, check_q  # noqa: F401  (re-exported)
+
 REDUCTIONS = ("mean", "sum")
-
-
-def check_q(q: Any) -> float:
-    """``q`` must be a number ≥ 1 (``math.inf`` allowed: the plain gradient)."""
-    try:
-        q = float(q)
-    except (TypeError, ValueError):
-        raise TypeError(f"q must be a number >= 1, got {q!r}") from None
-    if math.isnan(q) or q < 1:
-        raise ValueError(
-            f"q must be >= 1 (q = 1 is NGD / K-FAC, q = 2 sqrt-NGD, q = inf the plain gradient), got {q}"
-        )
-    return q
-
-
-def check_nonneg(value: Any, name: str) -> float:
-    """A finite number ≥ 0."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return value
-
-
-def check_positive(value: Any, name: str) -> float:
-    """A finite number > 0."""
-    value = check_nonneg(value, name)
-    if value == 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
 
 
 def check_unit_interval(value: Any, name: str) -> float:
