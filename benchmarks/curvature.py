@@ -41,10 +41,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import _timing as T
-import reference  # the independent reference of the tests (extended-precision NGD)
-
 import curvdyn as cd
 import curvdyn.curvature as cv
+import reference  # the independent reference of the tests (extended-precision NGD)
 from curvdyn.network import gradient
 from curvdyn.rules import direction_unchecked
 
@@ -86,8 +85,7 @@ class Bench:
     def __init__(self, log: T.JsonLog):
         self.log = log
 
-    def measure(self, section, label, ws, task, entries, repeats, *, ref_name=None, extra=None, once=(),
-                budget_s=12.0):
+    def measure(self, section, label, ws, task, entries, repeats, *, ref_name=None, extra=None, once=(), budget_s=12.0):
         """Time the gradient and each ``(name, rule, method)`` entry side by side.
 
         ``ref_name`` names the entry whose output is the reference for the relative errors.
@@ -121,18 +119,31 @@ class Bench:
             if ref_name is not None and name != ref_name:
                 err = T.rel_err(outs[name], outs[ref_name])
             row = {
-                "section": section, "case": label, "name": name, **meta[name],
-                "P": cd.n_params(ws), "widths": list(cd.widths_of(ws)),
-                "time_s": t[name]["median"], "time_min_s": t[name]["min"], "first_call_s": first[name],
-                "gradient_s": g, "ratio_to_gradient": t[name]["median"] / g,
-                "rel_err": err, "ref": ref_name if err is not None else None,
-                "repeats": t[name]["n"], "compile_s": compile_s[name], **(extra or {}),
+                "section": section,
+                "case": label,
+                "name": name,
+                **meta[name],
+                "P": cd.n_params(ws),
+                "widths": list(cd.widths_of(ws)),
+                "time_s": t[name]["median"],
+                "time_min_s": t[name]["min"],
+                "first_call_s": first[name],
+                "gradient_s": g,
+                "ratio_to_gradient": t[name]["median"] / g,
+                "rel_err": err,
+                "ref": ref_name if err is not None else None,
+                "repeats": t[name]["n"],
+                "compile_s": compile_s[name],
+                **(extra or {}),
             }
             self.log.add(row)
             rows.append(row)
-            print(f"  [{section}] {label:>22s} {name:>22s} ({row['path']}): {T.fmt_s(row['time_s']):>9s} "
-                  f"= {row['ratio_to_gradient']:8.1f}× gradient ({T.fmt_s(g)}), rel err {T.fmt_e(err)}"
-                  + (f" vs {ref_name}" if err is not None else ""), flush=True)
+            print(
+                f"  [{section}] {label:>22s} {name:>22s} ({row['path']}): {T.fmt_s(row['time_s']):>9s} "
+                f"= {row['ratio_to_gradient']:8.1f}× gradient ({T.fmt_s(g)}), rel err {T.fmt_e(err)}"
+                + (f" vs {ref_name}" if err is not None else ""),
+                flush=True,
+            )
         return rows, outs
 
 
@@ -142,7 +153,7 @@ def section_square(b: Bench, sizes, dense_max, quick):
         widths = (n,) * 5
         ws, task = spread_net(widths)
         cond = cv.condition_number(ws, task)
-        for q, (full, block) in RULES_Q.items():
+        for _q, (full, block) in RULES_Q.items():
             rule, brule = cd.get_rule(full), cd.get_rule(block)
             entries = []
             if n <= dense_max:
@@ -150,25 +161,53 @@ def section_square(b: Bench, sizes, dense_max, quick):
             entries += [(f"{full} mapspace", rule, "mapspace"), (f"{full} auto", rule, "auto")]
             ref = f"{full} dense" if n <= dense_max else f"{full} mapspace"
             once = (f"{full} dense",) if n >= 32 else ()
-            rows += b.measure("square", f"N={n} d=4", ws, task, entries, 3 if quick else 7, ref_name=ref,
-                              once=once, extra={"N": n, "K_cond": cond})[0]
+            rows += b.measure(
+                "square",
+                f"N={n} d=4",
+                ws,
+                task,
+                entries,
+                3 if quick else 7,
+                ref_name=ref,
+                once=once,
+                extra={"N": n, "K_cond": cond},
+            )[0]
             bentries = [(f"{block} kronecker", brule, "kronecker"), (f"{block} auto", brule, "auto")]
             if n <= 32:
                 bentries.insert(0, (f"{block} dense", brule, "dense"))
-            rows += b.measure("square", f"N={n} d=4", ws, task, bentries, 3 if quick else 7,
-                              ref_name=f"{block} dense" if n <= 32 else None, extra={"N": n})[0]
+            rows += b.measure(
+                "square",
+                f"N={n} d=4",
+                ws,
+                task,
+                bentries,
+                3 if quick else 7,
+                ref_name=f"{block} dense" if n <= 32 else None,
+                extra={"N": n},
+            )[0]
         # balanced weights (distinct singular values): the shared-basis path
         wsb, taskb = balanced_net(widths)
-        for q, (full, _) in RULES_Q.items():
+        for _q, (full, _) in RULES_Q.items():
             rule = cd.get_rule(full)
-            entries = [(f"{full} mapspace", rule, "mapspace"), (f"{full} balanced", rule, "balanced"),
-                       (f"{full} auto", rule, "auto")]
+            entries = [
+                (f"{full} mapspace", rule, "mapspace"),
+                (f"{full} balanced", rule, "balanced"),
+                (f"{full} auto", rule, "auto"),
+            ]
             if n <= 16:
                 entries.insert(0, (f"{full} dense", rule, "dense"))
             once = (f"{full} mapspace",) if n >= 32 else ()
-            rows += b.measure("square-balanced", f"N={n} d=4 balanced", wsb, taskb, entries, 3 if quick else 7,
-                              ref_name=f"{full} dense" if n <= 16 else f"{full} mapspace", once=once,
-                              extra={"N": n})[0]
+            rows += b.measure(
+                "square-balanced",
+                f"N={n} d=4 balanced",
+                wsb,
+                taskb,
+                entries,
+                3 if quick else 7,
+                ref_name=f"{full} dense" if n <= 16 else f"{full} mapspace",
+                once=once,
+                extra={"N": n},
+            )[0]
     return rows
 
 
@@ -182,15 +221,29 @@ def section_gaussian(b: Bench, sizes, quick):
         ext = reference.ngd_extended(ws, task.target)
         for q, (full, _) in RULES_Q.items():
             rule = cd.get_rule(full)
-            entries = [(f"{full} dense", rule, "dense"), (f"{full} mapspace", rule, "mapspace"),
-                       (f"{full} auto", rule, "auto")]
-            r, outs = b.measure("square-gaussian", f"N={n} d=4 Gaussian", ws, task, entries, 3 if quick else 5,
-                                ref_name=f"{full} dense", extra={"N": n, "K_cond": cond})
+            entries = [
+                (f"{full} dense", rule, "dense"),
+                (f"{full} mapspace", rule, "mapspace"),
+                (f"{full} auto", rule, "auto"),
+            ]
+            r, outs = b.measure(
+                "square-gaussian",
+                f"N={n} d=4 Gaussian",
+                ws,
+                task,
+                entries,
+                3 if quick else 5,
+                ref_name=f"{full} dense",
+                extra={"N": n, "K_cond": cond},
+            )
             if q == 1:
                 for row in r:
                     row["rel_err_extended_precision"] = T.rel_err(outs[row["name"]], ext)
-                    print(f"      {row['name']}: error vs extended-precision NGD {row['rel_err_extended_precision']:.1e}"
-                          f" (cond(K) = {cond:.1e})", flush=True)
+                    print(
+                        f"      {row['name']}: error vs extended-precision NGD {row['rel_err_extended_precision']:.1e}"
+                        f" (cond(K) = {cond:.1e})",
+                        flush=True,
+                    )
                 b.log.flush()
             rows += r
     return rows
@@ -206,14 +259,25 @@ def section_cg(b: Bench, sizes, quick):
             eps = eps_rel * kmax
             rule = cd.get_rule("damped-ngd", eps=eps)
             entries = [("damped-ngd mapspace", rule, "mapspace"), ("damped-ngd cg", rule, "cg")]
-            r, _ = b.measure("cg", f"N={n} ε={eps_rel:g}·λmax", ws, task, entries, 3 if quick else 5,
-                             ref_name="damped-ngd mapspace", extra={"N": n, "eps": eps, "eps_rel": eps_rel})
+            r, _ = b.measure(
+                "cg",
+                f"N={n} ε={eps_rel:g}·λmax",
+                ws,
+                task,
+                entries,
+                3 if quick else 5,
+                ref_name="damped-ngd mapspace",
+                extra={"N": n, "eps": eps, "eps_rel": eps_rel},
+            )
             _, info = jax.jit(lambda w, t: cv.cg_direction(w, t, rule.spectral_function()))(ws, task)
             for row in r:
                 if row["name"] == "damped-ngd cg":
                     row["cg_iterations"] = int(info.iterations)
                     row["cg_error_bound"] = float(info.error_bound)
-                    print(f"      cg: {int(info.iterations)} iterations, error bound {float(info.error_bound):.1e}", flush=True)
+                    print(
+                        f"      cg: {int(info.iterations)} iterations, error bound {float(info.error_bound):.1e}",
+                        flush=True,
+                    )
             b.log.flush()
             rows += r
     return rows
@@ -223,12 +287,16 @@ def section_wide(b: Bench, widths_list, quick):
     rows = []
     for w in widths_list:
         ws, task = spread_net((16, w, w, w, 16))
-        for q, (full, block) in RULES_Q.items():
+        for _q, (full, block) in RULES_Q.items():
             rule, brule = cd.get_rule(full), cd.get_rule(block)
-            entries = [(f"{full} mapspace", rule, "mapspace"), (f"{full} auto", rule, "auto"),
-                       (f"{block} auto", brule, "auto")]
-            rows += b.measure("wide", f"16→{w}→{w}→{w}→16", ws, task, entries, 5 if quick else 11,
-                              ref_name=None, extra={"W": w})[0]
+            entries = [
+                (f"{full} mapspace", rule, "mapspace"),
+                (f"{full} auto", rule, "auto"),
+                (f"{block} auto", brule, "auto"),
+            ]
+            rows += b.measure(
+                "wide", f"16→{w}→{w}→{w}→16", ws, task, entries, 5 if quick else 11, ref_name=None, extra={"W": w}
+            )[0]
     return rows
 
 
@@ -242,12 +310,23 @@ def section_d2(b: Bench, sizes, quick):
             # runs once, for sqrt-ngd (q = 2) only
             with_map = n <= 64 and (q == 2 or n < 64)
             entries = [(f"{full} mapspace", rule, "mapspace")] if with_map else []
-            entries += [(f"{full} kronsum", rule, "kronsum"), (f"{full} auto", rule, "auto"),
-                        (f"{full} balanced", rule, "balanced")]
+            entries += [
+                (f"{full} kronsum", rule, "kronsum"),
+                (f"{full} auto", rule, "auto"),
+                (f"{full} balanced", rule, "balanced"),
+            ]
             once = (f"{full} mapspace",) if n >= 64 else ()
-            rows += b.measure("d2", f"N={n} d=2 Σ=I", ws, task, entries, 3 if quick else 7,
-                              ref_name=f"{full} mapspace" if with_map else f"{full} kronsum",
-                              once=once, extra={"N": n})[0]
+            rows += b.measure(
+                "d2",
+                f"N={n} d=2 Σ=I",
+                ws,
+                task,
+                entries,
+                3 if quick else 7,
+                ref_name=f"{full} mapspace" if with_map else f"{full} kronsum",
+                once=once,
+                extra={"N": n},
+            )[0]
     return rows
 
 
@@ -274,7 +353,7 @@ SIM_RULES = {
     "sgd": (lambda: cd.get_rule("sgd"), dict(eta=0.05), 2000, 20.0),
     "sqrt-ngd-d": (lambda: cd.get_rule("sqrt-ngd-d"), dict(eta=0.05), 300, 5.0),
 }
-ODE_OPTS = dict(rtol=1e-6, atol=1e-9, n_save=2, max_steps=20_000)
+ODE_INTEGRATOR = cd.ODE(rtol=1e-6, atol=1e-9, max_steps=20_000)
 DENSE_EULER_STEPS = 3
 DENSE_ODE_T_END = 0.01
 
@@ -299,57 +378,100 @@ def section_simulate(b: Bench, quick):
             steps = DENSE_EULER_STEPS if dense else n_steps
 
             def euler(w, steps=steps, cm=cm):
-                return cd.simulate(w, task, rule, None, method="euler", n_steps=steps, n_save=2,
-                                   curvature_method=cm, **eopts)
+                return cd.simulate(
+                    w,
+                    task,
+                    rule,
+                    eta=eopts["eta"],
+                    integrator=cd.Euler(steps=steps, clip=eopts.get("clip")),
+                    n_save=2,
+                    method=cm,
+                )
 
             def ode(w, t, cm=cm):
-                return cd.simulate(w, task, rule, t, curvature_method=cm, **ODE_OPTS)
+                return cd.simulate(w, task, rule, t, method=cm, integrator=ODE_INTEGRATOR, n_save=2)
 
-            row = {"section": "simulate", "rule": name, "label": rule.label, "curvature_method": cm,
-                   "path": rule.method_at(seeds[0], task, cm), "n_seeds": n_seeds}
+            row = {
+                "section": "simulate",
+                "rule": name,
+                "label": rule.label,
+                "curvature_method": cm,
+                "path": rule.method_at(seeds[0], task, cm),
+                "n_seeds": n_seeds,
+            }
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 _, c1 = _timed(lambda: euler(seeds[0]))  # compiles
                 one, t_one = _timed(lambda: euler(seeds[0]))
-                row.update(euler_steps=steps, euler_compile_plus_run_s=c1, euler_one_seed_s=t_one,
-                           euler_steps_per_s_one_seed=steps / t_one, euler_status=one.status)
+                row.update(
+                    euler_steps=steps,
+                    euler_compile_plus_run_s=c1,
+                    euler_one_seed_s=t_one,
+                    euler_steps_per_s_one_seed=steps / t_one,
+                    euler_status=one.status,
+                )
                 if not dense:
                     euler(batch)  # compiles the batched runner
                     _, t_b = _timed(lambda: euler(batch))
                     _, t_sep = _timed(lambda: [euler(s) for s in seeds])
-                    row.update(euler_batch16_s=t_b, euler_separate16_s=t_sep, euler_batch_speedup=t_sep / t_b,
-                               euler_steps_per_s_batch16=steps * n_seeds / t_b)
+                    row.update(
+                        euler_batch16_s=t_b,
+                        euler_separate16_s=t_sep,
+                        euler_batch_speedup=t_sep / t_b,
+                        euler_steps_per_s_batch16=steps * n_seeds / t_b,
+                    )
                 # one fixed ODE run (compiled first with a tiny t_end: same runner)
                 t_ode = DENSE_ODE_T_END if dense else t_end
                 if dense and name != "sqrt-ngd":
                     b.log.add(row)
                     rows.append(row)
-                    print(f"  [simulate] {name:>10s} {cm:>5s} ({row['path']}): Euler {row['euler_steps_per_s_one_seed']:.1f} steps/s", flush=True)
+                    print(
+                        f"  [simulate] {name:>10s} {cm:>5s} ({row['path']}): Euler {row['euler_steps_per_s_one_seed']:.1f} steps/s",
+                        flush=True,
+                    )
                     continue
                 ode(seeds[0], 1e-6)
                 o1, t_o1 = _timed(lambda: ode(seeds[0], t_ode))
-                row.update(ode_t_end=t_ode, ode_one_seed_s=t_o1, ode_solver_steps=o1.config["solver_steps"],
-                           ode_status=o1.status)
+                row.update(
+                    ode_t_end=t_ode,
+                    ode_one_seed_s=t_o1,
+                    ode_solver_steps=o1.config["solver_steps"],
+                    ode_status=o1.status,
+                )
                 if dense:  # the same short run by the default method, for comparison
-                    ode_auto = lambda w, t: cd.simulate(w, task, rule, t, **ODE_OPTS)
+                    ode_auto = lambda w, t: cd.simulate(w, task, rule, t, integrator=ODE_INTEGRATOR, n_save=2)
                     ode_auto(seeds[0], 1e-6)
-                    oa, t_oa = _timed(lambda: ode_auto(seeds[0], t_ode))
+                    _oa, t_oa = _timed(lambda: ode_auto(seeds[0], t_ode))
                     row.update(ode_same_run_auto_s=t_oa, ode_dense_over_auto=t_o1 / t_oa)
                 else:
                     ode(batch, 1e-6)
                     ob, t_ob = _timed(lambda: ode(batch, t_ode))
                     _, t_osep = _timed(lambda: [ode(s, t_ode) for s in seeds])
-                    row.update(ode_batch16_s=t_ob, ode_separate16_s=t_osep, ode_batch_speedup=t_osep / t_ob,
-                               ode_batch_solver_steps=ob.config["solver_steps"])
+                    row.update(
+                        ode_batch16_s=t_ob,
+                        ode_separate16_s=t_osep,
+                        ode_batch_speedup=t_osep / t_ob,
+                        ode_batch_solver_steps=ob.config["solver_steps"],
+                    )
             b.log.add(row)
             rows.append(row)
-            msg = (f"  [simulate] {name:>10s} {cm:>5s} ({row['path']}): Euler {row['euler_steps_per_s_one_seed']:.0f} steps/s"
-                   + (f", 16 batched {row['euler_steps_per_s_batch16']:.0f} steps/s, 16 separate ÷ batched "
-                      f"{row['euler_batch_speedup']:.1f}×" if "euler_batch16_s" in row else "")
-                   + f"; ODE(t={row['ode_t_end']:g}) {T.fmt_s(row['ode_one_seed_s'])} ({row['ode_solver_steps']} steps)"
-                   + (f", 16 batched {T.fmt_s(row['ode_batch16_s'])} vs separate {T.fmt_s(row['ode_separate16_s'])} "
-                      f"({row['ode_batch_speedup']:.1f}×)" if "ode_batch16_s" in row else "")
-                   + (f", auto {T.fmt_s(row['ode_same_run_auto_s'])}" if "ode_same_run_auto_s" in row else ""))
+            msg = (
+                f"  [simulate] {name:>10s} {cm:>5s} ({row['path']}): Euler {row['euler_steps_per_s_one_seed']:.0f} steps/s"
+                + (
+                    f", 16 batched {row['euler_steps_per_s_batch16']:.0f} steps/s, 16 separate ÷ batched "
+                    f"{row['euler_batch_speedup']:.1f}×"
+                    if "euler_batch16_s" in row
+                    else ""
+                )
+                + f"; ODE(t={row['ode_t_end']:g}) {T.fmt_s(row['ode_one_seed_s'])} ({row['ode_solver_steps']} steps)"
+                + (
+                    f", 16 batched {T.fmt_s(row['ode_batch16_s'])} vs separate {T.fmt_s(row['ode_separate16_s'])} "
+                    f"({row['ode_batch_speedup']:.1f}×)"
+                    if "ode_batch16_s" in row
+                    else ""
+                )
+                + (f", auto {T.fmt_s(row['ode_same_run_auto_s'])}" if "ode_same_run_auto_s" in row else "")
+            )
             print(msg, flush=True)
     return rows
 
@@ -362,33 +484,60 @@ def section_simulate(b: Bench, quick):
 def direction_table(rows) -> str:
     body = []
     for r in rows:
-        body.append([
-            r["case"], r["name"], r["path"], T.fmt_s(r["time_s"]), T.fmt_s(r["gradient_s"]),
-            f"{r['ratio_to_gradient']:.1f}×", T.fmt_e(r["rel_err"]), r["ref"] or "—",
-            (f"{r['cg_iterations']} it, bound {r['cg_error_bound']:.0e}" if "cg_iterations" in r else ""),
-        ])
-    return T.markdown_table(["case", "rule & method", "path", "direction", "gradient", "÷ gradient", "rel. err", "ref", "note"], body)
+        body.append(
+            [
+                r["case"],
+                r["name"],
+                r["path"],
+                T.fmt_s(r["time_s"]),
+                T.fmt_s(r["gradient_s"]),
+                f"{r['ratio_to_gradient']:.1f}×",
+                T.fmt_e(r["rel_err"]),
+                r["ref"] or "—",
+                (f"{r['cg_iterations']} it, bound {r['cg_error_bound']:.0e}" if "cg_iterations" in r else ""),
+            ]
+        )
+    return T.markdown_table(
+        ["case", "rule & method", "path", "direction", "gradient", "÷ gradient", "rel. err", "ref", "note"], body
+    )
 
 
 def simulate_table(rows) -> str:
     body = []
     for r in rows:
-        body.append([
-            r["rule"], r["curvature_method"], r["path"],
-            f"{r['euler_steps_per_s_one_seed']:.3g}",
-            f"{r['euler_steps_per_s_batch16']:.0f}" if "euler_steps_per_s_batch16" in r else "—",
-            f"{r['euler_batch_speedup']:.1f}×" if "euler_batch_speedup" in r else "—",
-            (f"t = {r['ode_t_end']:g}: {T.fmt_s(r['ode_one_seed_s'])} ({r['ode_solver_steps']} steps)"
-             if "ode_one_seed_s" in r else "—"),
-            T.fmt_s(r["ode_batch16_s"]) if "ode_batch16_s" in r else "—",
-            T.fmt_s(r["ode_separate16_s"]) if "ode_separate16_s" in r else "—",
-            f"{r['ode_batch_speedup']:.1f}×" if "ode_batch_speedup" in r else
-            (f"dense ÷ auto {r['ode_dense_over_auto']:.0f}×" if "ode_dense_over_auto" in r else "—"),
-        ])
+        body.append(
+            [
+                r["rule"],
+                r["curvature_method"],
+                r["path"],
+                f"{r['euler_steps_per_s_one_seed']:.3g}",
+                f"{r['euler_steps_per_s_batch16']:.0f}" if "euler_steps_per_s_batch16" in r else "—",
+                f"{r['euler_batch_speedup']:.1f}×" if "euler_batch_speedup" in r else "—",
+                (
+                    f"t = {r['ode_t_end']:g}: {T.fmt_s(r['ode_one_seed_s'])} ({r['ode_solver_steps']} steps)"
+                    if "ode_one_seed_s" in r
+                    else "—"
+                ),
+                T.fmt_s(r["ode_batch16_s"]) if "ode_batch16_s" in r else "—",
+                T.fmt_s(r["ode_separate16_s"]) if "ode_separate16_s" in r else "—",
+                f"{r['ode_batch_speedup']:.1f}×"
+                if "ode_batch_speedup" in r
+                else (f"dense ÷ auto {r['ode_dense_over_auto']:.0f}×" if "ode_dense_over_auto" in r else "—"),
+            ]
+        )
     return T.markdown_table(
-        ["rule", "curvature", "path", "Euler steps/s, 1 seed", "Euler steps/s, 16 batched (all seeds)",
-         "Euler: 16 separate ÷ 16 batched", "ODE run, 1 seed", "ODE, 16 batched", "ODE, 16 separate",
-         "ODE: separate ÷ batched"],
+        [
+            "rule",
+            "curvature",
+            "path",
+            "Euler steps/s, 1 seed",
+            "Euler steps/s, 16 batched (all seeds)",
+            "Euler: 16 separate ÷ 16 batched",
+            "ODE run, 1 seed",
+            "ODE, 16 batched",
+            "ODE, 16 separate",
+            "ODE: separate ÷ batched",
+        ],
         body,
     )
 
@@ -407,7 +556,9 @@ def main(argv=None):
     out = {}
     if "square" in sections:
         print("square d = 4", flush=True)
-        out["square"] = section_square(b, (8, 16) if args.quick else (8, 16, 32, 48), 16 if args.quick else 32, args.quick)
+        out["square"] = section_square(
+            b, (8, 16) if args.quick else (8, 16, 32, 48), 16 if args.quick else 32, args.quick
+        )
     if "gaussian" in sections:
         print("square d = 4, Gaussian (ill-conditioned) layers", flush=True)
         out["gaussian"] = section_gaussian(b, (8,) if args.quick else (8, 16), args.quick)

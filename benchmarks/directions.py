@@ -26,7 +26,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing as T
-
 import curvdyn as cd
 import curvdyn.curvature as cv
 from curvdyn.rules import direction_unchecked
@@ -56,8 +55,16 @@ def main(argv=None):
     ap.add_argument("--weights", choices=("spread", "gaussian"), default="spread")
     args = ap.parse_args(argv)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    log = T.JsonLog(args.out, {"benchmark": "directions", "machine": T.machine_info(), "rule": "sqrt-ngd", "depth": 4,
-                               "weights": args.weights})
+    log = T.JsonLog(
+        args.out,
+        {
+            "benchmark": "directions",
+            "machine": T.machine_info(),
+            "rule": "sqrt-ngd",
+            "depth": 4,
+            "weights": args.weights,
+        },
+    )
     rule = cd.get_rule("sqrt-ngd")
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
@@ -76,23 +83,56 @@ def main(argv=None):
         err = T.rel_err(outs["mapspace"], outs["dense"])
         err_auto = T.rel_err(outs["auto"], outs["dense"])
         row = {
-            "N": n, "P": p, "K_dim": n * n, "K_cond": cond,
-            "dense_s": t["dense"]["median"], "mapspace_s": t["mapspace"]["median"], "auto_s": t["auto"]["median"],
+            "N": n,
+            "P": p,
+            "K_dim": n * n,
+            "K_cond": cond,
+            "dense_s": t["dense"]["median"],
+            "mapspace_s": t["mapspace"]["median"],
+            "auto_s": t["auto"]["median"],
             "speedup_mapspace": t["dense"]["median"] / t["mapspace"]["median"],
             "speedup_auto": t["dense"]["median"] / t["auto"]["median"],
-            "rel_err_mapspace": err, "rel_err_auto": err_auto,
-            "auto_path": rule.method_at(ws, task), "repeats": t["dense"]["n"], "compile_s": compile_s,
+            "rel_err_mapspace": err,
+            "rel_err_auto": err_auto,
+            "auto_path": rule.method_at(ws, task),
+            "repeats": t["dense"]["n"],
+            "compile_s": compile_s,
         }
         log.add(row)
         rows.append(row)
-        print(f"N={n}: P={p} dense {T.fmt_s(row['dense_s'])}, map-space {T.fmt_s(row['mapspace_s'])}, "
-              f"auto {T.fmt_s(row['auto_s'])} ({row['speedup_auto']:.0f}x), rel err {err:.1e}", flush=True)
+        print(
+            f"N={n}: P={p} dense {T.fmt_s(row['dense_s'])}, map-space {T.fmt_s(row['mapspace_s'])}, "
+            f"auto {T.fmt_s(row['auto_s'])} ({row['speedup_auto']:.0f}x), rel err {err:.1e}",
+            flush=True,
+        )
     table = T.markdown_table(
-        ["N", "P", "K", "cond(K)", "dense H₊", "map-space", "auto (path)", "dense / auto", "rel. err (map-space)",
-         "rel. err (auto)"],
-        [[r["N"], r["P"], f"{r['K_dim']}²", f"{r['K_cond']:.0e}", T.fmt_s(r["dense_s"]), T.fmt_s(r["mapspace_s"]),
-          f"{T.fmt_s(r['auto_s'])} ({r['auto_path']})", f"{r['speedup_auto']:.0f}×",
-          T.fmt_e(r["rel_err_mapspace"]), T.fmt_e(r["rel_err_auto"])] for r in rows],
+        [
+            "N",
+            "P",
+            "K",
+            "cond(K)",
+            "dense H₊",
+            "map-space",
+            "auto (path)",
+            "dense / auto",
+            "rel. err (map-space)",
+            "rel. err (auto)",
+        ],
+        [
+            [
+                r["N"],
+                r["P"],
+                f"{r['K_dim']}²",
+                f"{r['K_cond']:.0e}",
+                T.fmt_s(r["dense_s"]),
+                T.fmt_s(r["mapspace_s"]),
+                f"{T.fmt_s(r['auto_s'])} ({r['auto_path']})",
+                f"{r['speedup_auto']:.0f}×",
+                T.fmt_e(r["rel_err_mapspace"]),
+                T.fmt_e(r["rel_err_auto"]),
+            ]
+            for r in rows
+        ],
     )
     print()
     print(table)

@@ -44,7 +44,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing as T
-
 import curvdyn as cd
 from curvdyn.network import gradient
 from curvdyn.rules import direction_unchecked
@@ -122,8 +121,11 @@ def time_direction(ws, task, *, repeats: int, once_if_slower_s: float = 20.0, wi
 
 def matmul_rates(log, device, n):
     res = {}
-    for name, dtype, prec in [("float64", jnp.float64, None), ("float32 (default precision)", jnp.float32, None),
-                              ("float32 (precision=highest)", jnp.float32, "highest")]:
+    for name, dtype, prec in [
+        ("float64", jnp.float64, None),
+        ("float32 (default precision)", jnp.float32, None),
+        ("float32 (precision=highest)", jnp.float32, "highest"),
+    ]:
         with jax.default_device(device):
             a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype=dtype)
             b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype=dtype)
@@ -159,8 +161,17 @@ def main(argv=None):
         info["accelerator_memory_bytes"] = stats.get("bytes_limit")
     except Exception:
         pass
-    log = T.JsonLog(args.out, {"benchmark": "gpu", "machine": info, "rule": "sqrt-ngd", "method": "auto",
-                               "budget_s": args.budget, "complete": False})
+    log = T.JsonLog(
+        args.out,
+        {
+            "benchmark": "gpu",
+            "machine": info,
+            "rule": "sqrt-ngd",
+            "method": "auto",
+            "budget_s": args.budget,
+            "complete": False,
+        },
+    )
     say(f"device: {info['accelerator']} ({dev.platform}); jax {jax.__version__}; CPU cores {os.cpu_count()}")
     if not gpus:
         say("WARNING: no GPU found; the 'GPU' rows below ran on " + dev.platform)
@@ -198,17 +209,26 @@ def main(argv=None):
                 ws, task = place(ws_np, target_np, dev, dtype)
                 say(f"square N={n} d=4 {dname}: K = {n_map}², P = {cd.n_params(ws)} ...")
                 res, d = time_direction(ws, task, repeats=5 if n_map <= 4096 else 2)
-                row = {"case": f"square N={n} d=4", "N": n, "K_dim": n_map, "P": cd.n_params(ws), "dtype": dname,
-                       "device": dev.platform, **res}
+                row = {
+                    "case": f"square N={n} d=4",
+                    "N": n,
+                    "K_dim": n_map,
+                    "P": cd.n_params(ws),
+                    "dtype": dname,
+                    "device": dev.platform,
+                    **res,
+                }
                 if dname == "float64":
                     gpu_f64[n] = [np.asarray(x) for x in d]
                 elif n in gpu_f64:
                     row["rel_err_vs_float64"] = T.rel_err(d, gpu_f64[n])
                 log.add(row)
-                say(f"  direction {T.fmt_s(res['direction_s'])} (first call {T.fmt_s(res['first_direction_s'])}, "
+                say(
+                    f"  direction {T.fmt_s(res['direction_s'])} (first call {T.fmt_s(res['first_direction_s'])}, "
                     f"compile {res['compile_direction_s']:.1f} s), gradient {T.fmt_s(res['gradient_s'])}, "
                     f"ratio {res['direction_over_gradient']:.0f}×"
-                    + (f", error vs float64 {row['rel_err_vs_float64']:.1e}" if "rel_err_vs_float64" in row else ""))
+                    + (f", error vs float64 {row['rel_err_vs_float64']:.1e}" if "rel_err_vs_float64" in row else "")
+                )
                 return res
 
             res = guarded(f"square N={n} {dname} (gpu)", run, proj)
@@ -224,12 +244,22 @@ def main(argv=None):
         t0 = time.perf_counter()
         d = jax.block_until_ready(call())
         t = time.perf_counter() - t0
-        row = {"case": "square N=32 d=4", "N": 32, "dtype": "float64", "device": dev.platform, "method": "dense",
-               "direction_s": t, "compile_direction_s": c}
+        row = {
+            "case": "square N=32 d=4",
+            "N": 32,
+            "dtype": "float64",
+            "device": dev.platform,
+            "method": "dense",
+            "direction_s": t,
+            "compile_direction_s": c,
+        }
         if 32 in gpu_f64:
             row["rel_err_auto_vs_dense"] = T.rel_err(gpu_f64[32], d)
         log.add(row)
-        say(f"  dense {T.fmt_s(t)}" + (f", auto agrees to {row['rel_err_auto_vs_dense']:.1e}" if "rel_err_auto_vs_dense" in row else ""))
+        say(
+            f"  dense {T.fmt_s(t)}"
+            + (f", auto agrees to {row['rel_err_auto_vs_dense']:.1e}" if "rel_err_auto_vs_dense" in row else "")
+        )
 
     guarded("dense N=32 (gpu)", dense32, 20.0)
 
@@ -238,21 +268,30 @@ def main(argv=None):
     widths = (64, w, w, w, 64)
     wide_f64 = {}
     for dtype, dname in [(jnp.float64, "float64"), (jnp.float32, "float32")]:
+
         def run_wide(dtype=dtype, dname=dname):
             ws, task = gaussian_wide(widths, dev)
             if dtype != jnp.float64:
                 ws, task = cd.astype(ws, task, dtype)
             say(f"wide {widths} {dname}: P = {cd.n_params(ws) / 1e6:.1f} M, K = {64 * 64}² ...")
             res, d = time_direction(ws, task, repeats=5)
-            row = {"case": "wide " + "→".join(map(str, widths)), "P": cd.n_params(ws), "K_dim": 64 * 64,
-                   "dtype": dname, "device": dev.platform, **res}
+            row = {
+                "case": "wide " + "→".join(map(str, widths)),
+                "P": cd.n_params(ws),
+                "K_dim": 64 * 64,
+                "dtype": dname,
+                "device": dev.platform,
+                **res,
+            }
             if dname == "float64":
                 wide_f64["d"] = [np.asarray(x[:64, :64]) for x in d]  # a corner: enough to compare
             else:
                 row["rel_err_vs_float64_corner"] = T.rel_err([np.asarray(x[:64, :64]) for x in d], wide_f64["d"])
             log.add(row)
-            say(f"  direction {T.fmt_s(res['direction_s'])}, gradient {T.fmt_s(res['gradient_s'])}, "
-                f"ratio {res['direction_over_gradient']:.1f}×")
+            say(
+                f"  direction {T.fmt_s(res['direction_s'])}, gradient {T.fmt_s(res['gradient_s'])}, "
+                f"ratio {res['direction_over_gradient']:.1f}×"
+            )
             del ws, d
 
         guarded(f"wide {dname} (gpu)", run_wide, 30.0)
@@ -282,8 +321,14 @@ def main(argv=None):
                 if n in gpu_f64:
                     row["rel_err_cpu_vs_gpu"] = T.rel_err(d, gpu_f64[n])
                 log.add(row)
-                say(f"  CPU direction {T.fmt_s(res['direction_s'])}, gradient {T.fmt_s(res['gradient_s'])}"
-                    + (f", agrees with the GPU to {row['rel_err_cpu_vs_gpu']:.1e}" if "rel_err_cpu_vs_gpu" in row else ""))
+                say(
+                    f"  CPU direction {T.fmt_s(res['direction_s'])}, gradient {T.fmt_s(res['gradient_s'])}"
+                    + (
+                        f", agrees with the GPU to {row['rel_err_cpu_vs_gpu']:.1e}"
+                        if "rel_err_cpu_vs_gpu" in row
+                        else ""
+                    )
+                )
                 return res
 
             res = guarded(f"square N={n} (cpu)", run_cpu, 0.0)
@@ -295,6 +340,7 @@ def main(argv=None):
         if cpu_last is not None:
             proj_wide = 2.0 * cpu_last[1] * (4096 / cpu_last[0]) ** 3 + 20.0
         if proj_wide <= cpu_left():
+
             def run_cpu_wide():
                 ws, task = gaussian_wide(widths, cpu)
                 say(f"CPU wide {widths} float64 ...")
@@ -315,7 +361,7 @@ def main(argv=None):
         batch = tuple(jnp.stack([s[i] for s in seeds]) for i in range(4))
 
         def euler(w):
-            return cd.simulate(w, task, RULE, None, method="euler", n_steps=30, n_save=2, eta=0.05)
+            return cd.simulate(w, task, RULE, integrator=cd.Euler(steps=30), n_save=2, eta=0.05)
 
         say("batched sweep: fig3 network, sqrt-ngd, 30 Euler steps, 16 seeds ...")
         with warnings.catch_warnings():
@@ -324,8 +370,15 @@ def main(argv=None):
             euler(batch)
             t_b = T.run_once(lambda: euler(batch).loss)
             t_s = T.run_once(lambda: [euler(s).loss for s in seeds])
-        log.add({"case": "batched sweep fig3 sqrt-ngd 30 Euler steps", "device": dev.platform, "batch16_s": t_b,
-                 "separate16_s": t_s, "speedup": t_s / t_b})
+        log.add(
+            {
+                "case": "batched sweep fig3 sqrt-ngd 30 Euler steps",
+                "device": dev.platform,
+                "batch16_s": t_b,
+                "separate16_s": t_s,
+                "speedup": t_s / t_b,
+            }
+        )
         say(f"  16 batched {T.fmt_s(t_b)}, 16 separate {T.fmt_s(t_s)}: {t_s / t_b:.1f}×")
 
     guarded("batched sweep (gpu)", batched, 40.0)
@@ -334,10 +387,20 @@ def main(argv=None):
     rows = [r for r in log.doc["rows"] if "direction_s" in r]
     table = T.markdown_table(
         ["case", "device", "dtype", "path", "direction", "gradient", "÷ gradient", "compile", "note"],
-        [[r["case"], r["device"], r["dtype"], r.get("path", r.get("method", "")), T.fmt_s(r["direction_s"]),
-          T.fmt_s(r.get("gradient_s")), f"{r['direction_over_gradient']:.1f}×" if "direction_over_gradient" in r else "—",
-          f"{r['compile_direction_s']:.1f} s" if "compile_direction_s" in r else "—",
-          "; ".join(f"{k} {v:.1e}" for k, v in r.items() if k.startswith("rel_err"))] for r in rows],
+        [
+            [
+                r["case"],
+                r["device"],
+                r["dtype"],
+                r.get("path", r.get("method", "")),
+                T.fmt_s(r["direction_s"]),
+                T.fmt_s(r.get("gradient_s")),
+                f"{r['direction_over_gradient']:.1f}×" if "direction_over_gradient" in r else "—",
+                f"{r['compile_direction_s']:.1f} s" if "compile_direction_s" in r else "—",
+                "; ".join(f"{k} {v:.1e}" for k, v in r.items() if k.startswith("rel_err")),
+            ]
+            for r in rows
+        ],
     )
     print("\n" + table, flush=True)
     log.set("table_markdown", table)

@@ -13,12 +13,12 @@ import pathlib
 import matplotlib
 
 matplotlib.use("Agg")
-import jax  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
 
-import curvdyn as cd  # noqa: E402
-from curvdyn import theory as th  # noqa: E402
+import curvdyn as cd
+from curvdyn import theory as th
 
 OUT = pathlib.Path(__file__).resolve().parent / "figures"
 INF = math.inf
@@ -62,8 +62,18 @@ def fig_mode_paths() -> None:
         speed = np.linalg.norm(vn, axis=1)
         ax.contour(c1, c2, c1 * c2 - target, levels=np.linspace(-0.9, 3.0, 14), colors="0.85", linewidths=0.7)
         ax.contour(c1, c2, c1 * c2 - target, levels=[0.0], colors="k", linewidths=1.2)
-        q = ax.quiver(grid[:, 0], grid[:, 1], vn[:, 0] / speed, vn[:, 1] / speed, np.log10(speed), cmap="viridis",
-                      clim=(-1.3, 1.3), scale=16, width=0.007, pivot="mid")
+        q = ax.quiver(
+            grid[:, 0],
+            grid[:, 1],
+            vn[:, 0] / speed,
+            vn[:, 1] / speed,
+            np.log10(speed),
+            cmap="viridis",
+            clim=(-1.3, 1.3),
+            scale=16,
+            width=0.007,
+            pivot="mid",
+        )
         traj = th.simulate_modes(name, starts, np.full(len(starts), target), 40.0, n_save=400, rtol=1e-9, atol=1e-11)
         for k in range(len(starts)):
             ax.plot(traj.sigmas[:, k, 0], traj.sigmas[:, k, 1], color="tab:red", lw=1.4)
@@ -91,8 +101,13 @@ def fig_mode_paths() -> None:
 
 
 def fig_map_dynamics() -> None:
-    ps = [(0.0, "p = 0 (NGD, any d)"), (0.5, "p = 1/2 (sqrt-NGD, d = 2)"), (0.75, "p = 3/4 (sqrt-NGD, d = 4)"),
-          (1.0, "p = 1 (SGD, d = 2)"), (1.5, "p = 3/2 (SGD, d = 4)")]
+    ps = [
+        (0.0, "p = 0 (NGD, any d)"),
+        (0.5, "p = 1/2 (sqrt-NGD, d = 2)"),
+        (0.75, "p = 3/4 (sqrt-NGD, d = 4)"),
+        (1.0, "p = 1 (SGD, d = 2)"),
+        (1.5, "p = 3/2 (SGD, d = 4)"),
+    ]
     targets = [1.0, 2.0, 4.0]
     colors = ["tab:blue", "tab:orange", "tab:green"]
     t = np.logspace(-2, 2.5, 600)
@@ -113,8 +128,11 @@ def fig_map_dynamics() -> None:
     axes[0, 0].set_ylabel(r"map mode $\bar\sigma(t)$")
     axes[1, 0].set_ylabel(r"loss $\frac{1}{2}(\bar\sigma-\bar\sigma_*)^2$")
     axes[0, 0].legend(loc="lower right")
-    fig.suptitle(r"map_solution: $\dot{\bar\sigma} = -\bar\eta(\bar\sigma-\bar\sigma_*)\bar\sigma^p$ (eq. 21); "
-                 r"start 0 for p < 1, $\bar\sigma_*/100$ for p ≥ 1; dots: half_max_time", y=1.0)
+    fig.suptitle(
+        r"map_solution: $\dot{\bar\sigma} = -\bar\eta(\bar\sigma-\bar\sigma_*)\bar\sigma^p$ (eq. 21); "
+        r"start 0 for p < 1, $\bar\sigma_*/100$ for p ≥ 1; dots: half_max_time",
+        y=1.0,
+    )
     fig.tight_layout()
     save(fig, "theory_map_dynamics.png")
 
@@ -152,8 +170,13 @@ def fig_scaling() -> None:
     target = np.linalg.qr(np.random.default_rng(0).standard_normal((6, 6)))[0]
     task = cd.Task(target)
     alphas = np.logspace(-1.0, 0.3, 9)
-    rules = [("sgd", "SGD", "tab:blue"), ("sqrt-ngd", "sqrt-NGD", "tab:green"), ("ngd", "NGD", "tab:red"),
-             ("sqrt-ngd-d", "sqrt-NGD-d", "tab:olive"), ("ngd-d", "NGD-d", "tab:purple")]
+    rules = [
+        ("sgd", "SGD", "tab:blue"),
+        ("sqrt-ngd", "sqrt-NGD", "tab:green"),
+        ("ngd", "NGD", "tab:red"),
+        ("sqrt-ngd-d", "sqrt-NGD-d", "tab:olive"),
+        ("ngd-d", "NGD-d", "tab:purple"),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     with jax.disable_jit():  # a handful of evaluations per rule: eager is faster than compiling
         bal = cd.init_balanced(jax.random.PRNGKey(0), widths, 1.0)
@@ -182,8 +205,11 @@ def fig_scaling() -> None:
         ax.legend(loc="best")
     axes[0].set_title("update size (S.I.16)")
     axes[1].set_title("loss rate (S.I.17)")
-    fig.suptitle("Scaling laws, d = 3, width 6: lines balanced_update_rates, circles measured on balanced weights, "
-                 "crosses on Xavier·α weights (geometric mean, min–max of 5 draws)", y=1.01)
+    fig.suptitle(
+        "Scaling laws, d = 3, width 6: lines balanced_update_rates, circles measured on balanced weights, "
+        "crosses on Xavier·α weights (geometric mean, min–max of 5 draws)",
+        y=1.01,
+    )
     fig.tight_layout()
     save(fig, "theory_scaling.png")
 
@@ -207,21 +233,30 @@ def fig_mode_vs_full() -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, name in zip(axes, ["sqrt-ngd", "ngd-d"]):
         rule = cd.get_rule(name)
-        traj = cd.simulate(ws, task, rule, 4.0, n_save=41, rtol=1e-10, atol=1e-12)
+        traj = cd.simulate(ws, task, rule, 4.0, n_save=41, integrator=cd.ODE(rtol=1e-10, atol=1e-12))
         modes = th.simulate_modes(rule, vals.T, strengths, 4.0, n_save=41, rtol=1e-10, atol=1e-12)
         full = th.layer_mode_values(traj.weights, bases)
         for k, c in zip(range(3), ["tab:blue", "tab:orange", "tab:green"]):
             for i, ls in zip(range(d), ["-", "--", ":"]):
-                ax.plot(modes.t, modes.sigmas[:, k, i], ls, color=c, lw=1.2,
-                        label=rf"mode {k + 1}, layer {i + 1}" if name == "sqrt-ngd" else None)
+                ax.plot(
+                    modes.t,
+                    modes.sigmas[:, k, i],
+                    ls,
+                    color=c,
+                    lw=1.2,
+                    label=rf"mode {k + 1}, layer {i + 1}" if name == "sqrt-ngd" else None,
+                )
                 ax.plot(traj.t[::3], full[::3, k, i], "o", color=c, ms=3, mfc="none")
         err = np.max(np.abs(full - modes.sigmas))
         ax.set_title(f"{rule.label}: max |full − theory| = {err:.1e}")
         ax.set_xlabel("time t")
     axes[0].set_ylabel(r"per-layer mode value $\sigma_{i,k}(t)$")
     axes[0].legend(ncol=3, fontsize=7, loc="lower right")
-    fig.suptitle("Lines: simulate_modes; circles: full-matrix curvdyn.simulate read out by layer_mode_values "
-                 "(aligned weights, d = 3)", y=1.01)
+    fig.suptitle(
+        "Lines: simulate_modes; circles: full-matrix curvdyn.simulate read out by layer_mode_values "
+        "(aligned weights, d = 3)",
+        y=1.01,
+    )
     fig.tight_layout()
     save(fig, "theory_mode_vs_full.png")
 
@@ -243,7 +278,7 @@ def fig_projection() -> None:
     axes[0].set_ylabel("strength $s_k$")
     axes[0].set_title("correlation_modes(task): 3 signal + 5 noise modes")
     for ax, name, t_end in zip(axes[1:], ["sgd", "sqrt-ngd"], [60.0, 6.0]):
-        traj = cd.simulate(ws, task, cd.get_rule(name), t_end, n_save=301, rtol=1e-7, atol=1e-9)
+        traj = cd.simulate(ws, task, cd.get_rule(name), t_end, n_save=301, integrator=cd.ODE(rtol=1e-7, atol=1e-9))
         comp = th.project_modes(traj.map, task)
         for k in range(n):
             ax.plot(traj.t, comp[:, k], color="tab:red" if k < 3 else "0.5", lw=1.3 if k < 3 else 0.9)

@@ -67,22 +67,50 @@ def main() -> None:
         return {"curvature": lambda: co.kfac_statistics(model, p, xb)}
 
     common = dict(decay=0.95, factor_update_every=5, root_update_every=10)
-    train("K-FAC (q = 1), damping 1e-1", co.fractional_kfac(0.3, q=1.0, damping=1e-1, **common),
-          kfac_extra, x, y, model, params)
+    train(
+        "K-FAC (q = 1), damping 1e-1",
+        co.fractional_kfac(0.3, q=1.0, damping=1e-1, **common),
+        kfac_extra,
+        x,
+        y,
+        model,
+        params,
+    )
     # Same learning rate, little damping: the full inverse curvature amplifies low-curvature
     # directions and K-FAC fails to train here (it stalls or diverges, depending on the learning
     # rate), while the square root (sqrt-NGD-d, the paper's eq. 26) trains with the same damping.
-    train("K-FAC (q = 1), damping 1e-3", co.fractional_kfac(0.3, q=1.0, damping=1e-3, **common),
-          kfac_extra, x, y, model, params)
-    train("sqrt-K-FAC (q = 2, d^-1/2), damping 1e-3",
-          co.fractional_kfac(0.3, q=2.0, damping=1e-3, depth_scaling=True, **common),
-          kfac_extra, x, y, model, params)
+    train(
+        "K-FAC (q = 1), damping 1e-3",
+        co.fractional_kfac(0.3, q=1.0, damping=1e-3, **common),
+        kfac_extra,
+        x,
+        y,
+        model,
+        params,
+    )
+    train(
+        "sqrt-K-FAC (q = 2, d^-1/2), damping 1e-3",
+        co.fractional_kfac(0.3, q=2.0, damping=1e-3, depth_scaling=True, **common),
+        kfac_extra,
+        x,
+        y,
+        model,
+        params,
+    )
 
     # Exact fractional NGD on each mini-batch: pass the batch inputs. Its cost grows with the
     # mini-batch output size M = batch · n_out (an M × P Jacobian); solver="eigh" (eigenvectors of
     # the M × M kernel J Jᵀ) is the fast choice when damped, "svd" (default) the most accurate.
-    train("exact sqrt-NGD (q = 2), batch 32", co.fractional_ngd(0.3, model, q=2.0, damping=1e-4, solver="eigh"),
-          lambda p, xb: {"inputs": xb}, x, y, model, params, batch=32)
+    train(
+        "exact sqrt-NGD (q = 2), batch 32",
+        co.fractional_ngd(0.3, model, q=2.0, damping=1e-4, solver="eigh"),
+        lambda p, xb: {"inputs": xb},
+        x,
+        y,
+        model,
+        params,
+        batch=32,
+    )
 
     # Baselines: plain optax optimizers, same loop, no extra arguments.
     train("SGD", optax.sgd(0.3), lambda p, xb: {}, x, y, model, params)

@@ -68,7 +68,9 @@ def check_claims(name: str, allowed_failures=None) -> list:
     blocking = [(c.key, c.measured, c.threshold, c.detail) for c in claims if c.blocking]
     assert not blocking, blocking
     failed = {c.key for c in claims if not c.passed}
-    assert allowed_failures is None or failed <= set(allowed_failures), [(c.key, c.measured, c.threshold) for c in claims if not c.passed]
+    assert allowed_failures is None or failed <= set(allowed_failures), [
+        (c.key, c.measured, c.threshold) for c in claims if not c.passed
+    ]
     direct = module.claims(data, config)
     assert [c.as_dict() for c in direct] == [c.as_dict() for c in claims]
     return claims

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -79,17 +79,17 @@ def loss(ws: Sequence, target, cov):
 # change what is computed.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grad_fn(widths_: tuple[int, ...]):
     return jax.jit(jax.grad(lambda th, target, cov: loss(unflat(th, widths_), target, cov)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jac_fn(widths_: tuple[int, ...]):
     return jax.jit(jax.jacfwd(lambda th: product_map(unflat(th, widths_)).reshape(-1)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jac_and_grad_fn(widths_: tuple[int, ...]):
     def both(th, target, cov):
         jac = jax.jacfwd(lambda t: product_map(unflat(t, widths_)).reshape(-1))(th)
@@ -99,7 +99,7 @@ def _jac_and_grad_fn(widths_: tuple[int, ...]):
     return jax.jit(both)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hess_fn(widths_: tuple[int, ...]):
     return jax.jit(jax.hessian(lambda th, target, cov: loss(unflat(th, widths_), target, cov)))
 
@@ -159,9 +159,7 @@ def eigh(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.linalg.eigh(0.5 * (h + h.T))
 
 
-def psd_power(
-    h, power: float, *, rcond: float = RCOND, shift: float = 0.0, eig=None
-) -> np.ndarray:
+def psd_power(h, power: float, *, rcond: float = RCOND, shift: float = 0.0, eig=None) -> np.ndarray:
     """``(H + shift I)^{-power}`` for symmetric PSD ``H`` (``eig``: its precomputed ``eigh``).
 
     With ``shift = 0`` it is the pseudo-inverse power: eigenvalues ``≤ rcond · λ_max`` map to 0
@@ -243,7 +241,7 @@ class Reference:
         if name in BLOCK_Q or name == "frac-ngd-d":
             q = float(BLOCK_Q.get(name, params.get("q")))
             power = 0.0 if math.isinf(q) else 1.0 / q
-            rates: Optional[Sequence[float]] = params.get("layer_rates")
+            rates: Sequence[float] | None = params.get("layer_rates")
             if rates is None:
                 rates = [self.depth ** (-power)] * self.depth
             out = []

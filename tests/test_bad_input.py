@@ -13,7 +13,14 @@ import curvdyn as cd
 
 # The rule names of DESIGN.md's table, restated (not taken from curvdyn.RULE_NAMES).
 DESIGN_RULE_NAMES = (
-    "sgd", "ngd", "sqrt-ngd", "frac-ngd", "damped-ngd", "ngd-d", "sqrt-ngd-d", "frac-ngd-d",
+    "sgd",
+    "ngd",
+    "sqrt-ngd",
+    "frac-ngd",
+    "damped-ngd",
+    "ngd-d",
+    "sqrt-ngd-d",
+    "frac-ngd-d",
 )
 
 
@@ -124,8 +131,13 @@ def test_unknown_rule_name_lists_known_names():
 
 @pytest.mark.parametrize(
     "name, params, param",
-    [("sgd", {"q": 2.0}, "q"), ("ngd", {"eps": 0.1}, "eps"), ("damped-ngd", {"eps": 0.1, "lm_damping": 0.1}, "lm_damping"),
-     ("sqrt-ngd", {"layer_rates": (1.0, 1.0)}, "layer_rates"), ("ngd-d", {"learning_rate": 1.0}, "learning_rate")],
+    [
+        ("sgd", {"q": 2.0}, "q"),
+        ("ngd", {"eps": 0.1}, "eps"),
+        ("damped-ngd", {"eps": 0.1, "lm_damping": 0.1}, "lm_damping"),
+        ("sqrt-ngd", {"layer_rates": (1.0, 1.0)}, "layer_rates"),
+        ("ngd-d", {"learning_rate": 1.0}, "learning_rate"),
+    ],
 )
 def test_unknown_parameter_for_rule(name, params, param):
     with pytest.raises(TypeError, match=rf"rule '{re.escape(name)}' takes no parameter.*'{param}'"):

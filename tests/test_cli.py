@@ -58,7 +58,9 @@ def test_every_option_is_explained(command, capsys):
     for action in sub._actions:
         if isinstance(action, argparse._HelpAction):
             continue
-        assert action.help and len(action.help) > 10, f"{command}: option {action.option_strings or action.dest} has no help"
+        assert action.help and len(action.help) > 10, (
+            f"{command}: option {action.option_strings or action.dest} has no help"
+        )
     code, out, _ = _run(capsys, [command, "--help"])
     assert code == 0
     for action in sub._actions:
@@ -85,7 +87,9 @@ def test_console_script_is_installed():
 
 
 def test_module_entry_point_runs():
-    res = subprocess.run([sys.executable, "-m", "curvdyn.cli", "reproduce", "--list"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "curvdyn.cli", "reproduce", "--list"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     for name in experiments.names():
         assert name in res.stdout
@@ -100,8 +104,23 @@ def test_simulate_writes_trajectory_and_plot(tmp_path, capsys):
     out = tmp_path / "sim"
     code, stdout, _ = _run(
         capsys,
-        ["simulate", "--widths", "3,4,3", "--rule", "sqrt-ngd", "--init-scale", "0.2", "--t-end", "3",
-         "--n-save", "11", "--seed", "1", "--out", str(out)],
+        [
+            "simulate",
+            "--widths",
+            "3,4,3",
+            "--rule",
+            "sqrt-ngd",
+            "--init-scale",
+            "0.2",
+            "--t-end",
+            "3",
+            "--n-save",
+            "11",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ],
     )
     assert code == 0, stdout
     assert (out / "trajectory.npz").is_file()
@@ -120,12 +139,34 @@ def test_simulate_euler_with_clip_and_depth_width(tmp_path, capsys):
     out = tmp_path / "euler"
     code, stdout, _ = _run(
         capsys,
-        ["simulate", "--depth", "2", "--width", "3", "--rule", "ngd", "--lm-damping", "1e-5", "--method", "euler",
-         "--dt", "0.1", "--clip", "0.5", "--t-end", "2", "--n-save", "5", "--no-plot", "--out", str(out)],
+        [
+            "simulate",
+            "--depth",
+            "2",
+            "--width",
+            "3",
+            "--rule",
+            "ngd",
+            "--lm-damping",
+            "1e-5",
+            "--integrator",
+            "euler",
+            "--dt",
+            "0.1",
+            "--clip",
+            "0.5",
+            "--t-end",
+            "2",
+            "--n-save",
+            "5",
+            "--no-plot",
+            "--out",
+            str(out),
+        ],
     )
     assert code == 0, stdout
     traj = cd.Trajectory.load(out / "trajectory.npz")
-    assert traj.config["method"] == "euler" and traj.config["clip"] == 0.5
+    assert traj.config["integrator"]["kind"] == "euler" and traj.config["integrator"]["clip"] == 0.5
     assert traj.config["rule"]["lm_damping"] == 1e-5
     assert not (out / "trajectory.png").exists()
     assert np.all(np.isfinite(traj.loss))
@@ -135,8 +176,27 @@ def test_simulate_frac_rule_and_student_teacher(tmp_path, capsys):
     out = tmp_path / "st"
     code, stdout, _ = _run(
         capsys,
-        ["simulate", "--widths", "4,4,4", "--rule", "frac-ngd", "--q", "3", "--task", "student-teacher",
-         "--rank", "2", "--t-end", "1", "--n-save", "3", "--log-time", "--no-plot", "--out", str(out)],
+        [
+            "simulate",
+            "--widths",
+            "4,4,4",
+            "--rule",
+            "frac-ngd",
+            "--q",
+            "3",
+            "--task",
+            "student-teacher",
+            "--rank",
+            "2",
+            "--t-end",
+            "1",
+            "--n-save",
+            "3",
+            "--log-time",
+            "--no-plot",
+            "--out",
+            str(out),
+        ],
     )
     assert code == 0, stdout
     traj = cd.Trajectory.load(out / "trajectory.npz")
@@ -163,7 +223,8 @@ def test_simulate_frac_rule_and_student_teacher(tmp_path, capsys):
         (["simulate", "--rule", "sgd", "--q", "2"], "--q applies to frac-ngd"),
         (["simulate", "--rule", "damped-ngd"], "needs --eps"),
         (["simulate", "--rule", "sgd", "--lm-damping", "1e-3"], "--lm-damping does not apply"),
-        (["simulate", "--method", "ode", "--clip", "1"], "--clip applies to --method euler only"),
+        (["simulate", "--integrator", "ode", "--clip", "1"], "--clip applies to --integrator euler only"),
+        (["simulate", "--method", "magic"], "invalid choice: 'magic'"),
         (["simulate", "--widths", "3,4,2", "--task", "identity"], "needs n_0 = n_d"),
         (["simulate", "--widths", "3,4,3", "--task", "student-teacher", "--rank", "5"], "exceeds min"),
         (["reproduce", "fig99"], "unknown figure(s) fig99; available:"),
@@ -173,7 +234,7 @@ def test_simulate_frac_rule_and_student_teacher(tmp_path, capsys):
     ],
 )
 def test_bad_options_fail_clearly(argv, message, capsys):
-    code, out, err = _run(capsys, argv)
+    code, _out, err = _run(capsys, argv)
     assert code == 2
     assert message in err, err
 

@@ -56,14 +56,13 @@ CASES = {
 # d = 1 with Σ = I is deliberately absent: there H₊ = I, on which every power is the identity.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case(case_id: str):
     """(ws as numpy arrays, target, Σ or None, Task) for a case id, deterministic in its seed."""
     widths, cov_kind, rank, seed = CASES[case_id]
     rng = np.random.default_rng(seed)
     ws = tuple(
-        rng.standard_normal((n_out, n_in)) / np.sqrt(max(n_in, n_out))
-        for n_in, n_out in zip(widths[:-1], widths[1:])
+        rng.standard_normal((n_out, n_in)) / np.sqrt(max(n_in, n_out)) for n_in, n_out in zip(widths[:-1], widths[1:])
     )
     target = rng.standard_normal((widths[-1], widths[0]))
     n0 = widths[0]
@@ -78,7 +77,7 @@ def case(case_id: str):
     return ws, target, cov, cd.Task(target, cov)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ref(case_id: str) -> R.Reference:
     ws, target, cov, _ = case(case_id)
     return R.Reference(ws, target, cov)
@@ -277,9 +276,7 @@ def test_block_rule_direction_matches_reference(case_id, key, method):
     assert R.rel_err(got, want) <= TOL
 
 
-@pytest.mark.parametrize(
-    "case_id, key", [pytest.param(c, k, id=f"{c}-{k}") for c, k in FULL_PAIRS + BLOCK_PAIRS]
-)
+@pytest.mark.parametrize("case_id, key", [pytest.param(c, k, id=f"{c}-{k}") for c, k in FULL_PAIRS + BLOCK_PAIRS])
 def test_mapspace_equals_dense(case_id, key):
     dense = direction(case_id, key, "dense")
     mapspace = direction(case_id, key, "mapspace")
@@ -304,7 +301,7 @@ def test_block_rule_q_infinity_applies_layer_rates():
 # ---------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def structured_case(kind: str):
     """Weights where the Grams share an eigenbasis (the ``balanced`` path is exact).
 
@@ -373,9 +370,7 @@ def test_balanced_checked_falls_back_on_generic_weights(case_id):
     assert R.rel_err(rule.direction(ws, task, method="balanced"), ref(case_id).direction("ngd")) > 1e-3
 
 
-@pytest.mark.parametrize(
-    "case_id, key", [("d2-bottleneck-fullcov", "eps0.1"), ("d4-bottleneck-rankcov", "ngd-lm")]
-)
+@pytest.mark.parametrize("case_id, key", [("d2-bottleneck-fullcov", "eps0.1"), ("d4-bottleneck-rankcov", "ngd-lm")])
 def test_cg_on_damped_rules(case_id, key):
     """CG stops on a guaranteed bound on Λ's error; the pull-back Ĵᵀ can amplify a relative
     error, so we ask cg_tol = 1e-12, well below the usual 1e-9 asserted on the direction
@@ -425,6 +420,7 @@ def test_mapspace_kernel_has_the_nonzero_spectrum_of_hessian_plus(case_id):
 # ---------------------------------------------------------------------------------------
 # properties (no reference direction needed)
 # ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case_id", [c for c, k in FULL_PAIRS if k == "ngd"])
 def test_ngd_satisfies_natural_gradient_constraint(case_id):
@@ -526,7 +522,7 @@ RCOND_TEST = 1e-3
 TINY = 1e-5  # one eigenvalue of Σ, relative to the others (1 to 2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny_mode_case(widths):
     """Well-conditioned layers (orthogonal × singular values in [0.8, 1.25]) and a Σ with one
     eigenvalue 1e-5: H₊ (and its blocks) then have a cluster of eigenvalues ~1e-5 λ_max and the

@@ -24,17 +24,17 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import quick_runs  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
-from quick_runs import run  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
 
-import curvdyn  # noqa: E402,F401  (float64)
-import curvdyn.optim as co  # noqa: E402
-from curvdyn import experiments  # noqa: E402
-from curvdyn import nonlinear as nl  # noqa: E402
+import curvdyn  # noqa: F401  (float64)
+import curvdyn.optim as co
+import quick_runs
+from curvdyn import experiments
+from curvdyn import nonlinear as nl
+from quick_runs import run
 
 NAMES = ("relu", "digits")
 
@@ -55,7 +55,9 @@ def _relu_problem(seed=0, widths=(4, 6, 5, 3), batch=7, bias=False):
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
     params = RELU.init(k1, widths, bias=bias)
     if bias:  # nonzero biases, so their columns matter
-        params = tuple(dict(p, b=0.3 * jax.random.normal(jax.random.fold_in(k1, i), p["b"].shape)) for i, p in enumerate(params))
+        params = tuple(
+            dict(p, b=0.3 * jax.random.normal(jax.random.fold_in(k1, i), p["b"].shape)) for i, p in enumerate(params)
+        )
     x = jax.random.normal(k2, (batch, widths[0]))
     y = jax.random.normal(k3, (batch, widths[-1]))
     return params, x, y
@@ -128,8 +130,9 @@ def test_block_direction_is_kfac_on_a_deep_linear_network(q):
     x = jax.random.normal(k2, (9, 3))
     grads = jax.grad(model.loss)(params, x, jax.random.normal(k3, (9, 2)))
     block = nl.block_fractional_ngd_direction(model, params, x, grads, q=q)
-    kfac = co.fractional_kfac_direction(grads, co.kfac_statistics(model, params, x), q=q, damping=0.0,
-                                        depth_scaling=True)
+    kfac = co.fractional_kfac_direction(
+        grads, co.kfac_statistics(model, params, x), q=q, damping=0.0, depth_scaling=True
+    )
     assert _rel(ravel_pytree(block)[0], ravel_pytree(kfac)[0]) < 1e-9
 
 
@@ -197,7 +200,9 @@ def test_batched_eigendecompositions_do_not_deadlock():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _VMAPPED_EIGH_SCRIPT], capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _VMAPPED_EIGH_SCRIPT], capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0 and "finished" in proc.stdout, proc.stderr[-2000:]
 
 
@@ -243,7 +248,6 @@ def test_nonlinear_bad_input():
 # ---------------------------------------------------------------------------------------
 # the experiments (quick variants)
 # ---------------------------------------------------------------------------------------
-
 
 
 def test_registered_at_the_end():
@@ -322,7 +326,7 @@ def test_digits_quick_shapes_and_selection():
             best = module.best_run(data, config, kind, a)
             finals = [data[f"{r}__train_loss"][-1] for r in module.configs(data, config, kind, a)]
             assert data[f"{best}__train_loss"][-1] == np.nanmin(np.where(np.isfinite(finals), finals, np.nan))
-    assert set(module.first_update_keys()) == {k[len("first__"):] for k in data if k.startswith("first__")}
+    assert set(module.first_update_keys()) == {k[len("first__") :] for k in data if k.startswith("first__")}
     # the fit recovers a known power law
     fake = dict(data, first__sgd=3.0 * data["exponent_scales"] ** 2.5)
     assert module.fitted_exponent(fake, config, "sgd") == pytest.approx(2.5)
@@ -360,8 +364,9 @@ def test_relu_default_only_paths(monkeypatch):
     """The refined runs, the no-floor diagnosis and their claims (default variant only), on a short run."""
     from curvdyn.experiments import relu
 
-    short = dict(relu.SETTINGS[True], t_end=0.3, n_save=12, refine=2, diagnose_sliding=True, extra_seeds=1,
-                 max_steps=4000)
+    short = dict(
+        relu.SETTINGS[True], t_end=0.3, n_save=12, refine=2, diagnose_sliding=True, extra_seeds=1, max_steps=4000
+    )
     monkeypatch.setitem(relu.SETTINGS, True, short)
     data, config = relu.compute(quick=True, seed=0)
     assert config["ode"]["refined_dtmin"] == short["dtmin"] / 2 and config["seeds"] == [0, 1]
@@ -378,11 +383,19 @@ def test_digits_grid_bracket_check():
     from curvdyn.experiments import digits
 
     grids = {k: [{"lr": v} for v in (0.1, 0.3, 1.0)] for k in digits.OPTIMIZERS}
-    config = {"scales": [0.1], "grids": grids,
-              "runs": {f"{k}__s0__c{j}": {"optimizer": k, "scale": 0.1, "lr": c["lr"]}
-                       for k in digits.OPTIMIZERS for j, c in enumerate(grids[k])}}
+    config = {
+        "scales": [0.1],
+        "grids": grids,
+        "runs": {
+            f"{k}__s0__c{j}": {"optimizer": k, "scale": 0.1, "lr": c["lr"]}
+            for k in digits.OPTIMIZERS
+            for j, c in enumerate(grids[k])
+        },
+    }
     finals = {"sgd": (3.0, 1.0, 2.0), "adam": (1.0, 2.0, 3.0), "kfac": (3.0, 2.0, 1.0), "sqrt-kfac": (2.0, 1.0, np.nan)}
-    data = {f"{k}__s0__c{j}__train_loss": np.array([5.0, v]) for k in digits.OPTIMIZERS for j, v in enumerate(finals[k])}
+    data = {
+        f"{k}__s0__c{j}__train_loss": np.array([5.0, v]) for k in digits.OPTIMIZERS for j, v in enumerate(finals[k])
+    }
     edge = digits.unbracketed(data, config)
     # Adam's best is the smallest η, K-FAC's the largest; SGD's is inside, and √K-FAC's larger η diverged
     assert len(edge) == 2 and edge[0].startswith("Adam") and edge[1].startswith("K-FAC")

@@ -17,17 +17,15 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import quick_runs  # noqa: E402
-from quick_runs import run  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-from curvdyn import experiments  # noqa: E402
+import quick_runs
+from curvdyn import experiments
+from quick_runs import run
 
 NAMES = ("fig1", "fig2", "figS1")
-
-
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,9 +17,7 @@ WIDTHS = [(4, 3), (3, 6, 2), (4, 2, 7, 3), (2, 5, 5, 3, 6), (3, 4, 1, 5, 2, 3)]
 
 def _rand_case(widths, seed, cov_kind="full"):
     rng = np.random.default_rng(seed)
-    ws = tuple(
-        rng.standard_normal((o, i)) / np.sqrt(max(i, o)) for i, o in zip(widths[:-1], widths[1:])
-    )
+    ws = tuple(rng.standard_normal((o, i)) / np.sqrt(max(i, o)) for i, o in zip(widths[:-1], widths[1:]))
     target = rng.standard_normal((widths[-1], widths[0]))
     if cov_kind == "I":
         cov = None
@@ -188,7 +186,7 @@ def test_init_balanced_is_balanced(widths):
         np.testing.assert_allclose(s_map[:r], np.sort(vals)[::-1] ** len(ws), rtol=1e-11)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _target(n_out, n_in, seed=4):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n_out, n_in))

@@ -270,9 +270,7 @@ def test_moving_average_and_update_periods():
     first = history[0]
     np.testing.assert_allclose(first.output_sums[1] / first.ema_weight, stats[0].output_factors[1], rtol=1e-13)
     # roots refreshed at steps 0 and 3 only
-    same = [
-        all(np.array_equal(a, b) for a, b in zip(history[k].weights, history[k - 1].weights)) for k in range(1, 5)
-    ]
+    same = [all(np.array_equal(a, b) for a, b in zip(history[k].weights, history[k - 1].weights)) for k in range(1, 5)]
     assert same == [True, True, False, True]
     assert int(state.count) == 5
 
@@ -500,8 +498,13 @@ def test_kfac_statistics_and_preconditioner_match_kfac_jax(kfac_jax):
     @jax.jit
     def estimate(state, batch):  # kfac-jax's optimizer convention: ema_old = decay, ema_new = 1
         return est.update_curvature_matrix_estimate(
-            state, ema_old=decay, ema_new=1.0, identity_weight=0.0, batch_size=KFAC_BATCH,
-            rng=jax.random.PRNGKey(1), func_args=(tp, batch),
+            state,
+            ema_old=decay,
+            ema_new=1.0,
+            identity_weight=0.0,
+            batch_size=KFAC_BATCH,
+            rng=jax.random.PRNGKey(1),
+            func_args=(tp, batch),
         )
 
     first = estimate(est_state, batches[0])
@@ -563,13 +566,21 @@ def test_fractional_kfac_step_matches_a_kfac_jax_optimizer_step(kfac_jax):
     )
     opt_state = opt.init(their_params(), jax.random.PRNGKey(0), batches[0])
     new_theirs, _, _ = opt.step(
-        their_params(), opt_state, jax.random.PRNGKey(2), batch=batches[0],
-        learning_rate=jnp.asarray(lr), momentum=jnp.asarray(0.0), damping=jnp.asarray(lam),
+        their_params(),
+        opt_state,
+        jax.random.PRNGKey(2),
+        batch=batches[0],
+        learning_rate=jnp.asarray(lr),
+        momentum=jnp.asarray(0.0),
+        damping=jnp.asarray(lam),
     )
     ours = co.fractional_kfac(lr, q=1.0, damping=lam, decay=0.0)
     x, y = batches[0]
-    step = jax.jit(lambda p: ours.update(jax.grad(model.loss)(p, x, y), ours.init(p), p,
-                                         curvature=co.kfac_statistics(model, p, x))[0])
+    step = jax.jit(
+        lambda p: ours.update(
+            jax.grad(model.loss)(p, x, y), ours.init(p), p, curvature=co.kfac_statistics(model, p, x)
+        )[0]
+    )
     new_ours = optax.apply_updates(params, step(params))
     leaves = jax.tree_util.tree_leaves
     step_ours = [np.asarray(a) - np.asarray(b) for a, b in zip(leaves(new_ours), leaves(params))]

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from curvdyn import experiments, reproduce  # noqa: E402
-from curvdyn.cli import main  # noqa: E402
-from curvdyn.experiments.base import Claim, at_least  # noqa: E402
-from curvdyn.report import format_measured  # noqa: E402
+from curvdyn import experiments, reproduce
+from curvdyn.cli import main
+from curvdyn.experiments.base import Claim, at_least
+from curvdyn.report import format_measured
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -39,7 +39,9 @@ def test_quick_check_passes(quick_run):
     report = json.loads((quick_run["out"] / "report.json").read_text())
     failed = [
         f"{e['name']}/{c['key']}: measured {c['measured']} needs {c['threshold']}"
-        for e in report["experiments"] for c in e["claims"] if not c["passed"] and not c["known_deviation"]
+        for e in report["experiments"]
+        for c in e["claims"]
+        if not c["passed"] and not c["known_deviation"]
     ]
     errors = [f"{e['name']}: {e['error']}" for e in report["experiments"] if e["error"]]
     assert quick_run["code"] == 0, "\n".join(failed + errors)

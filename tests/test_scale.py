@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference as R
 
 import curvdyn as cd
 import curvdyn.curvature as cv
+import reference as R
 
 TOL = 1e-9  # relative, all layers together, against the dense reference
 F32_TOL = 1e-5  # float32 vs float64, networks with cond(K) ≤ 1e2 (measured ≤ 1e-6, cond ≤ 30)
@@ -345,14 +345,15 @@ def test_batched_simulation_equals_per_seed_runs(method):
     ]
     rule = cd.get_rule("sqrt-ngd")
     opts = (
-        dict(method="euler", eta=0.05, n_steps=40, n_save=5)
+        dict(integrator=cd.Euler(steps=40), eta=0.05, n_save=5)
         if method == "euler"
-        else dict(rtol=1e-10, atol=1e-12, n_save=5, solver="dopri8")
+        else dict(integrator=cd.ODE(rtol=1e-10, atol=1e-12, solver="dopri8"), n_save=5)
     )
-    batched = cd.simulate(_stack(members), task, rule, 2.0, **opts)
+    t_end = None if method == "euler" else 2.0
+    batched = cd.simulate(_stack(members), task, rule, t_end, **opts)
     assert batched.batched and batched.t.shape[0] == len(members)
     for b, ws in enumerate(members):
-        single = cd.simulate(ws, task, rule, 2.0, **opts)
+        single = cd.simulate(ws, task, rule, t_end, **opts)
         member = batched.member(b)
         np.testing.assert_allclose(member.t, single.t, rtol=1e-12, atol=1e-14)
         for wb, ws_ in zip(member.weights, single.weights):
@@ -417,10 +418,10 @@ def test_simulate_keeps_float32(method):
     ws, target = _well_conditioned((5, 6, 5), 3)
     task = cd.Task(target)
     ws32, task32 = cd.astype(ws, task, jnp.float32)
-    kw = {"rtol": 1e-5, "atol": 1e-7} if method == "ode" else {"dt": 0.01}
+    integrator = cd.ODE(rtol=1e-5, atol=1e-7) if method == "ode" else cd.Euler(dt=0.01)
     rule = cd.get_rule("sqrt-ngd")
-    t32 = cd.simulate(ws32, task32, rule, t_end=1.0, method=method, n_save=5, **kw)
-    t64 = cd.simulate(ws, task, rule, t_end=1.0, method=method, n_save=5, **kw)
+    t32 = cd.simulate(ws32, task32, rule, t_end=1.0, integrator=integrator, n_save=5)
+    t64 = cd.simulate(ws, task, rule, t_end=1.0, integrator=integrator, n_save=5)
     assert t32.status == t64.status == "completed"
     assert all(w.dtype == np.float32 for w in t32.weights) and t32.loss.dtype == np.float32
     assert all(w.dtype == np.float64 for w in t64.weights)
@@ -492,8 +493,13 @@ def test_everything_jits_and_vmaps():
     members.append(cd.init_balanced(jax.random.PRNGKey(9), widths, np.linspace(0.5, 1.0, 4)))
     batch = _stack(members)
     task = cd.Task(np.random.default_rng(0).standard_normal((4, 4)))
-    for name, method in [("sqrt-ngd", "balanced-checked"), ("sqrt-ngd", "mapspace"), ("ngd", "dense"),
-                         ("damped-ngd", "cg"), ("sqrt-ngd-d", "kronecker")]:
+    for name, method in [
+        ("sqrt-ngd", "balanced-checked"),
+        ("sqrt-ngd", "mapspace"),
+        ("ngd", "dense"),
+        ("damped-ngd", "cg"),
+        ("sqrt-ngd-d", "kronecker"),
+    ]:
         rule = cd.get_rule(name, eps=0.1) if name == "damped-ngd" else cd.get_rule(name)
         fn = jax.jit(jax.vmap(lambda w, r=rule, m=method: direction_unchecked(w, task, r, m)))
         out = fn(batch)

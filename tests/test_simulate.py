@@ -10,7 +10,7 @@ import pytest
 
 import curvdyn as cd
 
-TIGHT = dict(rtol=1e-11, atol=1e-13, solver="dopri8")
+TIGHT = dict(integrator=cd.ODE(rtol=1e-11, atol=1e-13, solver="dopri8"))
 
 
 def _task(n_out, n_in, seed=0, cov=False):
@@ -24,9 +24,7 @@ def _task(n_out, n_in, seed=0, cov=False):
 
 def _rel_drift(traj):
     """max_t ‖C_i(t) − C_i(0)‖ / ‖C_i(0)‖ over layers i."""
-    return max(
-        float(np.max(np.linalg.norm(c - c[0], axis=(1, 2))) / np.linalg.norm(c[0])) for c in traj.conserved
-    )
+    return max(float(np.max(np.linalg.norm(c - c[0], axis=(1, 2))) / np.linalg.norm(c[0])) for c in traj.conserved)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +69,7 @@ def test_euler_matches_explicit_loop_and_clipping():
     ws = cd.init_xavier(jax.random.PRNGKey(1), (3, 4, 2), 1.0)
     rule = cd.get_rule("sqrt-ngd")
     eta, dt, clip = 0.3, 0.5, 0.05
-    traj = cd.simulate(ws, task, rule, None, eta=eta, method="euler", dt=dt, n_steps=6, n_save=7, clip=clip)
+    traj = cd.simulate(ws, task, rule, eta=eta, integrator=cd.Euler(dt=dt, steps=6, clip=clip), n_save=7)
     w = tuple(np.asarray(x) for x in ws)
     for k in range(6):
         np.testing.assert_allclose(traj.t[k], k * dt)
@@ -88,7 +86,7 @@ def test_euler_divergence_stops_and_keeps_record():
     task = _task(3, 3, seed=2)
     ws = cd.init_xavier(jax.random.PRNGKey(0), (3, 3, 3), 1.0)
     with pytest.warns(RuntimeWarning, match="diverged"):
-        traj = cd.simulate(ws, task, "sgd", 200.0, eta=3.0, method="euler", n_save=201)
+        traj = cd.simulate(ws, task, "sgd", 200.0, eta=3.0, integrator=cd.Euler(), n_save=201)
     assert traj.status == "diverged"
     assert len(traj.t) >= 2
     assert np.all(np.isfinite(traj.loss))
@@ -110,8 +108,8 @@ def test_ode_divergence_stops_with_message():
 def test_loss_tol_stops_both_methods():
     task = _task(3, 3, seed=3)
     ws = cd.init_xavier(jax.random.PRNGKey(2), (3, 3, 3), 1.0)
-    for method, kw in (("ode", {}), ("euler", {"dt": 0.05})):
-        traj = cd.simulate(ws, task, "ngd", 50.0, method=method, loss_tol=1e-3, **kw)
+    for integrator in (cd.ODE(), cd.Euler(dt=0.05)):
+        traj = cd.simulate(ws, task, "ngd", 50.0, integrator=integrator, loss_tol=1e-3)
         assert traj.status == "converged"
         assert traj.loss[-1] < 1e-3 <= traj.loss[-2]
         assert traj.t[-1] < 50.0
@@ -121,11 +119,11 @@ def test_batch_equals_separate_runs():
     task = _task(3, 3, seed=4)
     inits = [cd.init_random(jax.random.PRNGKey(s), (3, 4, 3), 0.3) for s in range(3)]
     batch = tuple(np.stack(layer) for layer in zip(*inits))
-    for method, kw in (("ode", dict(rtol=1e-10, atol=1e-12)), ("euler", dict(dt=0.1))):
-        traj_b = cd.simulate(batch, task, "sqrt-ngd", 5.0, method=method, n_save=11, **kw)
+    for integrator in (cd.ODE(rtol=1e-10, atol=1e-12), cd.Euler(dt=0.1)):
+        traj_b = cd.simulate(batch, task, "sqrt-ngd", 5.0, integrator=integrator, n_save=11)
         assert traj_b.batched and traj_b.t.shape[0] == 3
         for s, ws in enumerate(inits):
-            single = cd.simulate(ws, task, "sqrt-ngd", 5.0, method=method, n_save=11, **kw)
+            single = cd.simulate(ws, task, "sqrt-ngd", 5.0, integrator=integrator, n_save=11)
             member = traj_b.member(s)
             np.testing.assert_allclose(member.loss, single.loss, rtol=1e-9)
             np.testing.assert_allclose(member.weights[1], single.weights[1], rtol=1e-9, atol=1e-12)
@@ -159,7 +157,9 @@ def test_recorded_observables_match_library_functions():
         np.testing.assert_allclose(traj.loss[k], float(cd.loss(wk, task)), rtol=1e-12)
         np.testing.assert_allclose(traj.map[k], np.asarray(cd.network_map(wk)), rtol=1e-12)
         d = rule.direction(wk, task)
-        np.testing.assert_allclose(traj.update_norm[k], 0.5 * math.sqrt(sum(float(np.sum(np.square(v))) for v in d)), rtol=1e-10)
+        np.testing.assert_allclose(
+            traj.update_norm[k], 0.5 * math.sqrt(sum(float(np.sum(np.square(v))) for v in d)), rtol=1e-10
+        )
 
 
 @pytest.mark.parametrize(
@@ -167,12 +167,14 @@ def test_recorded_observables_match_library_functions():
     [
         (dict(eta=-1.0), "eta"),
         (dict(eta=float("nan")), "eta"),
-        (dict(method="rk4"), "method"),
-        (dict(solver="nope"), "solver"),
         (dict(n_save=1), "n_save"),
         (dict(save_at=[0.0, 2.0, 1.0]), "save_at"),
+        (dict(save_at=[0.0, 0.5, 2.0]), "t_end"),
+        (dict(save_at=[0.0, 0.5, 1.0], n_save=3), "not both"),
+        (dict(save_at=[0.0, 0.5, 1.0], integrator=cd.Euler(dt=0.1)), "save_at"),
+        (dict(integrator=cd.Euler(dt=0.1, steps=3)), "conflicts"),
         (dict(loss_tol=-1.0), "loss_tol"),
-        (dict(curvature_method="magic"), "method"),
+        (dict(method="magic"), "method"),
     ],
 )
 def test_simulate_rejects_bad_options(kwargs, match):
@@ -180,6 +182,40 @@ def test_simulate_rejects_bad_options(kwargs, match):
     ws = cd.init_xavier(jax.random.PRNGKey(0), (2, 2, 2), 1.0)
     with pytest.raises(ValueError, match=match):
         cd.simulate(ws, task, "sgd", 1.0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: cd.ODE(rtol=0.0), "rtol"),
+        (lambda: cd.ODE(atol=-1.0), "atol"),
+        (lambda: cd.ODE(solver="rk4"), "solver"),
+        (lambda: cd.ODE(max_steps=0), "max_steps"),
+        (lambda: cd.ODE(max_steps=2.5), "max_steps"),
+        (lambda: cd.Euler(dt=0.0), "dt"),
+        (lambda: cd.Euler(steps=0), "steps"),
+        (lambda: cd.Euler(clip=-1.0), "clip"),
+    ],
+)
+def test_integrators_reject_bad_options(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_simulate_needs_an_end_and_an_integrator_object():
+    task = _task(2, 2)
+    ws = cd.init_xavier(jax.random.PRNGKey(0), (2, 2, 2), 1.0)
+    with pytest.raises(ValueError, match="t_end"):
+        cd.simulate(ws, task, "sgd")
+    with pytest.raises(ValueError, match="t_end or Euler"):
+        cd.simulate(ws, task, "sgd", integrator=cd.Euler())
+    with pytest.raises(TypeError, match="integrator"):
+        cd.simulate(ws, task, "sgd", 1.0, integrator="euler")
+    traj = cd.simulate(ws, task, "sgd", save_at=[0.0, 0.5, 1.0])
+    assert traj.config["t_end"] == 1.0 and traj.config["integrator"]["kind"] == "ode"
+    traj = cd.simulate(ws, task, "sgd", integrator=cd.Euler(dt=0.25, steps=4), n_save=5)
+    np.testing.assert_allclose(traj.t, [0.0, 0.25, 0.5, 0.75, 1.0])
+    assert traj.config["integrator"] == {"kind": "euler", "dt": 0.25, "steps": 4, "clip": None}
 
 
 def test_simulate_rejects_bad_weights_and_task():

@@ -11,9 +11,7 @@ import reference as R
 
 
 def _rng_ws(rng, widths):
-    return tuple(
-        rng.standard_normal((o, i)) / np.sqrt(max(i, o)) for i, o in zip(widths[:-1], widths[1:])
-    )
+    return tuple(rng.standard_normal((o, i)) / np.sqrt(max(i, o)) for i, o in zip(widths[:-1], widths[1:]))
 
 
 def _data_loss(w_map, x, y):
@@ -125,8 +123,14 @@ def test_student_teacher_whitening_rank_and_snr():
     n_in, n_out, rank, snr, noise = 8, 5, 3, 4.0, 0.5
     profile = np.array([1.0, 0.6, 0.3])
     st = cd.student_teacher(
-        jax.random.PRNGKey(0), n_in, n_out, rank=rank, snr=snr, n_train=3 * n_in,
-        noise_std=noise, teacher_profile=profile,
+        jax.random.PRNGKey(0),
+        n_in,
+        n_out,
+        rank=rank,
+        snr=snr,
+        n_train=3 * n_in,
+        noise_std=noise,
+        teacher_profile=profile,
     )
     x = np.asarray(st.x_train)
     assert x.shape == (n_in, 3 * n_in) and st.y_train.shape == (n_out, 3 * n_in)

@@ -128,7 +128,8 @@ def test_velocity_formulas_written_out():
     )
     rates = (0.2, 0.5, 1.3)
     np.testing.assert_allclose(
-        v("frac-ngd-d", q=1.5, layer_rates=rates), -delta * np.array(rates) * np.sign(j) * np.abs(j) ** (1 - 2 / 1.5),
+        v("frac-ngd-d", q=1.5, layer_rates=rates),
+        -delta * np.array(rates) * np.sign(j) * np.abs(j) ** (1 - 2 / 1.5),
         rtol=1e-13,
     )
     np.testing.assert_allclose(v("ngd", lm_damping=0.3), -delta * j / (nj**2 + 0.3), rtol=1e-13)
@@ -440,7 +441,11 @@ CONFIGS = {
     "ngd-d-3": ("ngd-d", WIDTHS[3], (4.0, 2.0, 1.0), 1e-6, ((0.9, -0.8, -1.1), (0.6, 0.5, 1.0))),
     "sqrt-ngd-d-2": ("sqrt-ngd-d", WIDTHS[2], (4.0, 2.0, 1.0), 1e-6, ((-0.7, 0.4), (0.3, -0.9))),
     "frac-ngd-d-6-4": (
-        "frac-ngd-d-6", WIDTHS[4], (4.0, 2.0, 1.0), 1e-2, ((-0.9, 0.6, -1.1, 0.8), (0.5, -0.7, 1.2, -0.9))
+        "frac-ngd-d-6",
+        WIDTHS[4],
+        (4.0, 2.0, 1.0),
+        1e-2,
+        ((-0.9, 0.6, -1.1, 0.8), (0.5, -0.7, 1.2, -0.9)),
     ),
 }
 T_END = 3.0
@@ -448,7 +453,7 @@ N_SAVE = 41
 SAXE_T_HALF = math.log(9999) / 20
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def full_run(name: str) -> dict:
     rule_key, widths, strengths, bal0, unbalanced = CONFIGS[name]
     rule = RULES[rule_key]
@@ -461,15 +466,24 @@ def full_run(name: str) -> dict:
     save_at = np.linspace(0.0, T_END, N_SAVE)
     if rule_key == "sgd":  # put the Saxe half-max time on the grid
         save_at = np.sort(np.concatenate([save_at[:-1], [SAXE_T_HALF]]))
-    traj = cd.simulate(ws, task, rule, T_END, save_at=save_at, **TIGHT)
+    traj = cd.simulate(ws, task, rule, save_at=save_at, integrator=cd.ODE(**TIGHT))
     assert traj.status == "completed", traj.message
     sig0 = np.zeros((3, d))
     sig0[: vals.shape[1]] = vals.T  # modes beyond the bottleneck: all zeros (inactive)
     modes = th.simulate_modes(rule, sig0, strengths, T_END, save_at=save_at, **TIGHT)
     assert modes.status == "completed", modes.message
     return dict(
-        rule=rule, d=d, task=task, target=target, strengths=np.asarray(strengths), widths=widths, vals=vals,
-        traj=traj, modes=modes, bases=th.aligned_bases(target, widths, r=vals.shape[1]), t=save_at,
+        rule=rule,
+        d=d,
+        task=task,
+        target=target,
+        strengths=np.asarray(strengths),
+        widths=widths,
+        vals=vals,
+        traj=traj,
+        modes=modes,
+        bases=th.aligned_bases(target, widths, r=vals.shape[1]),
+        t=save_at,
     )
 
 
@@ -554,8 +568,11 @@ def test_saxe_half_max_full_simulation():
 def test_balanced_scaling_prefactors_and_exponents(d, eager):
     target = random_target(7, [2.0, 1.0, 0.5])
     task = cd.Task(target)
-    extra = (cd.get_rule("ngd", lm_damping=0.3), cd.get_rule("sqrt-ngd-d", lm_damping=0.1),
-             cd.get_rule("frac-ngd-d", q=2.0, layer_rates=tuple(np.linspace(0.2, 0.9, d))))
+    extra = (
+        cd.get_rule("ngd", lm_damping=0.3),
+        cd.get_rule("sqrt-ngd-d", lm_damping=0.1),
+        cd.get_rule("frac-ngd-d", q=2.0, layer_rates=tuple(np.linspace(0.2, 0.9, d))),
+    )
     for rule in list(RULES.values()) + list(extra):
         for alpha in (0.3, 1.1):
             ws = cd.init_balanced(jax.random.PRNGKey(d), WIDTHS[d], alpha)

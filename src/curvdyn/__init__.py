@@ -11,63 +11,67 @@ The public API::
     ws = cd.init_random(key, (16, 16, 16, 16, 16), scale=0.05)
     rule = cd.get_rule("sqrt-ngd")
     d = rule.direction(ws, task)                      # tuple shaped like ws; w' = -eta d
-    traj = cd.simulate(ws, task, rule, t_end=50.0)    # adaptive ODE (diffrax)
+    traj = cd.simulate(ws, task, rule, 50.0, integrator=cd.ODE(rtol=1e-8))  # adaptive ODE (diffrax)
 """
 
 import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
+from curvdyn import theory  # noqa: E402
 from curvdyn._version import __version__  # noqa: E402
-from curvdyn.network import (  # noqa: E402
-    as_weights,
-    network_map,
-    displacement,
-    loss,
-    gradient,
-    outer_products,
-    conserved,
-    widths_of,
-    n_params,
-    flatten_weights,
-    unflatten_weights,
-)
+from curvdyn.curvature import astype  # noqa: E402
 from curvdyn.init import (  # noqa: E402
+    init_aligned,
+    init_balanced,
     init_random,
     init_xavier,
-    init_balanced,
-    init_aligned,
 )
-from curvdyn.task import Task, StudentTeacher, student_teacher  # noqa: E402
-from curvdyn.rules import Rule, get_rule, RULE_NAMES  # noqa: E402
-from curvdyn.simulate import simulate, Trajectory  # noqa: E402
-from curvdyn.curvature import astype  # noqa: E402
-from curvdyn import theory  # noqa: E402
+from curvdyn.integrators import ODE, Euler  # noqa: E402
+from curvdyn.network import (  # noqa: E402
+    as_weights,
+    conserved,
+    displacement,
+    flatten_weights,
+    gradient,
+    loss,
+    n_params,
+    network_map,
+    outer_products,
+    unflatten_weights,
+    widths_of,
+)
+from curvdyn.rules import RULE_NAMES, Rule, get_rule  # noqa: E402
+from curvdyn.simulate import Trajectory, simulate  # noqa: E402
+from curvdyn.task import StudentTeacher, Task, student_teacher  # noqa: E402
 
 __all__ = [
+    "ODE",
+    "RULE_NAMES",
+    "Euler",
+    "Rule",
+    "StudentTeacher",
+    "Task",
+    "Trajectory",
     "__version__",
     "as_weights",
-    "network_map",
-    "displacement",
-    "loss",
-    "gradient",
-    "outer_products",
+    "astype",
     "conserved",
-    "widths_of",
-    "n_params",
+    "displacement",
     "flatten_weights",
-    "unflatten_weights",
+    "get_rule",
+    "gradient",
+    "init_aligned",
+    "init_balanced",
     "init_random",
     "init_xavier",
-    "init_balanced",
-    "init_aligned",
-    "Task",
-    "StudentTeacher",
-    "student_teacher",
-    "Rule",
-    "get_rule",
-    "RULE_NAMES",
+    "loss",
+    "n_params",
+    "network_map",
+    "outer_products",
     "simulate",
-    "Trajectory",
-    "astype",
+    "student_teacher",
+    "theory",
+    "unflatten_weights",
+    "widths_of",
 ]

@@ -33,5 +33,7 @@ def check_q(q: Any) -> float:
     """The correction order ``q ≥ 1`` (``math.inf`` allowed: the plain gradient)."""
     q = _number(q, "q", " >= 1")
     if math.isnan(q) or q < 1:
-        raise ValueError(f"q must be >= 1 (q = 1 is NGD / K-FAC, q = 2 sqrt-NGD, q = inf SGD, the plain gradient), got {q}")
+        raise ValueError(
+            f"q must be >= 1 (q = 1 is NGD / K-FAC, q = 2 sqrt-NGD, q = inf SGD, the plain gradient), got {q}"
+        )
     return q

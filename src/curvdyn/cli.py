@@ -12,9 +12,10 @@ import math
 import shlex
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
+from curvdyn._names import METHODS, RULE_NAMES, SOLVER_NAMES
 from curvdyn._version import __version__
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -90,11 +91,11 @@ def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(p) for p in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"widths must be comma-separated integers like 16,16,16,16,16, got {text!r}") from None
-    if len(widths) < 2 or any(n < 1 for n in widths):
         raise argparse.ArgumentTypeError(
-            f"widths must list n_0,...,n_d (at least two positive integers), got {text!r}"
-        )
+            f"widths must be comma-separated integers like 16,16,16,16,16, got {text!r}"
+        ) from None
+    if len(widths) < 2 or any(n < 1 for n in widths):
+        raise argparse.ArgumentTypeError(f"widths must list n_0,...,n_d (at least two positive integers), got {text!r}")
     return widths
 
 
@@ -114,7 +115,6 @@ def _formats(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from curvdyn import experiments
-    from curvdyn.rules import RULE_NAMES
 
     parser = argparse.ArgumentParser(
         prog="curvdyn",
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
             The figures and claims are computed from the saved data files only, so
             'curvdyn reproduce --replot --out OUT' re-draws and re-checks saved data.
 
-            Available figures, in order: {', '.join(names)}.
+            Available figures, in order: {", ".join(names)}.
             """
         ),
         epilog=textwrap.dedent(
@@ -177,28 +177,43 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     rep.add_argument(
-        "figures", nargs="*", metavar="FIG",
+        "figures",
+        nargs="*",
+        metavar="FIG",
         help=f"figures to reproduce (default: all). Choose from: {', '.join(names)}",
     )
     rep.add_argument("--out", metavar="DIR", default="results", help="output directory (created if missing)")
     rep.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="lower resolution (fewer recorded times, looser tolerances, cheaper integrators): the "
         "same claims checked in about a minute on 2 cores",
     )
     rep.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="random seed of every experiment")
     rep.add_argument(
-        "--format", dest="formats", type=_formats, default="png", metavar="FMT[,FMT]",
+        "--format",
+        dest="formats",
+        type=_formats,
+        default="png",
+        metavar="FMT[,FMT]",
         help="image formats, comma-separated, from png, pdf, svg (PNG is always written: the report embeds it)",
     )
-    rep.add_argument("--check", action="store_true", help="exit with status 1 if any claim fails (for CI); documented deviations from the paper (DISAGREES) do not count")
     rep.add_argument(
-        "--replot", action="store_true",
+        "--check",
+        action="store_true",
+        help="exit with status 1 if any claim fails (for CI); documented deviations from the paper (DISAGREES) do not count",
+    )
+    rep.add_argument(
+        "--replot",
+        action="store_true",
         help="do not compute: re-draw the figures, re-measure the claims and rewrite the report "
         "from the data already saved in OUT",
     )
     rep.add_argument(
-        "--jobs", type=_positive_int, default=None, metavar="N",
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
         help="run up to N experiments at once, each in its own process (default: the number of CPU "
         "cores, at most 2; 1 runs everything in this process)",
     )
@@ -230,46 +245,90 @@ def build_parser() -> argparse.ArgumentParser:
             examples:
               curvdyn simulate --depth 4 --width 16 --rule sqrt-ngd --init-scale 0.05 --t-end 20
               curvdyn simulate --widths 3,4,4,3 --rule frac-ngd --q 3 --t-end 10
-              curvdyn simulate --rule ngd --method euler --dt 0.05 --clip 0.1 --lm-damping 1e-5
+              curvdyn simulate --rule ngd --integrator euler --dt 0.05 --clip 0.1 --lm-damping 1e-5
             """
         ),
     )
     net = sim.add_argument_group("network")
-    net.add_argument("--widths", type=_widths, metavar="N0,N1,...,Nd",
-                     help="layer widths n_0,...,n_d (overrides --depth/--width)")
+    net.add_argument(
+        "--widths", type=_widths, metavar="N0,N1,...,Nd", help="layer widths n_0,...,n_d (overrides --depth/--width)"
+    )
     net.add_argument("--depth", type=_positive_int, default=3, metavar="D", help="number of layers d (with --width)")
     net.add_argument("--width", type=_positive_int, default=4, metavar="N", help="width of every layer (with --depth)")
-    net.add_argument("--init", choices=("random", "xavier", "balanced"), default="random",
-                     help="initial weights: 'random' = Gaussian layers rescaled to largest singular value "
-                     "--init-scale; 'xavier' = Xavier normal times --init-scale; 'balanced' = balanced "
-                     "layers with all singular values --init-scale")
+    net.add_argument(
+        "--init",
+        choices=("random", "xavier", "balanced"),
+        default="random",
+        help="initial weights: 'random' = Gaussian layers rescaled to largest singular value "
+        "--init-scale; 'xavier' = Xavier normal times --init-scale; 'balanced' = balanced "
+        "layers with all singular values --init-scale",
+    )
     net.add_argument("--init-scale", type=_positive_float, default=0.1, metavar="S", help="initial weight scale")
     tsk = sim.add_argument_group("task")
-    tsk.add_argument("--task", choices=("random", "identity", "student-teacher"), default="random", help="the target map")
-    tsk.add_argument("--target-scale", type=_positive_float, default=1.0, metavar="S",
-                     help="scale of the target (random/identity tasks)")
+    tsk.add_argument(
+        "--task", choices=("random", "identity", "student-teacher"), default="random", help="the target map"
+    )
+    tsk.add_argument(
+        "--target-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="S",
+        help="scale of the target (random/identity tasks)",
+    )
     tsk.add_argument("--rank", type=_positive_int, default=3, metavar="R", help="teacher rank (student-teacher)")
-    tsk.add_argument("--snr", type=_positive_float, default=10.0, metavar="SNR", help="teacher mode strength over noise std (student-teacher)")
+    tsk.add_argument(
+        "--snr",
+        type=_positive_float,
+        default=10.0,
+        metavar="SNR",
+        help="teacher mode strength over noise std (student-teacher)",
+    )
     rl = sim.add_argument_group("rule")
-    rl.add_argument("--rule", choices=RULE_NAMES, default="sqrt-ngd",
-                    help="learning rule (frac-ngd/frac-ngd-d need --q, damped-ngd needs --eps)")
-    rl.add_argument("--q", type=_q_value, metavar="Q", help="correction order q >= 1 of frac-ngd/frac-ngd-d ('inf' = SGD)")
+    rl.add_argument(
+        "--rule",
+        choices=RULE_NAMES,
+        default="sqrt-ngd",
+        help="learning rule (frac-ngd/frac-ngd-d need --q, damped-ngd needs --eps)",
+    )
+    rl.add_argument(
+        "--q", type=_q_value, metavar="Q", help="correction order q >= 1 of frac-ngd/frac-ngd-d ('inf' = SGD)"
+    )
     rl.add_argument("--eps", type=_nonneg_float, metavar="EPS", help="damping eps >= 0 of damped-ngd (eq. 17)")
-    rl.add_argument("--lm-damping", type=_nonneg_float, default=0.0, metavar="LAMBDA",
-                    help="Levenberg-Marquardt shift of the (block) curvature, for the NGD-family rules")
+    rl.add_argument(
+        "--lm-damping",
+        type=_nonneg_float,
+        default=0.0,
+        metavar="LAMBDA",
+        help="Levenberg-Marquardt shift of the (block) curvature, for the NGD-family rules",
+    )
     rl.add_argument("--eta", type=_positive_float, default=1.0, metavar="ETA", help="learning rate eta")
     num = sim.add_argument_group("numerics")
     num.add_argument("--t-end", type=_positive_float, default=20.0, metavar="T", help="final time (in units of 1/eta)")
-    num.add_argument("--method", choices=("ode", "euler"), default="ode",
-                     help="'ode' = adaptive continuous time; 'euler' = discrete steps of size --dt")
+    num.add_argument(
+        "--integrator",
+        choices=("ode", "euler"),
+        default="ode",
+        help="'ode' = adaptive continuous time; 'euler' = discrete steps of size --dt",
+    )
+    num.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="how the curvature directions are computed (default: the fastest exact method)",
+    )
     num.add_argument("--n-save", type=_positive_int, default=201, metavar="K", help="number of recorded times")
-    num.add_argument("--log-time", action="store_true",
-                     help="record at log-spaced times (from t_end*1e-4) instead of equally spaced ones (ode only)")
+    num.add_argument(
+        "--log-time",
+        action="store_true",
+        help="record at log-spaced times (from t_end*1e-4) instead of equally spaced ones (ode only)",
+    )
     num.add_argument("--rtol", type=_positive_float, default=1e-8, help="relative tolerance (ode)")
     num.add_argument("--atol", type=_positive_float, default=1e-10, help="absolute tolerance (ode)")
-    num.add_argument("--solver", choices=("tsit5", "dopri5", "dopri8", "bosh3"), default="tsit5", help="ODE solver (ode)")
+    num.add_argument("--solver", choices=SOLVER_NAMES, default="tsit5", help="ODE solver (ode)")
     num.add_argument("--dt", type=_positive_float, default=0.01, metavar="DT", help="step size (euler)")
-    num.add_argument("--clip", type=_positive_float, metavar="C", help="cap on each step's parameter-update norm (euler)")
+    num.add_argument(
+        "--clip", type=_positive_float, metavar="C", help="cap on each step's parameter-update norm (euler)"
+    )
     sim.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="random seed (initial weights and task)")
     sim.add_argument("--out", metavar="DIR", default="results/simulation", help="output directory (created if missing)")
     sim.add_argument("--no-plot", action="store_true", help="write the trajectory only")
@@ -303,8 +362,14 @@ def _cmd_reproduce(args, parser) -> int:
             parser.error(f"--replot needs saved data, but {out} has none for: {', '.join(missing)}")
     command = "curvdyn " + " ".join(shlex.quote(a) for a in args.argv)
     run = reproduce.reproduce(
-        names, out=out, quick=args.quick, seed=args.seed, formats=args.formats,
-        progress=not args.no_progress, replot=args.replot, command=command.strip(),
+        names,
+        out=out,
+        quick=args.quick,
+        seed=args.seed,
+        formats=args.formats,
+        progress=not args.no_progress,
+        replot=args.replot,
+        command=command.strip(),
         jobs=args.jobs if args.jobs is not None else reproduce.default_jobs(),
     )
     _print_summary(run)
@@ -385,13 +450,14 @@ def _cmd_simulate(args, parser) -> int:
 
     from curvdyn.experiments.common import log_times
     from curvdyn.init import init_balanced, init_random, init_xavier
+    from curvdyn.integrators import ODE, Euler
     from curvdyn.simulate import simulate
 
     widths = args.widths if args.widths else (args.width,) * (args.depth + 1)
-    if args.method == "euler" and args.log_time:
-        parser.error("--log-time applies to --method ode only")
-    if args.method == "ode" and args.clip is not None:
-        parser.error("--clip applies to --method euler only")
+    if args.integrator == "euler" and args.log_time:
+        parser.error("--log-time applies to --integrator ode only")
+    if args.integrator == "ode" and args.clip is not None:
+        parser.error("--clip applies to --integrator euler only")
     try:
         rule = _simulation_rule(args)
         task = _simulation_task(args, widths[0], widths[-1])
@@ -400,13 +466,15 @@ def _cmd_simulate(args, parser) -> int:
     key = jax.random.PRNGKey(args.seed)
     init = {"random": init_random, "xavier": init_xavier, "balanced": init_balanced}[args.init]
     ws = init(key, widths, args.init_scale)
-    kwargs = dict(eta=args.eta, method=args.method, n_save=args.n_save, seed=args.seed)
-    if args.method == "ode":
-        kwargs.update(rtol=args.rtol, atol=args.atol, solver=args.solver)
+    kwargs: dict = dict(eta=args.eta, method=args.method, seed=args.seed)
+    if args.integrator == "ode":
+        kwargs["integrator"] = ODE(rtol=args.rtol, atol=args.atol, solver=args.solver, progress=True)
         if args.log_time:
             kwargs["save_at"] = log_times(args.t_end, args.n_save, args.t_end * 1e-4)
+        else:
+            kwargs["n_save"] = args.n_save
     else:
-        kwargs.update(dt=args.dt, clip=args.clip)
+        kwargs.update(integrator=Euler(dt=args.dt, clip=args.clip), n_save=args.n_save)
         if args.t_end / args.dt > 5e7:
             parser.error(f"--t-end / --dt = {args.t_end / args.dt:.3g} Euler steps is too many (max 5e7)")
     with warnings.catch_warnings():
@@ -425,7 +493,7 @@ def _cmd_simulate(args, parser) -> int:
         plt.close(fig)
         written.append(out / "trajectory.png")
     loss0, loss1 = float(traj.loss[0]), float(traj.loss[-1])
-    print(f"{rule.label} on widths {'-'.join(map(str, widths))}, {args.method}: {traj.status} — {traj.message}")
+    print(f"{rule.label} on widths {'-'.join(map(str, widths))}, {args.integrator}: {traj.status} — {traj.message}")
     print(f"loss {loss0:.6g} -> {loss1:.6g} at t = {float(traj.t[-1]):.6g}")
     print("wrote " + ", ".join(str(p) for p in written))
     return EXIT_FAIL if traj.status in ("diverged", "failed", "max_steps") else EXIT_OK
@@ -477,7 +545,7 @@ def plot_trajectory(traj, task, *, title: str = ""):
     return fig
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``curvdyn`` command; returns the exit status."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -7,7 +7,7 @@ Every initializer takes the widths ``(n_0, n_1, ..., n_d)`` and returns a tuple
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -69,9 +69,7 @@ def _haar_orthonormal(key: jax.Array, n: int, k: int) -> np.ndarray:
     return q[:, :k]
 
 
-def init_balanced(
-    key: jax.Array, widths: Sequence[int], scale: float | Sequence[float] = 0.05
-) -> Weights:
+def init_balanced(key: jax.Array, widths: Sequence[int], scale: float | Sequence[float] = 0.05) -> Weights:
     """Balanced weights: ``w_i w_iᵀ = w_{i+1}ᵀ w_{i+1}`` for every i.
 
     Built as ``w_i = U_i D U_{i-1}ᵀ`` with Haar-random orthonormal ``U_i`` (``n_i × r``,
@@ -117,9 +115,7 @@ def init_aligned(
     widths = _check_widths(widths)
     target = np.asarray(target, dtype=np.float64)
     if target.shape != (widths[-1], widths[0]):
-        raise ValueError(
-            f"target has shape {target.shape} but widths give a map of shape ({widths[-1]}, {widths[0]})"
-        )
+        raise ValueError(f"target has shape {target.shape} but widths give a map of shape ({widths[-1]}, {widths[0]})")
     d = len(widths) - 1
     vals = np.asarray(mode_values, dtype=np.float64)
     if vals.ndim == 1:
@@ -130,9 +126,7 @@ def init_aligned(
         raise ValueError("mode_values has non-finite entries")
     r = vals.shape[1]
     if r > min(widths) or r > min(target.shape):
-        raise ValueError(
-            f"{r} modes do not fit: need r <= min(widths) = {min(widths)} and <= min(target.shape)"
-        )
+        raise ValueError(f"{r} modes do not fit: need r <= min(widths) = {min(widths)} and <= min(target.shape)")
     left, _, right_t = np.linalg.svd(target)
     us = [right_t.T[:, :r]]
     hidden_keys = jax.random.split(key, d) if key is not None else [None] * d

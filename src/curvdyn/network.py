@@ -10,7 +10,8 @@ Every function here takes a tuple of arrays and returns arrays; none keeps state
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +39,7 @@ def as_weights(weights: Sequence, *, check_finite: bool = True, batched: bool = 
     """
     if isinstance(weights, (jax.Array, np.ndarray)) or not isinstance(weights, (tuple, list)):
         raise TypeError(
-            "weights must be a tuple or list of layer matrices (w_1, ..., w_d), "
-            f"got {type(weights).__name__}"
+            f"weights must be a tuple or list of layer matrices (w_1, ..., w_d), got {type(weights).__name__}"
         )
     if len(weights) == 0:
         raise ValueError("weights must contain at least one layer (depth d >= 1)")
@@ -109,12 +109,12 @@ def network_map(ws: Weights) -> jax.Array:
     return out
 
 
-def displacement(ws: Weights, task: "Task") -> jax.Array:
+def displacement(ws: Weights, task: Task) -> jax.Array:
     """``Δ = W − W*``, shape ``(n_d, n_0)`` (paper eq. 1)."""
     return network_map(ws) - task.target
 
 
-def loss(ws: Weights, task: "Task") -> jax.Array:
+def loss(ws: Weights, task: Task) -> jax.Array:
     """``L = ½ tr(Δ Σ Δᵀ)`` (paper eq. 1), a scalar.
 
     For a task built from data this differs from the data loss by ``task.loss_offset``.
@@ -147,7 +147,7 @@ def outer_products(ws: Weights) -> tuple[Weights, Weights]:
     return tuple(as_), tuple(bs)
 
 
-def gradient(ws: Weights, task: "Task") -> Weights:
+def gradient(ws: Weights, task: Task) -> Weights:
     """The loss gradient ``g_i = A_iᵀ Δ Σ B_iᵀ`` for every layer, shaped like ``ws``."""
     a, b = outer_products(ws)
     delta = network_map(ws) - task.target
@@ -163,8 +163,7 @@ def conserved(ws: Weights) -> tuple[jax.Array, ...]:
     SGD, NGD, fractional NGD and damped NGD; the block-diagonal rules break them.
     """
     return tuple(
-        ws[i] @ jnp.swapaxes(ws[i], -1, -2) - jnp.swapaxes(ws[i + 1], -1, -2) @ ws[i + 1]
-        for i in range(len(ws) - 1)
+        ws[i] @ jnp.swapaxes(ws[i], -1, -2) - jnp.swapaxes(ws[i + 1], -1, -2) @ ws[i + 1] for i in range(len(ws) - 1)
     )
 
 

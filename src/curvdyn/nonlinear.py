@@ -46,8 +46,9 @@ direction lies in ``range(Jᵀ)``), but not in general the block-diagonal ones.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -61,9 +62,9 @@ from curvdyn.optim.ngd import SOLVERS, _direction_from_jacobian, output_jacobian
 ModelFn = Callable[[Any, Any], jax.Array]
 
 __all__ = [
+    "block_fractional_ngd_direction",
     "block_sizes",
     "gauss_newton_direction",
-    "block_fractional_ngd_direction",
     "rescaling_directions",
     "unit_balances",
 ]
@@ -76,7 +77,7 @@ def block_sizes(params: Sequence[Any]) -> tuple[int, ...]:
     """
     if not isinstance(params, (tuple, list)) or len(params) == 0:
         raise TypeError(
-            "params must be a non-empty tuple or list of blocks (one per layer), got " f"{type(params).__name__}"
+            f"params must be a non-empty tuple or list of blocks (one per layer), got {type(params).__name__}"
         )
     return tuple(int(ravel_pytree(block)[0].size) for block in params)
 
@@ -185,18 +186,33 @@ def block_fractional_ngd_direction(
     _checks.check_finite_tree((params, inputs, grads), "params/inputs/grads")
     if math.isinf(q):
         return grads
-    return _block_jit(model_fn, params, inputs, grads, 1.0 / q, sizes, bool(depth_scaling), damping, rcond,
-                      reduction, loss_scale, solver)
+    return _block_jit(
+        model_fn,
+        params,
+        inputs,
+        grads,
+        1.0 / q,
+        sizes,
+        bool(depth_scaling),
+        damping,
+        rcond,
+        reduction,
+        loss_scale,
+        solver,
+    )
 
 
 @partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9, 10, 11))
-def _block_jit(model_fn, params, inputs, grads, power, sizes, depth_scaling, damping, rcond, reduction, loss_scale, solver):
+def _block_jit(
+    model_fn, params, inputs, grads, power, sizes, depth_scaling, damping, rcond, reduction, loss_scale, solver
+):
     g, _ = ravel_pytree(grads)
     _, unravel = ravel_pytree(params)
     jac, batch = output_jacobian(model_fn, params, inputs)
     c = loss_scale / (batch if reduction == "mean" else 1)
-    out = gauss_newton_direction(jac, g, power=power, c=c, blocks=sizes, depth_scaling=depth_scaling,
-                                 damping=damping, rcond=rcond, solver=solver)
+    out = gauss_newton_direction(
+        jac, g, power=power, c=c, blocks=sizes, depth_scaling=depth_scaling, damping=damping, rcond=rcond, solver=solver
+    )
     return unravel(out.astype(g.dtype))
 
 

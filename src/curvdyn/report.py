@@ -13,7 +13,6 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Optional
 
 from curvdyn._version import __version__
 from curvdyn.experiments.base import Claim
@@ -21,7 +20,7 @@ from curvdyn.experiments.base import Claim
 PAPER = "Curvature-corrected learning dynamics in deep linear neural networks"
 
 
-def format_measured(value: Optional[float]) -> str:
+def format_measured(value: float | None) -> str:
     """How a measured number is printed in the report (4 significant digits)."""
     if value is None or not math.isfinite(value):
         return "not finite"
@@ -132,7 +131,13 @@ def render_markdown(run) -> str:
     ]
     if run.command:
         lines.append(f"- Command: `{run.command}`")
-    lines += ["", "## Experiments", "", "| experiment | title | claims passed | compute (s) | plot + claims (s) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Experiments",
+        "",
+        "| experiment | title | claims passed | compute (s) | plot + claims (s) |",
+        "|---|---|---|---|---|",
+    ]
     for r in run.results:
         passed = f"{sum(c.passed for c in r.claims)} / {len(r.claims)}" if r.error is None else "ERROR"
         comp = r.timings.get("compute_s")
@@ -141,7 +146,13 @@ def render_markdown(run) -> str:
             f"| [{r.name}](#{r.name.lower()}) | {_md_cell(r.title)} | {passed} | "
             f"{'—' if comp is None else f'{comp:.1f}'} | {rest:.1f} |"
         )
-    lines += ["", "## Claims", "", "| experiment | claim | statement | measured | threshold | result |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Claims",
+        "",
+        "| experiment | claim | statement | measured | threshold | result |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in run.results:
         for c in r.claims:
             res = "PASS" if c.passed else f"**{c.verdict}**"
@@ -163,7 +174,9 @@ def render_markdown(run) -> str:
         ]
         for r, c in failed:
             known = f" *Documented deviation:* {c.known_deviation}" if c.known_deviation else ""
-            lines.append(f"- **{r.name} / `{c.key}`** ({c.verdict}) — {_md_cell(c.statement)} — {failure_note(c)}{known}")
+            lines.append(
+                f"- **{r.name} / `{c.key}`** ({c.verdict}) — {_md_cell(c.statement)} — {failure_note(c)}{known}"
+            )
         for r in errors:
             lines.append(f"- **{r.name}** raised an error, so its claims were not measured (traceback below).")
     for r in run.results:
@@ -246,7 +259,7 @@ def render_html(run) -> str:
         "<ul>",
         f"<li><b>Result:</b> {s['n_passed']} of {s['n_claims']} claims pass"
         + (f', <span class="fail">{s["n_failed"]} fail</span>' if s["n_failed"] else "")
-        + (f', {s["n_deviations"]} disagree with the paper (documented below)' if s["n_deviations"] else "")
+        + (f", {s['n_deviations']} disagree with the paper (documented below)" if s["n_deviations"] else "")
         + (f'; <span class="fail">{s["n_errors"]} experiment(s) raised an error</span>' if s["n_errors"] else "")
         + ".</li>",
         f"<li>Resolution: {_h(_resolution(run))}; seed: {_h(_seeds(run))}.</li>",
@@ -256,18 +269,30 @@ def render_html(run) -> str:
     ]
     if run.command:
         out.append(f"<li>Command: <code>{_h(run.command)}</code></li>")
-    out += ["</ul>", "<h2>Experiments</h2>", "<table><tr><th>experiment</th><th>title</th><th>claims passed</th>"
-            "<th>compute (s)</th><th>plot + claims (s)</th></tr>"]
+    out += [
+        "</ul>",
+        "<h2>Experiments</h2>",
+        "<table><tr><th>experiment</th><th>title</th><th>claims passed</th>"
+        "<th>compute (s)</th><th>plot + claims (s)</th></tr>",
+    ]
     for r in run.results:
-        passed = f"{sum(c.passed for c in r.claims)} / {len(r.claims)}" if r.error is None else '<span class="fail">ERROR</span>'
+        passed = (
+            f"{sum(c.passed for c in r.claims)} / {len(r.claims)}"
+            if r.error is None
+            else '<span class="fail">ERROR</span>'
+        )
         comp = r.timings.get("compute_s")
         rest = (r.timings.get("plot_s") or 0) + (r.timings.get("claims_s") or 0)
         out.append(
             f'<tr><td><a href="#{_h(r.name)}">{_h(r.name)}</a></td><td>{_h(r.title)}</td><td>{passed}</td>'
             f'<td class="num">{"—" if comp is None else f"{comp:.1f}"}</td><td class="num">{rest:.1f}</td></tr>'
         )
-    out += ["</table>", "<h2>Claims</h2>", "<table><tr><th>experiment</th><th>claim</th><th>statement</th>"
-            "<th>measured</th><th>threshold</th><th>result</th></tr>"]
+    out += [
+        "</table>",
+        "<h2>Claims</h2>",
+        "<table><tr><th>experiment</th><th>claim</th><th>statement</th>"
+        "<th>measured</th><th>threshold</th><th>result</th></tr>",
+    ]
     for r in run.results:
         for c in r.claims:
             cls = "pass" if c.passed else "fail"
@@ -277,8 +302,10 @@ def render_html(run) -> str:
                 f'<td class="{cls}">{result_word(c)}</td></tr>'
             )
         if r.error is not None:
-            out.append(f'<tr><td>{_h(r.name)}</td><td>—</td><td>the experiment raised an error</td><td></td><td></td>'
-                       '<td class="fail">ERROR</td></tr>')
+            out.append(
+                f"<tr><td>{_h(r.name)}</td><td>—</td><td>the experiment raised an error</td><td></td><td></td>"
+                '<td class="fail">ERROR</td></tr>'
+            )
     out.append("</table>")
     failed = [(r, c) for r in run.results for c in r.claims if not c.passed]
     errors = [r for r in run.results if r.error is not None]
@@ -286,8 +313,10 @@ def render_html(run) -> str:
         out += ["<h2>Where the measurements disagree with the paper</h2>", '<div class="note"><ul>']
         for r, c in failed:
             known = f" <i>Documented deviation:</i> {_h(c.known_deviation)}" if c.known_deviation else ""
-            out.append(f"<li><b>{_h(r.name)} / <code>{_h(c.key)}</code></b> ({c.verdict}) — {_h(c.statement)} — "
-                       f"{_h(failure_note(c))}{known}</li>")
+            out.append(
+                f"<li><b>{_h(r.name)} / <code>{_h(c.key)}</code></b> ({c.verdict}) — {_h(c.statement)} — "
+                f"{_h(failure_note(c))}{known}</li>"
+            )
         for r in errors:
             out.append(f"<li><b>{_h(r.name)}</b> raised an error, so its claims were not measured.</li>")
         out.append("</ul></div>")
@@ -300,7 +329,7 @@ def render_html(run) -> str:
             b64 = base64.b64encode(png.read_bytes()).decode("ascii")
             out.append(f'<p><img alt="{_h(r.name)}" src="data:image/png;base64,{b64}"></p>')
         if r.error is not None:
-            out.append(f"<p class=\"fail\">The experiment raised an error:</p><pre>{_h(r.error)}</pre>")
+            out.append(f'<p class="fail">The experiment raised an error:</p><pre>{_h(r.error)}</pre>')
         if r.claims:
             out.append("<p>Claims, measured on the saved data:</p><ul>")
             for c in r.claims:
@@ -319,7 +348,9 @@ def render_html(run) -> str:
                 + ".</p>"
             )
         if r.files:
-            out.append("<p>Files: " + ", ".join(f'<a href="{_h(f)}"><code>{_h(f)}</code></a>' for f in r.files) + ".</p>")
+            out.append(
+                "<p>Files: " + ", ".join(f'<a href="{_h(f)}"><code>{_h(f)}</code></a>' for f in r.files) + ".</p>"
+            )
         if r.meta is not None:
             out.append(
                 "<details><summary>Configuration (config.json)</summary><pre>"

@@ -30,8 +30,8 @@ import platform
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -64,10 +64,10 @@ class ExperimentResult:
     name: str
     title: str
     claims: list[Claim]
-    error: Optional[str]
+    error: str | None
     timings: dict
     files: list[str]
-    meta: Optional[dict]
+    meta: dict | None
     description: str = ""
 
     @property
@@ -239,7 +239,7 @@ def run_experiment(
                 "seed": int(seed),
                 "quick": bool(quick),
                 "wall_time_s": round(wall, 3),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "environment": environment(),
                 "config": config,
             }
@@ -327,7 +327,10 @@ def _run_parallel(selected: list[str], out: Path, *, jobs: int, progress: bool, 
 
     results: dict[str, ExperimentResult] = {}
     context = multiprocessing.get_context("spawn")
-    with _single_threaded_children(), ProcessPoolExecutor(max_workers=min(jobs, len(selected)), mp_context=context) as pool:
+    with (
+        _single_threaded_children(),
+        ProcessPoolExecutor(max_workers=min(jobs, len(selected)), mp_context=context) as pool,
+    ):
         futures = {pool.submit(run_experiment, name, out, progress=False, **kwargs): name for name in selected}
         bar = progress_bar(as_completed(futures), enabled=progress, desc="experiments", total=len(futures), leave=True)
         for fut in bar:
@@ -341,7 +344,7 @@ def _run_parallel(selected: list[str], out: Path, *, jobs: int, progress: bool, 
     return [results[name] for name in selected]
 
 
-def check_names(names: Optional[Sequence[str]]) -> list[str]:
+def check_names(names: Sequence[str] | None) -> list[str]:
     """The experiments to run: all registered ones when ``names`` is empty, in figure order.
 
     Raises:
@@ -372,7 +375,7 @@ def default_jobs() -> int:
 
 
 def reproduce(
-    names: Optional[Sequence[str]] = None,
+    names: Sequence[str] | None = None,
     *,
     out="results",
     quick: bool = False,
@@ -399,7 +402,7 @@ def reproduce(
         raise ValueError(f"jobs must be a positive integer, got {jobs}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
     kwargs = dict(quick=quick, seed=seed, formats=formats, replot=replot)
     if jobs == 1 or len(selected) == 1:
@@ -412,8 +415,15 @@ def reproduce(
     else:
         results = _run_parallel(selected, out, jobs=int(jobs), progress=progress, **kwargs)
     run = Run(
-        results=results, out=out, quick=quick, seed=seed, formats=formats, replot=replot,
-        wall_time_s=round(time.perf_counter() - start, 3), started=started, command=command,
+        results=results,
+        out=out,
+        quick=quick,
+        seed=seed,
+        formats=formats,
+        replot=replot,
+        wall_time_s=round(time.perf_counter() - start, 3),
+        started=started,
+        command=command,
     )
     report.write_report(run)
     return run

@@ -26,7 +26,7 @@ replace the default layer factor ``d^{−1/q}``.
 ``lm_damping = λ > 0`` (Levenberg–Marquardt, the paper's section 4 numerics for NGD)
 replaces ``H⁺^{1/q}`` by ``(H + λ I)^{−1/q}`` — for the block rules on each block exactly.
 
-Methods (``Rule.direction(..., method=...)``, ``simulate(..., curvature_method=...)``); all are
+Methods (``Rule.direction(..., method=...)``, ``simulate(..., method=...)``); all are
 exact (``cg`` to its stated tolerance) and all compile under ``jax.jit``:
 
 =====================  ==================================================  ==================
@@ -57,25 +57,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 
 from curvdyn import curvature as cv
+from curvdyn._names import METHODS, RULE_NAMES
 from curvdyn._validate import check_nonneg, check_q
 from curvdyn.network import Weights, as_weights, gradient, widths_of
 from curvdyn.task import Task
-
-RULE_NAMES = (
-    "sgd",
-    "ngd",
-    "sqrt-ngd",
-    "frac-ngd",
-    "damped-ngd",
-    "ngd-d",
-    "sqrt-ngd-d",
-    "frac-ngd-d",
-)
 
 _FIXED_Q = {"sgd": math.inf, "ngd": 1.0, "sqrt-ngd": 2.0, "ngd-d": 1.0, "sqrt-ngd-d": 2.0}
 _PARAMS = {
@@ -88,7 +78,6 @@ _PARAMS = {
     "sqrt-ngd-d": ("layer_rates", "lm_damping", "rcond"),
     "frac-ngd-d": ("q", "layer_rates", "lm_damping", "rcond"),
 }
-METHODS = ("auto", "dense", "mapspace", "kronsum", "kronecker", "balanced", "balanced-checked", "cg")
 _FULL_ONLY = ("kronsum", "balanced", "balanced-checked", "cg")
 
 
@@ -108,9 +97,9 @@ class Rule:
 
     name: str
     q: float = math.inf
-    eps: Optional[float] = None
+    eps: float | None = None
     block: bool = False
-    layer_rates: Optional[tuple[float, ...]] = None
+    layer_rates: tuple[float, ...] | None = None
     lm_damping: float = 0.0
     rcond: float = cv.DEFAULT_RCOND
 
@@ -161,9 +150,9 @@ class Rule:
         task: Task,
         *,
         method: str = "auto",
-        balance_tol: Optional[float] = None,
-        cg_tol: Optional[float] = None,
-        cg_maxiter: Optional[int] = None,
+        balance_tol: float | None = None,
+        cg_tol: float | None = None,
+        cg_maxiter: int | None = None,
     ) -> Weights:
         """The direction ``d`` (velocity ``ẇ = −d`` at η = 1), a tuple shaped like ``weights``.
 
@@ -232,7 +221,7 @@ class Rule:
         return "balanced-checked"
 
     def method_at(
-        self, weights: Sequence, task: Task, method: str = "auto", *, balance_tol: Optional[float] = None
+        self, weights: Sequence, task: Task, method: str = "auto", *, balance_tol: float | None = None
     ) -> str:
         """The path that actually runs at these weights: ``resolve_method``, with
         ``balanced-checked`` resolved to ``balanced`` or its fallback by evaluating the check."""
@@ -273,7 +262,7 @@ def direction_unchecked(
     task: Task,
     rule: Rule,
     method: str,
-    balance_tol: Optional[float] = None,
+    balance_tol: float | None = None,
     cg_tol: float = cv.DEFAULT_CG_TOL,
     cg_maxiter: int = cv.DEFAULT_CG_MAXITER,
 ) -> Weights:
@@ -303,9 +292,7 @@ def direction_unchecked(
     return cv.dense_direction(ws, task, f, gradient(ws, task))
 
 
-_direction_jit = jax.jit(
-    direction_unchecked, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter")
-)
+_direction_jit = jax.jit(direction_unchecked, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter"))
 
 
 def _cg_with_info(ws, task, rule, cg_tol, cg_maxiter):
@@ -335,9 +322,7 @@ def get_rule(name: str, **params) -> Rule:
     allowed = _PARAMS[name]
     extra = sorted(set(params) - set(allowed))
     if extra:
-        raise TypeError(
-            f"rule {name!r} takes no parameter(s) {extra}; it takes {list(allowed) or 'none'}"
-        )
+        raise TypeError(f"rule {name!r} takes no parameter(s) {extra}; it takes {list(allowed) or 'none'}")
     kwargs: dict = {"name": name, "block": name.endswith("-d")}
     if name in _FIXED_Q:
         kwargs["q"] = _FIXED_Q[name]

@@ -1,9 +1,10 @@
 """Simulation of the learning dynamics: adaptive continuous time (diffrax) and discrete steps.
 
-``method="ode"`` integrates the continuous-time dynamics ``ẇ = −η d(w)`` of a rule with an
-adaptive solver (float64, user tolerances). ``method="euler"`` takes discrete steps
-``w ← w − η·dt·d(w)`` (``dt = 1`` is the plain learning-rate step ``w ← w − η d``), with optional
-update-norm clipping. Both run fully compiled, record the state at save times, stop early
+``simulate(ws, task, rule, t_end, integrator=ODE(...))`` integrates the continuous-time
+dynamics ``ẇ = −η d(w)`` of a rule with an adaptive solver (float64, user tolerances);
+``integrator=Euler(dt, steps, clip)`` takes discrete steps ``w ← w − η·dt·d(w)`` (``dt = 1`` is
+the plain learning-rate step ``w ← w − η d``), with optional update-norm clipping (see
+:mod:`curvdyn.integrators`). Both run fully compiled, record the state at save times, stop early
 when the loss falls below ``loss_tol`` or the run diverges, and then return what was
 recorded with a message instead of raising.
 
@@ -17,29 +18,27 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 import warnings
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curvdyn._validate import check_positive
+from curvdyn._validate import check_nonneg, check_positive
 from curvdyn._version import __version__
+from curvdyn.integrators import ODE, SOLVERS, Euler, Integrator
 from curvdyn.network import Weights, as_weights, conserved, loss, network_map, widths_of
 from curvdyn.rules import Rule, check_compatible, direction_unchecked, get_rule
 from curvdyn.task import Task
 
-SOLVERS = {
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-    "bosh3": diffrax.Bosh3,
-}
-
 # Status codes shared by the compiled loops and the Trajectory.
 _RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
+#: Recorded times of a run when neither ``n_save`` nor ``save_at`` is given.
+DEFAULT_N_SAVE = 201
 STATUSES = ("completed", "converged", "diverged", "max_steps", "failed")
 
 
@@ -81,12 +80,12 @@ class Trajectory:
     def __len__(self) -> int:
         return self.t.shape[-1]
 
-    def member(self, b: int) -> "Trajectory":
+    def member(self, b: int) -> Trajectory:
         """Run ``b`` of a batched trajectory, with the padding after an early stop removed."""
         if not self.batched:
             raise ValueError("member() is for batched trajectories")
         keep = np.isfinite(self.t[b])
-        cut = lambda x: x[b][keep]  # noqa: E731
+        cut = lambda x: x[b][keep]
         return Trajectory(
             t=cut(self.t),
             weights=tuple(cut(w) for w in self.weights),
@@ -108,7 +107,7 @@ class Trajectory:
         np.savez(path, __metadata__=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
-    def load(cls, path) -> "Trajectory":
+    def load(cls, path) -> Trajectory:
         """Read a file written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["__metadata__"]))
@@ -135,7 +134,7 @@ class Trajectory:
         return Rule(**fields)
 
 
-def save_times(t_end: float, n_save: int, save_at: Optional[Sequence[float]] = None) -> np.ndarray:
+def save_times(t_end: float | None, n_save: int, save_at: Sequence[float] | None = None) -> np.ndarray:
     """The recorded times of a continuous-time run, shape ``(n,)``, float64.
 
     ``save_at`` as given (checked: finite, strictly increasing, starting at 0, at least 2 times),
@@ -168,7 +167,7 @@ def _stop_code(ws: Weights, task: Task, loss_tol: float, max_loss: float):
     return jnp.where(diverged, _DIVERGED, jnp.where(value < loss_tol, _CONVERGED, _RUNNING))
 
 
-def _ode_run(ws, task, eta, ts, loss_tol, max_loss, *, rule, method, rtol, atol, solver, max_steps):
+def _ode_run(ws, task, eta, ts, loss_tol, max_loss, *, rule, method, rtol, atol, solver, max_steps, progress):
     def field(t, y, args):
         return tuple(-eta * v for v in direction_unchecked(y, task, rule, method))
 
@@ -187,13 +186,16 @@ def _ode_run(ws, task, eta, ts, loss_tol, max_loss, *, rule, method, rtol, atol,
         event=diffrax.Event(stop),
         max_steps=max_steps,
         throw=False,
+        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
     )
     return sol.ts, sol.ys, sol.result._value, sol.stats["num_steps"]
 
 
-def _euler_run(ws, task, eta, dt, clip, loss_tol, max_loss, *, rule, method, n_steps, steps_per_save, n_saves, use_clip):
+def _euler_run(
+    ws, task, eta, dt, clip, loss_tol, max_loss, *, rule, method, n_steps, steps_per_save, n_saves, use_clip
+):
     def one_step(carry):
-        w, k, code = carry
+        w, k, _code = carry
         upd = tuple(eta * dt * v for v in direction_unchecked(w, task, rule, method))
         if use_clip:
             norm = jnp.sqrt(sum(jnp.sum(u * u) for u in upd))
@@ -252,24 +254,17 @@ _observables_jit = jax.jit(_observables, static_argnames=("rule", "method"))
 def simulate(
     weights: Sequence,
     task: Task,
-    rule: Union[Rule, str],
-    t_end: float,
+    rule: Rule | str,
+    t_end: float | None = None,
     *,
+    integrator: Integrator | None = None,
     eta: float = 1.0,
-    method: str = "ode",
-    n_save: int = 201,
-    save_at: Optional[Sequence[float]] = None,
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    solver: str = "tsit5",
-    max_steps: int = 100_000,
-    dt: float = 1.0,
-    n_steps: Optional[int] = None,
-    clip: Optional[float] = None,
+    n_save: int | None = None,
+    save_at: Sequence[float] | None = None,
     loss_tol: float = 0.0,
-    max_loss: Optional[float] = None,
-    curvature_method: str = "auto",
-    seed: Optional[int] = None,
+    max_loss: float | None = None,
+    method: str = "auto",
+    seed: int | None = None,
 ) -> Trajectory:
     """Run a rule's learning dynamics from ``weights`` on ``task``.
 
@@ -278,30 +273,30 @@ def simulate(
         batch axis ``(B, n_i, n_{i−1})`` to run B initial conditions in one vectorized call.
       task: the :class:`~curvdyn.task.Task`.
       rule: a :class:`~curvdyn.rules.Rule` or a rule name (default parameters).
-      t_end: final time. For ``"euler"`` the step count is ``n_steps`` or ``ceil(t_end/dt)``.
+      t_end: final time. With :class:`~curvdyn.integrators.ODE` it is required (or taken from
+        ``save_at[-1]``); with :class:`~curvdyn.integrators.Euler` the step count is
+        ``Euler.steps`` or ``ceil(t_end / dt)``.
+      integrator: :class:`~curvdyn.integrators.ODE` (default ``ODE()``: adaptive continuous
+        time, diffrax) or :class:`~curvdyn.integrators.Euler` (discrete steps); every
+        integration option lives there.
       eta: learning rate η: velocity ``ẇ = −η d`` (ODE), step ``w ← w − η·dt·d`` (Euler).
-      method: ``"ode"`` (adaptive continuous time, diffrax) or ``"euler"`` (discrete steps).
-      n_save: number of equally spaced recorded times on ``[0, t_end]`` (ignored with
-        ``save_at``). For Euler the recorded times are multiples of the save interval in steps.
-      save_at: explicit increasing recorded times starting at 0 (``"ode"`` only).
-      rtol, atol: the adaptive solver's relative and absolute tolerances (``"ode"``).
-      solver: ``"tsit5"`` (default), ``"dopri5"``, ``"dopri8"`` (for tight tolerances), ``"bosh3"``.
-      max_steps: cap on the ODE solver's steps; reaching it stops the run with status
-        ``"max_steps"`` and keeps the recorded part.
-      dt: Euler step size in time units (``1`` = one learning-rate step ``w ← w − η d``).
-      n_steps: Euler step count (overrides ``t_end/dt``; then ``t_end = n_steps·dt``).
-      clip: Euler only: rescale any step ``η·dt·d`` whose norm exceeds ``clip`` to norm
-        ``clip`` (the update clipping of the paper's section 4 NGD numerics). For LM damping
-        use ``get_rule("ngd", lm_damping=...)``.
+      n_save: number of equally spaced recorded times on ``[0, t_end]`` (default 201; not
+        with ``save_at``). For Euler the recorded times are multiples of the save interval in steps.
+      save_at: explicit increasing recorded times starting at 0 and ending at ``t_end``
+        (ODE only).
       loss_tol: stop (status ``"converged"``) once ``L < loss_tol``.
       max_loss: stop (status ``"diverged"``) once ``L > max_loss`` or anything is non-finite;
         default ``1e6 · max(L(0), 1)``.
-      curvature_method: how directions are computed (see ``Rule.direction``).
+      method: how the curvature directions are computed (see :meth:`Rule.direction`).
       seed: recorded in the configuration (the seed that made ``weights``), for provenance.
 
     Returns:
       A :class:`Trajectory`. A run that stops early warns (``RuntimeWarning``) when it
       diverged or ran out of steps, and returns what was recorded up to the stop.
+
+    Raises:
+      ValueError: bad or conflicting options (e.g. ``save_at`` with Euler, ``save_at`` that
+        does not end at ``t_end``, ``n_save`` together with ``save_at``).
     """
     if isinstance(rule, str):
         rule = get_rule(rule)
@@ -309,26 +304,30 @@ def simulate(
         raise TypeError(f"rule must be a Rule (from get_rule) or a rule name, got {type(rule).__name__}")
     if not isinstance(task, Task):
         raise TypeError(f"task must be a curvdyn.Task, got {type(task).__name__}")
-    batched = isinstance(weights, (tuple, list)) and len(weights) > 0 and np.ndim(weights[0]) == 3
+    integrator = ODE() if integrator is None else integrator
+    if not isinstance(integrator, ODE | Euler):
+        raise TypeError(f"integrator must be curvdyn.ODE(...) or curvdyn.Euler(...), got {type(integrator).__name__}")
+    batched = isinstance(weights, tuple | list) and len(weights) > 0 and np.ndim(weights[0]) == 3
     ws = as_weights(weights, batched=batched)
     check_compatible(ws, task)
     eta = check_positive(eta, "eta")
-    if method not in ("ode", "euler"):
-        raise ValueError(f"method must be 'ode' or 'euler', got {method!r}")
     widths = widths_of(ws)
-    cmethod = rule.resolve_method(widths, task.identity_cov, curvature_method)
+    cmethod = rule.resolve_method(widths, task.identity_cov, method)
     loss0 = jax.vmap(loss, in_axes=(0, None))(ws, task) if batched else loss(ws, task)
     if max_loss is None:
         max_loss = 1e6 * max(float(jnp.max(loss0)), 1.0)
     max_loss = check_positive(max_loss, "max_loss")
-    loss_tol = float(loss_tol)
-    if not (loss_tol >= 0 and math.isfinite(loss_tol)):
-        raise ValueError(f"loss_tol must be finite and >= 0, got {loss_tol}")
+    loss_tol = check_nonneg(loss_tol, "loss_tol")
+    if save_at is not None and n_save is not None:
+        raise ValueError("give n_save or save_at, not both")
+    n_save = DEFAULT_N_SAVE if n_save is None else n_save
+    if isinstance(n_save, bool) or int(n_save) != n_save or n_save < 2:
+        raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
 
     config: dict = {
         "rule": dataclasses.asdict(rule),
-        "method": method,
-        "curvature_method": cmethod,
+        "integrator": integrator.as_config(),
+        "method": cmethod,
         "eta": eta,
         "widths": list(widths),
         "batch": int(ws[0].shape[0]) if batched else None,
@@ -345,19 +344,26 @@ def simulate(
     if config["rule"]["layer_rates"] is not None:
         config["rule"]["layer_rates"] = list(config["rule"]["layer_rates"])
 
-    if method == "ode":
-        t_end = check_positive(t_end, "t_end")
-        ts = save_times(t_end, n_save, save_at)
-        for name, val in (("rtol", rtol), ("atol", atol)):
-            check_positive(val, name)
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
-        if int(max_steps) != max_steps or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer, got {max_steps}")
-        config.update(t_end=float(ts[-1]), rtol=float(rtol), atol=float(atol), solver=solver, max_steps=int(max_steps))
+    if isinstance(integrator, ODE):
+        if save_at is not None:
+            ts = save_times(None, n_save, save_at)
+            if t_end is not None and not math.isclose(float(ts[-1]), check_positive(t_end, "t_end"), rel_tol=1e-12):
+                raise ValueError(f"save_at ends at {ts[-1]:g} but t_end = {t_end:g}; they must agree")
+        else:
+            if t_end is None:
+                raise ValueError("an ODE run needs t_end (or save_at)")
+            ts = save_times(check_positive(t_end, "t_end"), n_save)
+        config["t_end"] = float(ts[-1])
         run = _compiled(
-            "ode", batched, rule=rule, method=cmethod, rtol=float(rtol), atol=float(atol),
-            solver=solver, max_steps=int(max_steps),
+            "ode",
+            batched,
+            rule=rule,
+            method=cmethod,
+            rtol=integrator.rtol,
+            atol=integrator.atol,
+            solver=integrator.solver,
+            max_steps=integrator.max_steps,
+            progress=integrator.progress and _stderr_is_terminal(),
         )
         # times in the weights' precision: diffrax promotes the state to the time dtype
         t_dev = jnp.asarray(ts, dtype=jnp.asarray(ws[0]).dtype)
@@ -369,24 +375,25 @@ def simulate(
         def finish(ts_b, ws_b, result_b):
             return _finish_ode(ts_b, ws_b, result_b, task, loss_tol, max_loss)
     else:
-        dt = check_positive(dt, "dt")
-        if n_steps is None:
-            n_steps = int(math.ceil(check_positive(t_end, "t_end") / dt - 1e-9))
-        if int(n_steps) != n_steps or n_steps < 1:
-            raise ValueError(f"n_steps must be a positive integer, got {n_steps}")
-        n_steps = int(n_steps)
-        if clip is not None:
-            clip = check_positive(clip, "clip")
-        if int(n_save) != n_save or n_save < 2:
-            raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
-        steps_per_save = max(1, int(math.ceil(n_steps / (int(n_save) - 1))))
-        n_saves = int(math.ceil(n_steps / steps_per_save))
-        config.update(t_end=n_steps * dt, dt=dt, n_steps=n_steps, clip=clip)
+        if save_at is not None:
+            raise ValueError("save_at is for the ODE integrator; an Euler run records every n-th step (n_save)")
+        dt = integrator.dt
+        n_steps = integrator.n_steps(t_end)
+        steps_per_save = max(1, math.ceil(n_steps / (int(n_save) - 1)))
+        n_saves = math.ceil(n_steps / steps_per_save)
+        config.update(t_end=n_steps * dt, n_steps=n_steps)
         run = _compiled(
-            "euler", batched, rule=rule, method=cmethod, n_steps=n_steps,
-            steps_per_save=steps_per_save, n_saves=n_saves, use_clip=clip is not None,
+            "euler",
+            batched,
+            rule=rule,
+            method=cmethod,
+            n_steps=n_steps,
+            steps_per_save=steps_per_save,
+            n_saves=n_saves,
+            use_clip=integrator.clip is not None,
         )
-        w_out, k_out, code_out = run(ws, task, eta, dt, 0.0 if clip is None else clip, loss_tol, max_loss)
+        clip = 0.0 if integrator.clip is None else integrator.clip
+        w_out, k_out, code_out = run(ws, task, eta, dt, clip, loss_tol, max_loss)
         w_out = tuple(np.asarray(w) for w in w_out)
         t_out, result = np.asarray(k_out) * dt, np.asarray(code_out)
         finish = _finish_euler
@@ -411,9 +418,23 @@ def simulate(
         if s in ("diverged", "max_steps", "failed"):
             warnings.warn(m, RuntimeWarning, stacklevel=2)
     return Trajectory(
-        t=t_rec, weights=w_rec, loss=loss_t, map=map_t, conserved=tuple(cons_t),
-        update_norm=unorm_t, status=status, message=message, config=config,
+        t=t_rec,
+        weights=w_rec,
+        loss=loss_t,
+        map=map_t,
+        conserved=tuple(cons_t),
+        update_norm=unorm_t,
+        status=status,
+        message=message,
+        config=config,
     )
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_tol: float, max_loss: float):
@@ -431,18 +452,33 @@ def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_
         code = int(_stop_code(tuple(jnp.asarray(w[-1]) for w in ws), task, loss_tol, max_loss))
         if code == _CONVERGED:
             return ts, ws, "converged", f"loss fell below loss_tol = {loss_tol:.3g} at t = {ts[-1]:.6g}"
-        return ts, ws, "diverged", (
-            f"diverged at t = {ts[-1]:.6g}: the loss exceeded max_loss = {max_loss:.3g} or became "
-            "non-finite; the recorded part is kept"
+        return (
+            ts,
+            ws,
+            "diverged",
+            (
+                f"diverged at t = {ts[-1]:.6g}: the loss exceeded max_loss = {max_loss:.3g} or became "
+                "non-finite; the recorded part is kept"
+            ),
         )
     if code == int(diffrax.RESULTS.max_steps_reached._value):
-        return ts, ws, "max_steps", (
-            f"the ODE solver reached max_steps before t_end; stopped at t = {ts[-1]:.6g} "
-            "(raise max_steps, or the dynamics may be diverging or stiff)"
+        return (
+            ts,
+            ws,
+            "max_steps",
+            (
+                f"the ODE solver reached max_steps before t_end; stopped at t = {ts[-1]:.6g} "
+                "(raise max_steps, or the dynamics may be diverging or stiff)"
+            ),
         )
-    return ts, ws, "failed", (
-        f"the ODE solver failed at t = {ts[-1]:.6g} (diffrax result code {code}: step size "
-        "collapsed or non-finite values); the recorded part is kept"
+    return (
+        ts,
+        ws,
+        "failed",
+        (
+            f"the ODE solver failed at t = {ts[-1]:.6g} (diffrax result code {code}: step size "
+            "collapsed or non-finite values); the recorded part is kept"
+        ),
     )
 
 
@@ -454,8 +490,13 @@ def _finish_euler(ts: np.ndarray, ws: tuple, codes: np.ndarray):
     if codes[-1] == _CONVERGED:
         return ts, ws, "converged", f"loss fell below loss_tol after {int(round(ts[-1]))} time units"
     if codes[-1] == _DIVERGED:
-        return ts, ws, "diverged", (
-            f"diverged at t = {ts[-1]:.6g}: the next step made the loss exceed max_loss or "
-            "non-finite; the last finite state is kept"
+        return (
+            ts,
+            ws,
+            "diverged",
+            (
+                f"diverged at t = {ts[-1]:.6g}: the next step made the loss exceed max_loss or "
+                "non-finite; the last finite state is kept"
+            ),
         )
     return ts, ws, "completed", f"completed {ts[-1]:.6g} time units"

@@ -9,7 +9,6 @@ constant ``loss_offset = ½ tr(Y Yᵀ)/P − ½ tr(W* Σ W*ᵀ)``, which the tas
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +55,7 @@ class Task:
 
     def __init__(self, target, input_cov=None, *, loss_offset: float = 0.0):
         target = _finite_matrix(target, "target")
-        n_out, n_in = target.shape
+        _n_out, n_in = target.shape
         if input_cov is None:
             cov = np.eye(n_in)
             identity = True
@@ -117,7 +116,7 @@ class Task:
         return f"Task(target={self.output_dim}x{self.input_dim}, input_cov={cov}, loss_offset={self.loss_offset:.6g})"
 
     @classmethod
-    def from_data(cls, x, y) -> "Task":
+    def from_data(cls, x, y) -> Task:
         """Build a task from samples: ``x`` of shape ``(n_0, P)``, ``y`` of shape ``(n_d, P)``.
 
         ``Σ = X Xᵀ/P``, ``W* = Y Xᵀ Σ⁺/P``; ``loss_offset = ½ tr(YYᵀ)/P − ½ tr(W* Σ W*ᵀ)``, so
@@ -127,9 +126,7 @@ class Task:
         x = _finite_matrix(x, "x")
         y = _finite_matrix(y, "y")
         if x.shape[1] != y.shape[1]:
-            raise ValueError(
-                f"x and y must have the same number of samples (columns): {x.shape[1]} vs {y.shape[1]}"
-            )
+            raise ValueError(f"x and y must have the same number of samples (columns): {x.shape[1]} vs {y.shape[1]}")
         p = x.shape[1]
         if p == 0:
             raise ValueError("x and y hold no samples")
@@ -172,11 +169,11 @@ class StudentTeacher:
 def student_teacher(
     key: jax.Array,
     n_in: int,
-    n_out: Optional[int] = None,
+    n_out: int | None = None,
     *,
     rank: int = 3,
     snr: float = 10.0,
-    n_train: Optional[int] = None,
+    n_train: int | None = None,
     n_test: int = 0,
     noise_std: float = 1.0,
     teacher_profile=None,

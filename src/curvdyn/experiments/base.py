@@ -99,4 +99,3 @@ def within(
         bool(math.isfinite(measured) and err <= tol),
         detail,
     )
-

@@ -6,9 +6,12 @@ Nothing here is an experiment; the registry in :mod:`curvdyn.experiments` lists 
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Optional, TypeVar
+from collections.abc import Iterable
+from typing import TypeVar
 
 import numpy as np
+
+from curvdyn.integrators import ODE
 
 T = TypeVar("T")
 
@@ -35,7 +38,7 @@ def rule_label(name: str) -> str:
     return RULE_STYLE.get(name, {}).get("label", name)
 
 
-def progress(iterable: Iterable[T], *, enabled: bool, desc: str, total: Optional[int] = None, leave: bool = False):
+def progress(iterable: Iterable[T], *, enabled: bool, desc: str, total: int | None = None, leave: bool = False):
     """A tqdm progress bar over ``iterable`` on stderr, or the plain iterable when disabled."""
     if not enabled:
         return iterable
@@ -101,4 +104,4 @@ def random_target(key, singular_values) -> np.ndarray:
 # per rule across those experiments in one process (a compile costs 3–7 s on 2 CPU cores).
 MODE_RUN_WIDTH = 4
 MODE_RUN_N_SAVE = 241
-MODE_RUN_ODE = {"rtol": 1e-10, "atol": 1e-12, "solver": "tsit5", "max_steps": 100_000}
+MODE_RUN_ODE = ODE(rtol=1e-10, atol=1e-12, solver="tsit5", max_steps=100_000)

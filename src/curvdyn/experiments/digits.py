@@ -55,13 +55,13 @@ import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
 
-from curvdyn.experiments.base import Claim, at_least, at_most, within  # noqa: E402
-from curvdyn.experiments.common import progress as progress_bar  # noqa: E402
-from curvdyn.optim import MLP, fractional_kfac_direction, kfac_statistics, scale_by_fractional_kfac  # noqa: E402
+from curvdyn.experiments.base import Claim, at_least, at_most, within
+from curvdyn.experiments.common import progress as progress_bar
+from curvdyn.optim import MLP, fractional_kfac_direction, kfac_statistics, scale_by_fractional_kfac
 
 NAME = "digits"
 TITLE = "Real data (sklearn digits) — SGD, Adam, K-FAC and √K-FAC from small initial weights: update norms and training"
@@ -149,8 +149,14 @@ def _accuracy(params, x, labels):
 def _trainer(kind: str, damping: float, n_steps: int):
     """A compiled ``run(params0, lr, key, x, y, x_test, y_test, labels_test)`` for one optimizer."""
     if kind in ("kfac", "sqrt-kfac"):
-        transform = scale_by_fractional_kfac(q=Q[kind], damping=damping, depth_scaling=True, decay=0.0,
-                                             factor_update_every=CURVATURE_EVERY, root_update_every=CURVATURE_EVERY)
+        transform = scale_by_fractional_kfac(
+            q=Q[kind],
+            damping=damping,
+            depth_scaling=True,
+            decay=0.0,
+            factor_update_every=CURVATURE_EVERY,
+            root_update_every=CURVATURE_EVERY,
+        )
     elif kind == "adam":
         transform = optax.scale_by_adam(eps=ADAM_EPS)
     else:
@@ -161,6 +167,7 @@ def _trainer(kind: str, damping: float, n_steps: int):
             params, state = carry
             loss, grads = jax.value_and_grad(MODEL.loss)(params, x, y)
             if kind in ("kfac", "sqrt-kfac"):
+
                 def curvature():
                     idx = jax.random.permutation(step_key, x.shape[0])[:CURVATURE_BATCH]
                     return kfac_statistics(MODEL, params, x[idx])
@@ -170,8 +177,12 @@ def _trainer(kind: str, damping: float, n_steps: int):
                 direction, state = transform.update(grads, state, params)
             update = jax.tree_util.tree_map(lambda d: -lr * d, direction)
             new = optax.apply_updates(params, update)
-            record = (loss, MODEL.loss(params, x_test, y_test), _accuracy(params, x_test, labels_test),
-                      _tree_norm(update))
+            record = (
+                loss,
+                MODEL.loss(params, x_test, y_test),
+                _accuracy(params, x_test, labels_test),
+                _tree_norm(update),
+            )
             return (new, state), record
 
         keys = jax.random.split(key, n_steps)
@@ -214,8 +225,9 @@ def _first_norms_jit(params, x, y, dampings):
             for lam in dampings:
                 for kind in ("kfac", "sqrt-kfac"):
                     norms.append(_tree_norm(fractional_kfac_direction(grads, stats, q=Q[kind], damping=lam, **kw)))
-            norms.append(_tree_norm(fractional_kfac_direction(grads, stats, q=1.0, damping=0.0, rcond=CUTOFF_PROBE,
-                                                              **kw)))
+            norms.append(
+                _tree_norm(fractional_kfac_direction(grads, stats, q=1.0, damping=0.0, rcond=CUTOFF_PROBE, **kw))
+            )
     return jnp.stack(norms)
 
 
@@ -239,7 +251,10 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     x, y, xt, yt, lt = (jnp.asarray(a) for a in (x_tr, y_tr, x_te, y_te, lab_te))
     k_init, k_curv = jax.random.split(jax.random.PRNGKey(seed), 3)[:2]
 
-    data: dict[str, np.ndarray] = {"scales": np.asarray(s["scales"], float), "exponent_scales": np.asarray(s["exponent_scales"])}
+    data: dict[str, np.ndarray] = {
+        "scales": np.asarray(s["scales"], float),
+        "exponent_scales": np.asarray(s["exponent_scales"]),
+    }
     runs, compile_s, compiled = {}, {}, {}
     jobs = [(kind, j, a) for kind in OPTIMIZERS for j in range(len(s["grids"][kind])) for a in range(len(s["scales"]))]
     for kind, j, a in progress_bar(jobs, enabled=progress, desc="digits runs"):
@@ -265,14 +280,23 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     for k, v in norms.items():
         data[f"first__{k}"] = v
     config = {
-        "data": {"source": "sklearn.datasets.load_digits (bundled, no download)", "n_train": N_TRAIN,
-                 "n_test": int(x_te.shape[0]), "split": "numpy default_rng(seed) permutation",
-                 "inputs": "pixels standardized with the training mean and std (constant pixels: 0)",
-                 "targets": "one-hot minus 1/10"},
-        "network": {"widths": list(WIDTHS), "activation": "tanh", "output": "linear", "bias": False,
-                    "init": "Xavier normal × α", "depth": len(WIDTHS) - 1,
-                    "seed_keys": "jax.random.split(PRNGKey(seed), 3)[:2] → init (same draw for every scale), "
-                                 "curvature subsets"},
+        "data": {
+            "source": "sklearn.datasets.load_digits (bundled, no download)",
+            "n_train": N_TRAIN,
+            "n_test": int(x_te.shape[0]),
+            "split": "numpy default_rng(seed) permutation",
+            "inputs": "pixels standardized with the training mean and std (constant pixels: 0)",
+            "targets": "one-hot minus 1/10",
+        },
+        "network": {
+            "widths": list(WIDTHS),
+            "activation": "tanh",
+            "output": "linear",
+            "bias": False,
+            "init": "Xavier normal × α",
+            "depth": len(WIDTHS) - 1,
+            "seed_keys": "jax.random.split(PRNGKey(seed), 3)[:2] → init (same draw for every scale), curvature subsets",
+        },
         "loss": "L = ½ mean_b ‖f(x_b) − y_b‖² (curvdyn convention)",
         "scales": list(s["scales"]),
         "n_steps": s["n_steps"],
@@ -281,15 +305,20 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
             "sgd": "θ ← θ − η g",
             "adam": f"optax.scale_by_adam(b1=0.9, b2=0.999, eps={ADAM_EPS:g}), θ ← θ − η m̂/(√v̂ + ε)",
             "kfac": "curvdyn.optim.scale_by_fractional_kfac(q=1, depth_scaling=True (layer factor d^{-1}), "
-                    "damping λ (factored, π-adjusted), decay=0)",
+            "damping λ (factored, π-adjusted), decay=0)",
             "sqrt-kfac": "the same with q=2 (layer factor d^{-1/2})",
             "curvature": f"Kronecker factors from a fresh random subset of {CURVATURE_BATCH} training images, "
-                         f"recomputed (with their roots) every {CURVATURE_EVERY} steps",
+            f"recomputed (with their roots) every {CURVATURE_EVERY} steps",
         },
         "grids": s["grids"],
         "selection": "per optimizer and scale, the configuration with the lowest final training loss (finite)",
-        "exponent": {"scales": list(s["exponent_scales"]), "fit": f"least squares in log-log over α ≤ {s['fit_max_scale']:g}",
-                     "dampings": dampings, "curvature": "whole training set", "wall_time_s": round(exponent_s, 3)},
+        "exponent": {
+            "scales": list(s["exponent_scales"]),
+            "fit": f"least squares in log-log over α ≤ {s['fit_max_scale']:g}",
+            "dampings": dampings,
+            "curvature": "whole training set",
+            "wall_time_s": round(exponent_s, 3),
+        },
         "fit_max_scale": s["fit_max_scale"],
         "compile_time_s": {f"{k}@{d:g}": round(v, 3) for (k, d), v in compile_s.items()},
         "runs": runs,
@@ -301,14 +330,16 @@ def describe(config) -> str:
     """The setup and numerics in words, for the report."""
     grids = config["grids"]
     walls = {}
-    for name, run in config["runs"].items():
+    for _name, run in config["runs"].items():
         walls.setdefault(run["optimizer"], []).append(run["wall_time_s"] / config["n_steps"] * 1e3)
 
     def grid_text(kind):
         cfgs = grids[kind]
         lrs = sorted({c["lr"] for c in cfgs})
         lams = sorted({c["damping"] for c in cfgs if "damping" in c})
-        return f"η ∈ {{{', '.join(f'{v:g}' for v in lrs)}}}" + (f" × λ ∈ {{{', '.join(f'{v:g}' for v in lams)}}}" if lams else "")
+        return f"η ∈ {{{', '.join(f'{v:g}' for v in lrs)}}}" + (
+            f" × λ ∈ {{{', '.join(f'{v:g}' for v in lams)}}}" if lams else ""
+        )
 
     return (
         f"sklearn's bundled digits ({config['data']['n_train']} train / {config['data']['n_test']} test images, split by "
@@ -433,8 +464,11 @@ def claims(data, config) -> list[Claim]:
             tanh["kfac"],
             predicted_exponent(1.0, d),
             0.5,
-            f"Fitted over α ∈ [{a.min():g}, {fit:g}]; norms " + ", ".join(f"{v:.2g}" for v in kf) + " at α = "
-            + ", ".join(f"{v:.2g}" for v in a) + f". The linear network of the same widths gives {lin['kfac']:.2f} "
+            f"Fitted over α ∈ [{a.min():g}, {fit:g}]; norms "
+            + ", ".join(f"{v:.2g}" for v in kf)
+            + " at α = "
+            + ", ".join(f"{v:.2g}" for v in a)
+            + f". The linear network of the same widths gives {lin['kfac']:.2f} "
             f"(norms {', '.join(f'{v:.2g}' for v in data['first__linear__kfac'])}). With the pseudo-inverse cutoff "
             f"{CUTOFF_PROBE:g} instead of 1e-13 the tanh network's norms are "
             + ", ".join(f"{v:.2g}" for v in data[f"first__kfac_rcond{CUTOFF_PROBE:g}"])
@@ -449,8 +483,11 @@ def claims(data, config) -> list[Claim]:
             ),
         )
     )
-    damped = {f"{kind}@{lam:g}": fitted_exponent(data, config, f"{kind}@{lam:g}")
-              for lam in config["exponent"]["dampings"] for kind in ("kfac", "sqrt-kfac")}
+    damped = {
+        f"{kind}@{lam:g}": fitted_exponent(data, config, f"{kind}@{lam:g}")
+        for lam in config["exponent"]["dampings"]
+        for kind in ("kfac", "sqrt-kfac")
+    }
     big = max(config["exponent"]["dampings"])
     out.append(
         at_least(
@@ -491,12 +528,20 @@ def training_summary(data, config) -> str:
     parts = []
     for kind in OPTIMIZERS:
         runs = [best_run(data, config, kind, a) for a in range(len(scales))]
-        ms = np.median([config["runs"][n]["wall_time_s"] for a in range(len(scales))
-                        for n in configs(data, config, kind, a)]) / config["n_steps"] * 1e3
+        ms = (
+            np.median(
+                [config["runs"][n]["wall_time_s"] for a in range(len(scales)) for n in configs(data, config, kind, a)]
+            )
+            / config["n_steps"]
+            * 1e3
+        )
         parts.append(
             f"{LABELS[kind]} ({ms:.2g} ms/step): "
-            + ", ".join(f"α={scales[a]:g} → {final(data, n, 'train_loss'):.2g}/{final(data, n, 'test_loss'):.2g}/"
-                        f"{final(data, n, 'test_acc'):.3f}" for a, n in enumerate(runs))
+            + ", ".join(
+                f"α={scales[a]:g} → {final(data, n, 'train_loss'):.2g}/{final(data, n, 'test_loss'):.2g}/"
+                f"{final(data, n, 'test_acc'):.3f}"
+                for a, n in enumerate(runs)
+            )
         )
     return "Tuned final train loss/test loss/test accuracy: " + "; ".join(parts)
 
@@ -518,8 +563,11 @@ def unbracketed(data, config) -> list[str]:
 
 
 def _lrs_per_damping(config) -> int:
-    return min(sum(c.get("damping") == lam for c in grid)
-               for grid in config["grids"].values() for lam in {c.get("damping") for c in grid})
+    return min(
+        sum(c.get("damping") == lam for c in grid)
+        for grid in config["grids"].values()
+        for lam in {c.get("damping") for c in grid}
+    )
 
 
 def training_claims(data, config) -> list[Claim]:
@@ -533,7 +581,8 @@ def training_claims(data, config) -> list[Claim]:
                 "(a smaller and a larger learning rate of the grid, with the same damping, end worse or diverge).",
                 float(len(edge)),
                 0.0,
-                "Tuned runs at an end of their grid: " + (", ".join(edge) if edge else "none")
+                "Tuned runs at an end of their grid: "
+                + (", ".join(edge) if edge else "none")
                 + f". Every optimizer has {len(config['grids']['sgd'])} configurations per scale.",
             )
         )
@@ -553,7 +602,8 @@ def training_claims(data, config) -> list[Claim]:
             0.9,
             f"Final over initial training loss of the tuned run (η = {config['runs'][sgd_name]['lr']:g}; grid "
             f"{', '.join(f'{v:g}' for v in lrs)}; {diverged} of them diverged), {config['n_steps']} full-batch steps. "
-            + training_summary(data, config) + ".",
+            + training_summary(data, config)
+            + ".",
         )
     )
     sq_small = final(data, best_run(data, config, "sqrt-kfac", small), "train_loss")
@@ -589,16 +639,26 @@ def training_claims(data, config) -> list[Claim]:
             f"Best final training loss over the learning rates with λ = {tiny:g} (a diverged run counts as its initial "
             f"loss): K-FAC {k_tiny:.3g}, √K-FAC {s_tiny:.3g} (initial {start_loss:.3g}). K-FAC's runs there, final loss "
             "and largest update: "
-            + ", ".join(f"η = {config['runs'][n]['lr']:g}: {final(data, n, 'train_loss'):.3g}, "
-                        f"max ‖Δθ_t‖ = {float(np.max(data[f'{n}__update_norm'])):.3g}"
-                        for n in configs(data, config, "kfac", small) if config["runs"][n].get("damping") == tiny)
+            + ", ".join(
+                f"η = {config['runs'][n]['lr']:g}: {final(data, n, 'train_loss'):.3g}, "
+                f"max ‖Δθ_t‖ = {float(np.max(data[f'{n}__update_norm'])):.3g}"
+                for n in configs(data, config, "kfac", small)
+                if config["runs"][n].get("damping") == tiny
+            )
             + "; √K-FAC's: "
-            + ", ".join(f"η = {config['runs'][n]['lr']:g}: {final(data, n, 'train_loss'):.3g}, "
-                        f"max ‖Δθ_t‖ = {float(np.max(data[f'{n}__update_norm'])):.3g}"
-                        for n in configs(data, config, "sqrt-kfac", small) if config["runs"][n].get("damping") == tiny)
-            + (f". With λ = {max(dampings):g} K-FAC trains from {a_s} "
-               f"(best {_best_among(data, config, 'kfac', small, max(dampings)):.3g}): the damping turns it into a "
-               "rescaled gradient step at small scale (see the damped exponents)." if len(dampings) > 1 else "."),
+            + ", ".join(
+                f"η = {config['runs'][n]['lr']:g}: {final(data, n, 'train_loss'):.3g}, "
+                f"max ‖Δθ_t‖ = {float(np.max(data[f'{n}__update_norm'])):.3g}"
+                for n in configs(data, config, "sqrt-kfac", small)
+                if config["runs"][n].get("damping") == tiny
+            )
+            + (
+                f". With λ = {max(dampings):g} K-FAC trains from {a_s} "
+                f"(best {_best_among(data, config, 'kfac', small, max(dampings)):.3g}): the damping turns it into a "
+                "rescaled gradient step at small scale (see the damped exponents)."
+                if len(dampings) > 1
+                else "."
+            ),
         )
     )
     return out
@@ -626,8 +686,13 @@ def plot(data, config):
             steps = np.arange(len(data[f"{name}__train_loss"]))
             axes[0, a].plot(steps, data[f"{name}__train_loss"], color=COLORS[kind], lw=1.6, label=lab)
             axes[0, a].plot(steps, data[f"{name}__test_loss"], color=COLORS[kind], lw=1.0, ls="--")
-            axes[1, a].plot(np.arange(1, len(data[f"{name}__update_norm"]) + 1), data[f"{name}__update_norm"],
-                            color=COLORS[kind], lw=1.4, label=lab)
+            axes[1, a].plot(
+                np.arange(1, len(data[f"{name}__update_norm"]) + 1),
+                data[f"{name}__update_norm"],
+                color=COLORS[kind],
+                lw=1.4,
+                label=lab,
+            )
         axes[0, a].set_yscale("log")
         axes[0, a].set_title(f"α = {alpha:g}: loss (solid train, dashed test)", fontsize=10.5)
         axes[0, a].set_xlabel("step")
@@ -643,8 +708,15 @@ def plot(data, config):
     ax = axes[0, n_col - 1]
     ea = np.asarray(data["exponent_scales"])
     for kind in ("sgd", "adam", "kfac", "sqrt-kfac"):
-        ax.plot(ea, data[f"first__{kind}"], "o-", color=COLORS[kind], lw=1.5, ms=4,
-                label=f"{LABELS[kind]}: slope {fitted_exponent(data, config, kind):.2f}")
+        ax.plot(
+            ea,
+            data[f"first__{kind}"],
+            "o-",
+            color=COLORS[kind],
+            lw=1.5,
+            ms=4,
+            label=f"{LABELS[kind]}: slope {fitted_exponent(data, config, kind):.2f}",
+        )
     for kind in ("sgd", "kfac", "sqrt-kfac"):
         ax.plot(ea, data[f"first__linear__{kind}"], ":", color=COLORS[kind], lw=1.3)
     ax.set_xscale("log")
@@ -658,8 +730,16 @@ def plot(data, config):
     for lam, ls in zip(config["exponent"]["dampings"], ("-", "--", "-.")):
         for kind in ("kfac", "sqrt-kfac"):
             key = f"{kind}@{lam:g}"
-            ax.plot(ea, data[f"first__{key}"], ls, marker="o", ms=3.5, color=COLORS[kind], lw=1.4,
-                    label=f"{LABELS[kind]} λ={lam:g}: slope {fitted_exponent(data, config, key):.2f}")
+            ax.plot(
+                ea,
+                data[f"first__{key}"],
+                ls,
+                marker="o",
+                ms=3.5,
+                color=COLORS[kind],
+                lw=1.4,
+                label=f"{LABELS[kind]} λ={lam:g}: slope {fitted_exponent(data, config, key):.2f}",
+            )
     ax.plot(ea, data["first__sgd"], ":", color=COLORS["sgd"], lw=1.4, label="SGD")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -672,8 +752,13 @@ def plot(data, config):
     xs = np.arange(n_s)
     for i, kind in enumerate(OPTIMIZERS):
         names = [best_run(data, config, kind, a) for a in range(n_s)]
-        axes[2, 0].bar(xs + (i - 1.5) * width, [final(data, n, "train_loss") for n in names], width, color=COLORS[kind],
-                       label=LABELS[kind])
+        axes[2, 0].bar(
+            xs + (i - 1.5) * width,
+            [final(data, n, "train_loss") for n in names],
+            width,
+            color=COLORS[kind],
+            label=LABELS[kind],
+        )
         axes[2, 1].bar(xs + (i - 1.5) * width, [final(data, n, "test_loss") for n in names], width, color=COLORS[kind])
         axes[2, 2].bar(xs + (i - 1.5) * width, [final(data, n, "test_acc") for n in names], width, color=COLORS[kind])
         walls = [config["runs"][n]["wall_time_s"] / config["n_steps"] * 1e3 for n in configs(data, config, kind, 0)]
@@ -692,7 +777,9 @@ def plot(data, config):
     ax.set_title("wall time per step (compiled)", fontsize=10.5)
     for ax in axes.ravel():
         ax.grid(alpha=0.25)
-    fig.suptitle(f"Digits (sklearn), bias-free tanh MLP {'-'.join(str(n) for n in WIDTHS)}, squared loss, "
-                 f"{config['n_steps']} full-batch steps per run, best of {len(config['grids']['sgd'])} configurations",
-                 fontsize=13)
+    fig.suptitle(
+        f"Digits (sklearn), bias-free tanh MLP {'-'.join(str(n) for n in WIDTHS)}, squared loss, "
+        f"{config['n_steps']} full-batch steps per run, best of {len(config['grids']['sgd'])} configurations",
+        fontsize=13,
+    )
     return fig

@@ -30,24 +30,26 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from curvdyn import theory  # noqa: E402
-from curvdyn.experiments.base import Claim, at_least, at_most  # noqa: E402
-from curvdyn.experiments.common import (  # noqa: E402
+from curvdyn import theory
+from curvdyn.experiments.base import Claim, at_least, at_most
+from curvdyn.experiments.common import (
     MODE_RUN_N_SAVE,
     MODE_RUN_ODE,
-    progress as progress_bar,
     random_target,
     relative_drift,
     rule_color,
     rule_label,
 )
-from curvdyn.init import init_aligned  # noqa: E402
-from curvdyn.rules import get_rule  # noqa: E402
-from curvdyn.simulate import simulate  # noqa: E402
-from curvdyn.task import Task  # noqa: E402
+from curvdyn.experiments.common import (
+    progress as progress_bar,
+)
+from curvdyn.init import init_aligned
+from curvdyn.rules import get_rule
+from curvdyn.simulate import simulate
+from curvdyn.task import Task
 
 NAME = "fig1"
 TITLE = "Fig. 1 — one singular mode of a d = 2 network: update fields and paths of SGD, NGD, √NGD, NGD-d, √NGD-d"
@@ -129,8 +131,9 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         data[f"field__{name}"] = np.asarray(theory.mode_velocity(rule, field_pts, target, eta=eta))
         data[f"speed__{name}"] = np.asarray(theory.mode_velocity(rule, speed_pts, target, eta=eta))
         data[f"levelset__{name}"] = np.asarray(theory.constant_of_motion(rule, mesh_pts))[..., 0]
-        modes = theory.simulate_modes(rule, starts, np.full(n_modes, target), s["t_end"], eta=eta, save_at=ts,
-                                      **s["mode_ode"])
+        modes = theory.simulate_modes(
+            rule, starts, np.full(n_modes, target), s["t_end"], eta=eta, save_at=ts, **s["mode_ode"]
+        )
         data[f"modes__{name}"] = np.asarray(modes.sigmas)
         runs[name] = {"mode_ode_status": modes.status, "mode_ode_steps": modes.n_steps}
 
@@ -143,17 +146,26 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     data["full_target"] = w_star
     for name in progress_bar(s["full_rules"], enabled=progress, desc="fig1 full-matrix runs"):
         t0 = time.perf_counter()
-        traj = simulate(ws0, task, get_rule(name), s["t_end"], eta=eta, save_at=ts, seed=seed, **MODE_RUN_ODE)
+        traj = simulate(ws0, task, get_rule(name), s["t_end"], eta=eta, save_at=ts, seed=seed, integrator=MODE_RUN_ODE)
         data[f"full__{name}__t"] = np.asarray(traj.t)
         data[f"full__{name}__sigmas"] = theory.layer_mode_values(traj.weights, bases)
         data[f"full__{name}__C"] = np.asarray(traj.conserved[0])
-        runs[name].update(full_status=traj.status, full_solver_steps=traj.config["solver_steps"],
-                          full_wall_time_s=round(time.perf_counter() - t0, 3))
+        runs[name].update(
+            full_status=traj.status,
+            full_solver_steps=traj.config["solver_steps"],
+            full_wall_time_s=round(time.perf_counter() - t0, 3),
+        )
 
     config = {
-        "mode": {"depth": 2, "target_sigma_bar": target, "eta": eta, "starts (sigma_1, sigma_2)": starts.tolist(),
-                 "highlighted_start": hl, "sync_levels_sigma_bar": levels.tolist(),
-                 "sync_times": t_sync.tolist()},
+        "mode": {
+            "depth": 2,
+            "target_sigma_bar": target,
+            "eta": eta,
+            "starts (sigma_1, sigma_2)": starts.tolist(),
+            "highlighted_start": hl,
+            "sync_levels_sigma_bar": levels.tolist(),
+            "sync_times": t_sync.tolist(),
+        },
         "rules": list(RULES),
         "t_end": s["t_end"],
         "save_times": f"{s['n_save'] - len(levels)} equally spaced on [0, t_end] plus the {len(levels)} sync times",
@@ -166,7 +178,7 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
             "widths": list(widths),
             "target": "U diag(sigma_bar*) V^T, Haar-random U, V from jax.random.PRNGKey(seed)",
             "init": "init_aligned(target, widths, starts^T) (hidden basis: coordinate axes)",
-            "ode": MODE_RUN_ODE,
+            "ode": MODE_RUN_ODE.as_config(),
         },
         "runs": runs,
         "wall_time_s": round(time.perf_counter() - start_time, 3),
@@ -237,50 +249,64 @@ def _full_rules(data) -> list[str]:
     return [r for r in RULES if f"full__{r}__sigmas" in data]
 
 
-def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
+def claims(data, config) -> list[Claim]:
     out = []
     target = float(data["target"])
     n_starts = len(data["starts"])
     pts = grid_points(data["speed_axis"])
     j_norm = np.asarray(theory.coupling_norm(pts))
     span = f"‖j‖ from {j_norm.min():.2g} to {j_norm.max():.2g}"
-    grid_txt = (f"log grid σ_i ∈ [{data['speed_axis'][0]:g}, {data['speed_axis'][-1]:g}]² "
-                f"({len(data['speed_axis'])}² points, {span}; points with σ_Δ = 0 excluded)")
+    grid_txt = (
+        f"log grid σ_i ∈ [{data['speed_axis'][0]:g}, {data['speed_axis'][-1]:g}]² "
+        f"({len(data['speed_axis'])}² points, {span}; points with σ_Δ = 0 excluded)"
+    )
 
     drifts = {r: hyperbolic_drift(data, r) for r in HYPERBOLIC}
     worst = max(drifts, key=drifts.get)
-    out.append(at_most(
-        "hyperbolic-paths",
-        "SGD, NGD and √NGD follow the same hyperbolic paths σ_1² − σ_2² = const (eqs. 7, 12, 14; Fig. 1A–C).",
-        drifts[worst], 1e-8,
-        f"Max over t and {n_starts} starts of |C(t) − C(0)|/|C(0)|, C = σ_1² − σ_2², along the integrated mode "
-        f"trajectories (simulate_modes, rtol {config['mode_ode']['rtol']:g}); "
-        + ", ".join(f"{rule_label(r)} {drifts[r]:.1e}" for r in HYPERBOLIC) + ".",
-    ))
+    out.append(
+        at_most(
+            "hyperbolic-paths",
+            "SGD, NGD and √NGD follow the same hyperbolic paths σ_1² − σ_2² = const (eqs. 7, 12, 14; Fig. 1A–C).",
+            drifts[worst],
+            1e-8,
+            f"Max over t and {n_starts} starts of |C(t) − C(0)|/|C(0)|, C = σ_1² − σ_2², along the integrated mode "
+            f"trajectories (simulate_modes, rtol {config['mode_ode']['rtol']:g}); "
+            + ", ".join(f"{rule_label(r)} {drifts[r]:.1e}" for r in HYPERBOLIC)
+            + ".",
+        )
+    )
 
     full = _full_rules(data)
     if full:
         err = {r: float(np.max(np.abs(data[f"full__{r}__sigmas"] - data[f"modes__{r}"]))) for r in full}
         worst = max(err, key=err.get)
-        out.append(at_most(
-            "full-matrix-matches-mode-theory",
-            "The full-matrix dynamics of aligned d = 2 weights reduces to the singular-mode dynamics "
-            "(eqs. 6, 12, 14; footnote 2).",
-            err[worst], 1e-7,
-            f"Max |σ_i(t) full − σ_i(t) mode ODE| over t, {n_starts} modes and both layers; full-matrix 4-4-4 network "
-            f"(simulate, rtol {config['full_matrix']['ode']['rtol']:g}) read out with layer_mode_values; "
-            + ", ".join(f"{rule_label(r)} {err[r]:.1e}" for r in full) + ".",
-        ))
+        out.append(
+            at_most(
+                "full-matrix-matches-mode-theory",
+                "The full-matrix dynamics of aligned d = 2 weights reduces to the singular-mode dynamics "
+                "(eqs. 6, 12, 14; footnote 2).",
+                err[worst],
+                1e-7,
+                f"Max |σ_i(t) full − σ_i(t) mode ODE| over t, {n_starts} modes and both layers; full-matrix 4-4-4 network "
+                f"(simulate, rtol {config['full_matrix']['ode']['rtol']:g}) read out with layer_mode_values; "
+                + ", ".join(f"{rule_label(r)} {err[r]:.1e}" for r in full)
+                + ".",
+            )
+        )
         cons = {r: relative_drift(data[f"full__{r}__C"]) for r in full}
         worst = max(cons, key=cons.get)
-        out.append(at_most(
-            "full-matrix-conservation",
-            "In the full-matrix runs w_1w_1ᵀ − w_2ᵀw_2 stays constant (Theorem 1, eq. 4), the matrix form of "
-            "the hyperbolic paths.",
-            cons[worst], 1e-8,
-            "Max over t of ‖C(t) − C(0)‖_F/‖C(0)‖_F, C = w_1w_1ᵀ − w_2ᵀw_2; "
-            + ", ".join(f"{rule_label(r)} {cons[r]:.1e}" for r in full) + ".",
-        ))
+        out.append(
+            at_most(
+                "full-matrix-conservation",
+                "In the full-matrix runs w_1w_1ᵀ − w_2ᵀw_2 stays constant (Theorem 1, eq. 4), the matrix form of "
+                "the hyperbolic paths.",
+                cons[worst],
+                1e-8,
+                "Max over t of ‖C(t) − C(0)‖_F/‖C(0)‖_F, C = w_1w_1ᵀ − w_2ᵀw_2; "
+                + ", ".join(f"{rule_label(r)} {cons[r]:.1e}" for r in full)
+                + ".",
+            )
+        )
 
     # the full rules share their update direction at every grid point (Fig. 1A–C)
     ref = data["speed__sgd"]
@@ -288,14 +314,21 @@ def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
     dev = 0.0
     for r in ("ngd", "sqrt-ngd"):
         v = data[f"speed__{r}"]
-        dev = max(dev, float(np.nanmax(np.linalg.norm(v / np.linalg.norm(v, axis=-1, keepdims=True).clip(1e-300)
-                                                      - unit, axis=-1))))
-    out.append(at_most(
-        "same-direction-full-rules",
-        "SGD, NGD and √NGD share the same update direction at every point (Fig. 1A–C caption).",
-        dev, 1e-12,
-        f"Max over the {grid_txt} of ‖σ̇/‖σ̇‖ − σ̇_SGD/‖σ̇_SGD‖‖ for NGD and √NGD.",
-    ))
+        dev = max(
+            dev,
+            float(
+                np.nanmax(np.linalg.norm(v / np.linalg.norm(v, axis=-1, keepdims=True).clip(1e-300) - unit, axis=-1))
+            ),
+        )
+    out.append(
+        at_most(
+            "same-direction-full-rules",
+            "SGD, NGD and √NGD share the same update direction at every point (Fig. 1A–C caption).",
+            dev,
+            1e-12,
+            f"Max over the {grid_txt} of ‖σ̇/‖σ̇‖ − σ̇_SGD/‖σ̇_SGD‖‖ for NGD and √NGD.",
+        )
+    )
 
     law = 0.0
     for r in HYPERBOLIC:
@@ -303,67 +336,88 @@ def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
         expo = theory.scaling_exponents(2, get_rule(r).q)[0] / (2 - 1)
         speed, keep = _normalized_speed(data, r, pts, "speed")
         law = max(law, float(np.max(np.abs(speed / j_norm[keep] ** expo - 1.0))))
-    out.append(at_most(
-        "normalized-speed-law",
-        "The normalized update speed is ‖σ̇‖/|σ_Δ| = η‖j‖^{1−2/q}: ‖j‖ for SGD, 1/‖j‖ for NGD, 1 for √NGD "
-        "(eqs. 8, 13, 15; Fig. 1 caption).",
-        law, 1e-12,
-        f"Max relative deviation over the {grid_txt}, rules SGD, NGD, √NGD.",
-    ))
+    out.append(
+        at_most(
+            "normalized-speed-law",
+            "The normalized update speed is ‖σ̇‖/|σ_Δ| = η‖j‖^{1−2/q}: ‖j‖ for SGD, 1/‖j‖ for NGD, 1 for √NGD "
+            "(eqs. 8, 13, 15; Fig. 1 caption).",
+            law,
+            1e-12,
+            f"Max relative deviation over the {grid_txt}, rules SGD, NGD, √NGD.",
+        )
+    )
 
     speed, _ = _normalized_speed(data, "sqrt-ngd", pts, "speed")
-    out.append(at_most(
-        "sqrt-ngd-constant-speed",
-        "√NGD's update speed ‖σ̇‖ = η|σ_Δ| is independent of the coupling strength (eq. 16, Fig. 1C).",
-        float(np.max(np.abs(speed - 1.0))), 1e-12,
-        f"Max over the {grid_txt} of |‖σ̇‖/(η|σ_Δ|) − 1|.",
-    ))
+    out.append(
+        at_most(
+            "sqrt-ngd-constant-speed",
+            "√NGD's update speed ‖σ̇‖ = η|σ_Δ| is independent of the coupling strength (eq. 16, Fig. 1C).",
+            float(np.max(np.abs(speed - 1.0))),
+            1e-12,
+            f"Max over the {grid_txt} of |‖σ̇‖/(η|σ_Δ|) − 1|.",
+        )
+    )
     speed_d, _ = _normalized_speed(data, "sqrt-ngd-d", pts, "speed")
-    out.append(at_most(
-        "sqrt-ngd-d-same-speed",
-        "√NGD-d has the identical parameter update speed ‖σ̇‖ = η|σ_Δ| as √NGD (eq. 26, Fig. 1E).",
-        float(np.max(np.abs(speed_d / speed - 1.0))), 1e-12,
-        f"Max over the {grid_txt} of |‖σ̇‖_√NGD-d/‖σ̇‖_√NGD − 1|.",
-    ))
+    out.append(
+        at_most(
+            "sqrt-ngd-d-same-speed",
+            "√NGD-d has the identical parameter update speed ‖σ̇‖ = η|σ_Δ| as √NGD (eq. 26, Fig. 1E).",
+            float(np.max(np.abs(speed_d / speed - 1.0))),
+            1e-12,
+            f"Max over the {grid_txt} of |‖σ̇‖_√NGD-d/‖σ̇‖_√NGD − 1|.",
+        )
+    )
 
     drift = constant_drift(data, "ngd-d")
-    out.append(at_most(
-        "ngd-d-conserves-ratio",
-        "NGD-d follows radially diverging paths that conserve σ_1/σ_2 (eq. 24, section 3.3, Fig. 1D).",
-        drift, 1e-8,
-        f"Max over t and {n_starts} starts of |K(t) − K(0)|/|K(0)|, K = σ_1/σ_2, along the NGD-d mode trajectories.",
-    ))
+    out.append(
+        at_most(
+            "ngd-d-conserves-ratio",
+            "NGD-d follows radially diverging paths that conserve σ_1/σ_2 (eq. 24, section 3.3, Fig. 1D).",
+            drift,
+            1e-8,
+            f"Max over t and {n_starts} starts of |K(t) − K(0)|/|K(0)|, K = σ_1/σ_2, along the NGD-d mode trajectories.",
+        )
+    )
     broken = hyperbolic_drift(data, "ngd-d")
-    out.append(at_least(
-        "ngd-d-breaks-hyperbolic",
-        "NGD-d leaves the hyperbolic paths: σ_1² − σ_2² is not conserved (section 3.3: the block-diagonal "
-        "approximation adds null-space components).",
-        broken, 0.1,
-        f"Max over t and {n_starts} starts of |C(t) − C(0)|/|C(0)|, C = σ_1² − σ_2², along the NGD-d trajectories "
-        f"(for comparison NGD: {hyperbolic_drift(data, 'ngd'):.1e}).",
-    ))
+    out.append(
+        at_least(
+            "ngd-d-breaks-hyperbolic",
+            "NGD-d leaves the hyperbolic paths: σ_1² − σ_2² is not conserved (section 3.3: the block-diagonal "
+            "approximation adds null-space components).",
+            broken,
+            0.1,
+            f"Max over t and {n_starts} starts of |C(t) − C(0)|/|C(0)|, C = σ_1² − σ_2², along the NGD-d trajectories "
+            f"(for comparison NGD: {hyperbolic_drift(data, 'ngd'):.1e}).",
+        )
+    )
     drift = constant_drift(data, "sqrt-ngd-d")
-    out.append(at_most(
-        "sqrt-ngd-d-conserves-abs-difference",
-        "√NGD-d follows parallel paths that conserve |σ_1| − |σ_2| (eq. 26, Fig. 1E).",
-        drift, 1e-8,
-        f"Max over t and {n_starts} starts of |K(t) − K(0)|/|K(0)|, K = |σ_1| − |σ_2|, along the √NGD-d trajectories.",
-    ))
+    out.append(
+        at_most(
+            "sqrt-ngd-d-conserves-abs-difference",
+            "√NGD-d follows parallel paths that conserve |σ_1| − |σ_2| (eq. 26, Fig. 1E).",
+            drift,
+            1e-8,
+            f"Max over t and {n_starts} starts of |K(t) − K(0)|/|K(0)|, K = |σ_1| − |σ_2|, along the √NGD-d trajectories.",
+        )
+    )
 
     sb_ngd, sb_d = map_values(data, "ngd"), map_values(data, "ngd-d")
     diff = float(np.max(np.abs(sb_ngd - sb_d)) / target)
     hl = int(config["mode"]["highlighted_start"])
     idx = data["sync_index"]
     at_dots = float(np.max(np.abs(np.stack([sb_ngd[idx, hl], sb_d[idx, hl]]) - data["sync_levels"])))
-    out.append(at_most(
-        "ngd-d-same-map-dynamics",
-        "NGD-d has identical map dynamics to NGD: from the same start both traverse the σ_Δ contours with "
-        "synchronized timing (section 3.3, Fig. 1B,D red dots).",
-        diff, 1e-8,
-        f"Max over t and {n_starts} starts of |σ̄_NGD-d(t) − σ̄_NGD(t)|/σ̄*; at the red dots (times where the p = 0 "
-        f"map solution reaches σ̄ = {', '.join(f'{v:g}' for v in data['sync_levels'])}) both are within "
-        f"{at_dots:.1e} of those levels.",
-    ))
+    out.append(
+        at_most(
+            "ngd-d-same-map-dynamics",
+            "NGD-d has identical map dynamics to NGD: from the same start both traverse the σ_Δ contours with "
+            "synchronized timing (section 3.3, Fig. 1B,D red dots).",
+            diff,
+            1e-8,
+            f"Max over t and {n_starts} starts of |σ̄_NGD-d(t) − σ̄_NGD(t)|/σ̄*; at the red dots (times where the p = 0 "
+            f"map solution reaches σ̄ = {', '.join(f'{v:g}' for v in data['sync_levels'])}) both are within "
+            f"{at_dots:.1e} of those levels.",
+        )
+    )
 
     speed_ngd = np.linalg.norm(data["speed__ngd"], axis=-1)
     speed_ngdd = np.linalg.norm(data["speed__ngd-d"], axis=-1)
@@ -373,15 +427,18 @@ def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
     with np.errstate(divide="ignore", invalid="ignore"):
         traj_ratio = update_speed(data, "ngd-d", hl) / update_speed(data, "ngd", hl)
     traj_ratio = traj_ratio[np.isfinite(traj_ratio)]
-    out.append(at_least(
-        "ngd-d-larger-update",
-        "NGD-d's parameter update is at least as large as NGD's, ‖σ̇‖_NGD-d ≥ ‖σ̇‖_NGD (footnote 7, Jensen).",
-        float(np.min(ratio)), 1.0 - 1e-12,
-        f"Min over the {grid_txt} of ‖σ̇‖_NGD-d/‖σ̇‖_NGD (equality on the balanced diagonal σ_1 = σ_2: min there "
-        f"{float(np.min(ratio[diag])):.12g}); max on the grid {float(np.max(ratio)):.3g}; along the highlighted "
-        f"trajectories (same t) the ratio runs from {float(np.min(traj_ratio)):.3g} to "
-        f"{float(np.max(traj_ratio)):.3g}.",
-    ))
+    out.append(
+        at_least(
+            "ngd-d-larger-update",
+            "NGD-d's parameter update is at least as large as NGD's, ‖σ̇‖_NGD-d ≥ ‖σ̇‖_NGD (footnote 7, Jensen).",
+            float(np.min(ratio)),
+            1.0 - 1e-12,
+            f"Min over the {grid_txt} of ‖σ̇‖_NGD-d/‖σ̇‖_NGD (equality on the balanced diagonal σ_1 = σ_2: min there "
+            f"{float(np.min(ratio[diag])):.12g}); max on the grid {float(np.max(ratio)):.3g}; along the highlighted "
+            f"trajectories (same t) the ratio runs from {float(np.min(traj_ratio)):.3g} to "
+            f"{float(np.max(traj_ratio)):.3g}.",
+        )
+    )
     return out
 
 
@@ -444,11 +501,31 @@ def plot(data, config):
         ok = (delta > 1e-9) & (amp > 0)
         u = np.where(ok, vn[..., 0] / np.where(ok, amp, 1.0), np.nan)
         w = np.where(ok, vn[..., 1] / np.where(ok, amp, 1.0), np.nan)
-        quiver = ax.quiver(f_pts[..., 0], f_pts[..., 1], u, w, np.log10(np.where(ok, amp, np.nan)), cmap="viridis",
-                           clim=(-1.0, 1.0), pivot="mid", scale=22, width=0.0045, headwidth=3.5, zorder=2)
+        quiver = ax.quiver(
+            f_pts[..., 0],
+            f_pts[..., 1],
+            u,
+            w,
+            np.log10(np.where(ok, amp, np.nan)),
+            cmap="viridis",
+            clim=(-1.0, 1.0),
+            pivot="mid",
+            scale=22,
+            width=0.0045,
+            headwidth=3.5,
+            zorder=2,
+        )
         k_start = np.asarray(theory.constant_of_motion(get_rule(name), starts))[:, 0]
-        ax.contour(m1, m2, data[f"levelset__{name}"], levels=_path_levels(name, k_start), colors=_PATH,
-                   linewidths=0.7, alpha=0.55, zorder=1)
+        ax.contour(
+            m1,
+            m2,
+            data[f"levelset__{name}"],
+            levels=_path_levels(name, k_start),
+            colors=_PATH,
+            linewidths=0.7,
+            alpha=0.55,
+            zorder=1,
+        )
         sig = data[f"modes__{name}"]
         for k in range(len(starts)):
             ax.plot(sig[:, k, 0], sig[:, k, 1], color=_PATH, lw=2.0 if k == hl else 1.4, zorder=3)
@@ -456,18 +533,37 @@ def plot(data, config):
         if name in ("ngd", "ngd-d"):
             other = "ngd-d" if name == "ngd" else "ngd"
             so = data[f"modes__{other}"][:, hl]
-            ax.plot(so[:, 0], so[:, 1], color="0.35", lw=1.2, ls=":", zorder=3,
-                    label=f"{rule_label(other)} path from the same start")
-            ax.plot(sig[idx, hl, 0], sig[idx, hl, 1], "o", color=_DOT, mec="k", mew=0.6, ms=7, zorder=5,
-                    label="equal times $t_k$ on both paths")
+            ax.plot(
+                so[:, 0],
+                so[:, 1],
+                color="0.35",
+                lw=1.2,
+                ls=":",
+                zorder=3,
+                label=f"{rule_label(other)} path from the same start",
+            )
+            ax.plot(
+                sig[idx, hl, 0],
+                sig[idx, hl, 1],
+                "o",
+                color=_DOT,
+                mec="k",
+                mew=0.6,
+                ms=7,
+                zorder=5,
+                label="equal times $t_k$ on both paths",
+            )
             ax.legend(loc="upper right", fontsize=8.5, framealpha=0.92)
         ax.set_xlim(0, lim)
         ax.set_ylim(0, lim)
         ax.set_aspect("equal")
         ax.set_xlabel("$\\sigma_1$ (layer 1)")
         ax.set_ylabel("$\\sigma_2$ (layer 2)")
-        ax.set_title(f"{PANEL[name]}  {rule_label(name)}: conserves {_CONST_LABEL[name]}\n{_SPEED_NOTE[name]}",
-                     loc="left", fontsize=11.5)
+        ax.set_title(
+            f"{PANEL[name]}  {rule_label(name)}: conserves {_CONST_LABEL[name]}\n{_SPEED_NOTE[name]}",
+            loc="left",
+            fontsize=11.5,
+        )
     cb = fig.colorbar(quiver, ax=panels, shrink=0.55, pad=0.01, aspect=30)
     cb.set_label("$\\log_{10}\\,\\|\\dot\\sigma\\|/|\\sigma_\\Delta|$  (arrow colour; arrows show direction)")
 
@@ -475,8 +571,17 @@ def plot(data, config):
     for name, ls in (("ngd", "-"), ("ngd-d", "--")):
         sb = map_values(data, name)[:, hl]
         ax.plot(t, sb, ls, color=rule_color(name), lw=2.0, label=f"$\\bar\\sigma(t)$ {rule_label(name)}")
-    ax.plot(t[idx], map_values(data, "ngd")[idx, hl], "o", color=_DOT, mec="k", mew=0.6, ms=7, zorder=5,
-            label="red dots of B, D")
+    ax.plot(
+        t[idx],
+        map_values(data, "ngd")[idx, hl],
+        "o",
+        color=_DOT,
+        mec="k",
+        mew=0.6,
+        ms=7,
+        zorder=5,
+        label="red dots of B, D",
+    )
     ax.axhline(target, color="k", lw=0.8)
     ax.set_xlim(0, 8)
     ax.set_ylim(0, 1.1 * target)
@@ -484,14 +589,24 @@ def plot(data, config):
     ax.set_ylabel("map mode $\\bar\\sigma = \\sigma_1\\sigma_2$")
     ax2 = ax.twinx()
     for name, ls in (("ngd", "-"), ("ngd-d", "--")):
-        ax2.semilogy(t, update_speed(data, name, hl), ls, color=rule_color(name), lw=1.0, alpha=0.7,
-                     label=f"$\\|\\dot\\sigma\\|$ {rule_label(name)}")
+        ax2.semilogy(
+            t,
+            update_speed(data, name, hl),
+            ls,
+            color=rule_color(name),
+            lw=1.0,
+            alpha=0.7,
+            label=f"$\\|\\dot\\sigma\\|$ {rule_label(name)}",
+        )
     ax2.set_ylabel("parameter update speed $\\|\\dot\\sigma\\|$ (thin lines, log)")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=8.5, framealpha=0.92)
-    ax.set_title("F  NGD vs NGD-d from the highlighted start:\nsame $\\bar\\sigma(t)$, larger NGD-d update",
-                 loc="left", fontsize=11.5)
+    ax.set_title(
+        "F  NGD vs NGD-d from the highlighted start:\nsame $\\bar\\sigma(t)$, larger NGD-d update",
+        loc="left",
+        fontsize=11.5,
+    )
     ax.grid(alpha=0.25)
     fig.suptitle(
         f"Fig. 1 — one singular mode of a d = 2 network, $\\bar\\sigma_*$ = {target:g}, η = {eta:g}\n"

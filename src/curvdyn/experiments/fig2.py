@@ -38,25 +38,27 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import integrate  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import integrate
 
-from curvdyn import theory  # noqa: E402
-from curvdyn.experiments.base import Claim, at_most  # noqa: E402
-from curvdyn.experiments.common import (  # noqa: E402
+from curvdyn import theory
+from curvdyn.experiments.base import Claim, at_most
+from curvdyn.experiments.common import (
     MODE_RUN_N_SAVE,
     MODE_RUN_ODE,
     MODE_RUN_WIDTH,
-    progress as progress_bar,
     random_target,
     rule_color,
     rule_label,
 )
-from curvdyn.init import init_aligned, init_balanced  # noqa: E402
-from curvdyn.rules import get_rule  # noqa: E402
-from curvdyn.simulate import simulate  # noqa: E402
-from curvdyn.task import Task  # noqa: E402
+from curvdyn.experiments.common import (
+    progress as progress_bar,
+)
+from curvdyn.init import init_aligned, init_balanced
+from curvdyn.rules import get_rule
+from curvdyn.simulate import simulate
+from curvdyn.task import Task
 
 NAME = "fig2"
 TITLE = "Fig. 2 — map learning curves σ̄(t) and loss profiles for stiffness p = 0, ½, 1, 2 (eq. 21)"
@@ -116,13 +118,28 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     t = np.concatenate([[0.0], np.logspace(lo, hi, int(n))])
 
     inits = np.array([[0.0 if p < 1 else s["stiff_init_fraction"] * tg for tg in strengths] for p in ps])
-    curves = np.array([[theory.map_solution(t, p, tg, eta_bar=eta_bar, init=x0) for tg, x0 in zip(strengths, row)]
-                       for p, row in zip(ps, inits)])
-    half = np.array([[theory.half_max_time(p, tg, eta_bar=eta_bar, init=x0) for tg, x0 in zip(strengths, row)]
-                     for p, row in zip(ps, inits)])
+    curves = np.array(
+        [
+            [theory.map_solution(t, p, tg, eta_bar=eta_bar, init=x0) for tg, x0 in zip(strengths, row)]
+            for p, row in zip(ps, inits)
+        ]
+    )
+    half = np.array(
+        [
+            [theory.half_max_time(p, tg, eta_bar=eta_bar, init=x0) for tg, x0 in zip(strengths, row)]
+            for p, row in zip(ps, inits)
+        ]
+    )
     # (a 1-element array, not a scalar time: map_solution of a scalar returns shape (1,) for general p)
-    half_value = np.array([[theory.map_solution(np.array([h]), p, tg, eta_bar=eta_bar, init=x0)[0]
-                            for h, tg, x0 in zip(hrow, strengths, row)] for p, hrow, row in zip(ps, half, inits)])
+    half_value = np.array(
+        [
+            [
+                theory.map_solution(np.array([h]), p, tg, eta_bar=eta_bar, init=x0)[0]
+                for h, tg, x0 in zip(hrow, strengths, row)
+            ]
+            for p, hrow, row in zip(ps, half, inits)
+        ]
+    )
     data: dict[str, np.ndarray] = {
         "p_values": ps,
         "strengths": strengths,
@@ -136,10 +153,12 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     }
     closed_init = [0.0 if p < 1 else s["stiff_init_fraction"] for p in CLOSED_P]
     for method in ("closed", "general"):
-        data[f"{method}_sigma"] = np.array([
-            [theory.map_solution(t, p, tg, eta_bar=eta_bar, init=x0 * tg, method=method) for tg in strengths]
-            for p, x0 in zip(CLOSED_P, closed_init)
-        ])
+        data[f"{method}_sigma"] = np.array(
+            [
+                [theory.map_solution(t, p, tg, eta_bar=eta_bar, init=x0 * tg, method=method) for tg in strengths]
+                for p, x0 in zip(CLOSED_P, closed_init)
+            ]
+        )
 
     # p = 2 has no closed form: integrate eq. (21) itself numerically, each σ̄* up to where its
     # curve is within `converged` of σ̄* (beyond that an explicit solver only crawls at the
@@ -155,8 +174,12 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         last = int(np.nonzero(np.abs(curves[k_ode, k] - tg) > oc["converged"] * tg)[0][-1])
         sol = integrate.solve_ivp(
             lambda _t, y, tg=tg: np.asarray(velocity(y, p_ode, tg, eta_bar=eta_bar)),
-            (0.0, float(t[last])), [inits[k_ode, k]], method=oc["method"], t_eval=t[: last + 1],
-            rtol=oc["rtol"], atol=oc["atol"] * tg,
+            (0.0, float(t[last])),
+            [inits[k_ode, k]],
+            method=oc["method"],
+            t_eval=t[: last + 1],
+            rtol=oc["rtol"],
+            atol=oc["atol"] * tg,
         )
         if not sol.success:
             raise RuntimeError(f"the eq. (21) ODE check failed for σ̄* = {tg}: {sol.message}")
@@ -172,8 +195,9 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         raise ValueError(f"the full-matrix runs need {width} strengths (one per mode), got {len(strengths)}")
     w_star = random_target(k_target, strengths)
     task = Task(w_star)
-    ts = np.concatenate([[0.0], np.logspace(math.log10(s["full_t_min"]), math.log10(s["full_t_end"]),
-                                            MODE_RUN_N_SAVE - 1)])
+    ts = np.concatenate(
+        [[0.0], np.logspace(math.log10(s["full_t_min"]), math.log10(s["full_t_end"]), MODE_RUN_N_SAVE - 1)]
+    )
     data["full_target"] = w_star
     # init_aligned and project_modes list the modes by decreasing strength (the target's SVD);
     # `order` maps the order of `strengths` to that one
@@ -189,22 +213,32 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         sb0 = x0 * strengths
         per_layer = (sb0 ** (1.0 / depth))[np.argsort(order)]  # in the target's SVD order
         ws0 = init_aligned(w_star, (width,) * (depth + 1), np.tile(per_layer, (depth, 1)))
-        traj = simulate(ws0, task, rule, s["full_t_end"], eta=eta, save_at=ts, seed=seed, **MODE_RUN_ODE)
+        traj = simulate(ws0, task, rule, s["full_t_end"], eta=eta, save_at=ts, seed=seed, integrator=MODE_RUN_ODE)
         key = case_name(rule_name, depth)
         data[f"full__{key}__t"] = np.asarray(traj.t)
         data[f"full__{key}__modes"] = theory.project_modes(traj.map, task)[:, order]
         data[f"full__{key}__exact"] = np.stack(
             [theory.map_solution(np.asarray(traj.t), p, tg, eta_bar=e_bar, init=x) for tg, x in zip(strengths, sb0)],
-            axis=1)
+            axis=1,
+        )
         data[f"full__{key}__p"] = np.float64(p)
         data[f"full__{key}__eta_bar"] = np.float64(e_bar)
         data[f"full__{key}__init"] = sb0
-        runs[key] = {"rule": rule_name, "depth": int(depth), "p": p, "eta_bar": e_bar, "init_fraction": x0,
-                     "status": traj.status, "solver_steps": traj.config["solver_steps"],
-                     "wall_time_s": round(time.perf_counter() - t0, 3)}
+        runs[key] = {
+            "rule": rule_name,
+            "depth": int(depth),
+            "p": p,
+            "eta_bar": e_bar,
+            "init_fraction": x0,
+            "status": traj.status,
+            "solver_steps": traj.config["solver_steps"],
+            "wall_time_s": round(time.perf_counter() - t0, 3),
+        }
 
     ws_u, draws = _invertible_path_init(k_unaligned, w_star, width, s["unaligned_scale"])
-    traj = simulate(ws_u, task, get_rule("ngd"), s["full_t_end"], eta=eta, save_at=ts, seed=seed, **MODE_RUN_ODE)
+    traj = simulate(
+        ws_u, task, get_rule("ngd"), s["full_t_end"], eta=eta, save_at=ts, seed=seed, integrator=MODE_RUN_ODE
+    )
     data["unaligned__t"] = np.asarray(traj.t)
     data["unaligned__map"] = np.asarray(traj.map)
     data["eta"] = np.float64(eta)
@@ -229,10 +263,10 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
             "init": "init_aligned with every layer's mode value (x0 * sigma_bar*)^(1/d) (aligned and balanced)",
             "init_fraction": s["full_init_fraction"],
             "unaligned": f"ngd, init_balanced(fold_in(split(PRNGKey(seed))[1], k), widths {[width] * 3}, "
-                         f"scale {s['unaligned_scale']}), the first k whose straight map path to W* stays invertible "
-                         "(no eigenvalue of W*^-1 W(0) on the negative real axis)",
+            f"scale {s['unaligned_scale']}), the first k whose straight map path to W* stays invertible "
+            "(no eigenvalue of W*^-1 W(0) on the negative real axis)",
             "save_times": f"0 and {MODE_RUN_N_SAVE - 1} log-spaced from {s['full_t_min']:g} to {s['full_t_end']:g}",
-            "ode": MODE_RUN_ODE,
+            "ode": MODE_RUN_ODE.as_config(),
         },
         "wall_time_s": round(time.perf_counter() - start_time, 3),
     }
@@ -244,7 +278,9 @@ def describe(config) -> str:
     cur, full, oc = config["curves"], config["full_matrix"], config["ode_check"]
     cases = "; ".join(
         f"{rule_label(c['rule'])} d = {c['depth']} (p = {c['p']:.3g}, η̄ = {c['eta_bar']:.4g}, σ̄(0) = "
-        f"{c['init_fraction']:g}·σ̄*)" for k, c in full["cases"].items() if k != "ngd-unaligned"
+        f"{c['init_fraction']:g}·σ̄*)"
+        for k, c in full["cases"].items()
+        if k != "ngd-unaligned"
     )
     return (
         "Curves: the exact solution of eq. (21) (theory.map_solution; closed forms at p = 0, ½, 1, the general-p "
@@ -271,7 +307,7 @@ def _decay(data) -> np.ndarray:
 
 
 def full_cases(data) -> list[str]:
-    return [k[len("full__"):-len("__p")] for k in data if k.startswith("full__") and k.endswith("__p")]
+    return [k[len("full__") : -len("__p")] for k in data if k.startswith("full__") and k.endswith("__p")]
 
 
 def full_error(data, case: str) -> float:
@@ -292,7 +328,7 @@ def crossing_time(t: np.ndarray, x: np.ndarray, level: float = 0.5) -> float:
     if above.size == 0 or above[0] == 0:
         return float("nan")
     k = int(above[0])
-    logit = np.log(x[k - 1: k + 1]) - np.log1p(-x[k - 1: k + 1])
+    logit = np.log(x[k - 1 : k + 1]) - np.log1p(-x[k - 1 : k + 1])
     target = math.log(level) - math.log1p(-level)
     frac = (target - logit[0]) / (logit[1] - logit[0])
     return float(math.exp(math.log(t[k - 1]) + frac * (math.log(t[k]) - math.log(t[k - 1]))))
@@ -314,7 +350,7 @@ def _case_label(data, case: str) -> str:
     return f"{rule_label(rule)} d = {depth} (p = {float(data[f'full__{case}__p']):.3g}, d_eff = {d_eff:.3g})"
 
 
-def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
+def claims(data, config) -> list[Claim]:
     out = []
     strengths = data["strengths"]
     cases = full_cases(data)
@@ -323,90 +359,113 @@ def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
     if "ngd-d2" in cases:
         err = full_error(data, "ngd-d2")
         eb = float(data["full__ngd-d2__eta_bar"])
-        zero_start = np.stack([theory.map_solution(data["full__ngd-d2__t"], 0.0, tg, eta_bar=eb, init=0.0)
-                               for tg in strengths], axis=1)
+        zero_start = np.stack(
+            [theory.map_solution(data["full__ngd-d2__t"], 0.0, tg, eta_bar=eb, init=0.0) for tg in strengths], axis=1
+        )
         from_zero = float(np.max(np.abs(data["full__ngd-d2__modes"] - zero_start) / strengths))
-        out.append(at_most(
-            "ngd-map-exponential",
-            "Under NGD the map dynamics is exactly exponential, σ̄(t) = σ̄* + (σ̄(0) − σ̄*)e^{−η̄t} with η̄ = η "
-            "(p = 0, section 3.2, Fig. 2).",
-            err, 1e-7,
-            f"Full-matrix NGD run of a balanced aligned d = 2 network (width {config['full_matrix']['width']}, "
-            f"{full_ode}), max over t and the {len(strengths)} modes of |σ̄(t) − closed form|/σ̄*, modes read with "
-            f"project_modes. Against σ̄*(1 − e^{{−η̄t}}) from exactly 0 the deviation is {from_zero:.1e} "
-            f"(= the start fraction {config['full_matrix']['init_fraction']['p<1']:g}·e^{{−η̄t}}: the full dynamics "
-            "cannot start at 0).",
-        ))
+        out.append(
+            at_most(
+                "ngd-map-exponential",
+                "Under NGD the map dynamics is exactly exponential, σ̄(t) = σ̄* + (σ̄(0) − σ̄*)e^{−η̄t} with η̄ = η "
+                "(p = 0, section 3.2, Fig. 2).",
+                err,
+                1e-7,
+                f"Full-matrix NGD run of a balanced aligned d = 2 network (width {config['full_matrix']['width']}, "
+                f"{full_ode}), max over t and the {len(strengths)} modes of |σ̄(t) − closed form|/σ̄*, modes read with "
+                f"project_modes. Against σ̄*(1 − e^{{−η̄t}}) from exactly 0 the deviation is {from_zero:.1e} "
+                f"(= the start fraction {config['full_matrix']['init_fraction']['p<1']:g}·e^{{−η̄t}}: the full dynamics "
+                "cannot start at 0).",
+            )
+        )
     delta = data["unaligned__map"] - data["full_target"]
     decay = _decay(data)[:, None, None]
     dev = float(np.max(np.linalg.norm(delta - decay * delta[0], axis=(-2, -1))) / np.linalg.norm(delta[0]))
-    out.append(at_most(
-        "ngd-displacement-exponential",
-        "NGD makes the whole displacement decay exponentially, Δ(t) = Δ(0)e^{−ηt}, for invertible weights in "
-        "any orientation (S.I.1; p = 0 in eq. 21).",
-        dev, 1e-7,
-        "Full-matrix NGD run from balanced weights in random orientation (init_balanced, not aligned with W*), "
-        f"d = 2, width {config['full_matrix']['width']}; max over t of ‖Δ(t) − Δ(0)e^{{−ηt}}‖_F/‖Δ(0)‖_F. The "
-        "orientation is drawn such that the straight map path (1 − e^{−ηt})W* + e^{−ηt}W(0) stays invertible "
-        f"(draw {config['full_matrix']['cases']['ngd-unaligned']['draws']}; S.I.1 assumes invertible weights); "
-        "orientations whose path crosses a singular map stop at a rank-deficient map instead.",
-    ))
+    out.append(
+        at_most(
+            "ngd-displacement-exponential",
+            "NGD makes the whole displacement decay exponentially, Δ(t) = Δ(0)e^{−ηt}, for invertible weights in "
+            "any orientation (S.I.1; p = 0 in eq. 21).",
+            dev,
+            1e-7,
+            "Full-matrix NGD run from balanced weights in random orientation (init_balanced, not aligned with W*), "
+            f"d = 2, width {config['full_matrix']['width']}; max over t of ‖Δ(t) − Δ(0)e^{{−ηt}}‖_F/‖Δ(0)‖_F. The "
+            "orientation is drawn such that the straight map path (1 − e^{−ηt})W* + e^{−ηt}W(0) stays invertible "
+            f"(draw {config['full_matrix']['cases']['ngd-unaligned']['draws']}; S.I.1 assumes invertible weights); "
+            "orientations whose path crosses a singular map stop at a rank-deficient map instead.",
+        )
+    )
 
     err = float(np.max(np.abs(data["general_sigma"] - data["closed_sigma"]) / strengths[None, :, None]))
-    out.append(at_most(
-        "general-solution-closed-forms",
-        "The exact solution of eq. (21) for general p reproduces the closed forms of section 3.2: "
-        "σ̄*(1 − e^{−η̄t}) (p = 0), σ̄* tanh²(η̄√σ̄* t/2) (p = ½), the logistic (p = 1).",
-        err, 1e-10,
-        "Max over t, σ̄* ∈ {" + ", ".join(f"{v:g}" for v in strengths) + "} and p ∈ {0, ½, 1} of "
-        "|map_solution(general) − map_solution(closed)|/σ̄*, from σ̄(0) = 0 (p < 1) and σ̄*/100 (p = 1).",
-    ))
+    out.append(
+        at_most(
+            "general-solution-closed-forms",
+            "The exact solution of eq. (21) for general p reproduces the closed forms of section 3.2: "
+            "σ̄*(1 − e^{−η̄t}) (p = 0), σ̄* tanh²(η̄√σ̄* t/2) (p = ½), the logistic (p = 1).",
+            err,
+            1e-10,
+            "Max over t, σ̄* ∈ {" + ", ".join(f"{v:g}" for v in strengths) + "} and p ∈ {0, ½, 1} of "
+            "|map_solution(general) − map_solution(closed)|/σ̄*, from σ̄(0) = 0 (p < 1) and σ̄*/100 (p = 1).",
+        )
+    )
 
     k = int(np.argmin(np.abs(data["p_values"] - float(data["ode_p"]))))
     err = float(np.nanmax(np.abs(data["ode_sigma"] - data["sigma"][k]) / strengths[:, None]))
-    out.append(at_most(
-        "stiff-solution-solves-eq21",
-        f"The p = {float(data['ode_p']):g} learning curves of Fig. 2 (no closed form) solve eq. (21).",
-        err, 1e-7,
-        "Max over t and σ̄* of |σ̄ exact − σ̄ numerical|/σ̄*, the numerical solution by "
-        f"{config['ode_check']['method']} "
-        f"(rtol {config['ode_check']['rtol']:g}) of σ̄̇ = balanced_map_velocity(σ̄), from σ̄*/100, up to where "
-        f"|σ̄ − σ̄*| falls below {config['ode_check']['converged']:g}·σ̄*.",
-    ))
+    out.append(
+        at_most(
+            "stiff-solution-solves-eq21",
+            f"The p = {float(data['ode_p']):g} learning curves of Fig. 2 (no closed form) solve eq. (21).",
+            err,
+            1e-7,
+            "Max over t and σ̄* of |σ̄ exact − σ̄ numerical|/σ̄*, the numerical solution by "
+            f"{config['ode_check']['method']} "
+            f"(rtol {config['ode_check']['rtol']:g}) of σ̄̇ = balanced_map_velocity(σ̄), from σ̄*/100, up to where "
+            f"|σ̄ − σ̄*| falls below {config['ode_check']['converged']:g}·σ̄*.",
+        )
+    )
 
     slopes = {float(p): fitted_exponent(strengths, data["half_time"][i]) for i, p in enumerate(data["p_values"])}
     worst = max(abs(slopes[p] + p) for p in slopes)
     on_curve = float(np.max(np.abs(data["half_value"] / (0.5 * strengths) - 1.0)))
-    out.append(at_most(
-        "half-max-time-scaling",
-        "The half-max time (overall time-scale of learning) scales with mode strength as σ̄*^{−p} (Fig. 2 caption, "
-        "section 3.2).",
-        worst, 1e-9,
-        "Max over p of |fitted exponent + p|, the exponent a least-squares fit of ln t½ against ln σ̄* over σ̄* ∈ {"
-        + ", ".join(f"{v:g}" for v in strengths) + "}; fitted: "
-        + ", ".join(f"p = {p:g}: {v:.10f}" for p, v in slopes.items())
-        + f". The black circles lie on the curves: |σ̄(t½)/(σ̄*/2) − 1| ≤ {on_curve:.1e}.",
-    ))
+    out.append(
+        at_most(
+            "half-max-time-scaling",
+            "The half-max time (overall time-scale of learning) scales with mode strength as σ̄*^{−p} (Fig. 2 caption, "
+            "section 3.2).",
+            worst,
+            1e-9,
+            "Max over p of |fitted exponent + p|, the exponent a least-squares fit of ln t½ against ln σ̄* over σ̄* ∈ {"
+            + ", ".join(f"{v:g}" for v in strengths)
+            + "}; fitted: "
+            + ", ".join(f"p = {p:g}: {v:.10f}" for p, v in slopes.items())
+            + f". The black circles lie on the curves: |σ̄(t½)/(σ̄*/2) − 1| ≤ {on_curve:.1e}.",
+        )
+    )
 
     if "sqrt-ngd-d2" in cases:
-        out.append(at_most(
-            "sqrt-ngd-tanh2",
-            "A d = 2 network under √NGD has p = ½ and follows σ̄* tanh²(η̄√σ̄* t/2 + atanh√(σ̄(0)/σ̄*)), "
-            "η̄ = √2 η (eq. 21, section 3.2).",
-            full_error(data, "sqrt-ngd-d2"), 1e-7,
-            f"Full-matrix √NGD run, balanced aligned d = 2 network ({full_ode}); max over t and modes of "
-            "|σ̄(t) − closed form|/σ̄*.",
-        ))
+        out.append(
+            at_most(
+                "sqrt-ngd-tanh2",
+                "A d = 2 network under √NGD has p = ½ and follows σ̄* tanh²(η̄√σ̄* t/2 + atanh√(σ̄(0)/σ̄*)), "
+                "η̄ = √2 η (eq. 21, section 3.2).",
+                full_error(data, "sqrt-ngd-d2"),
+                1e-7,
+                f"Full-matrix √NGD run, balanced aligned d = 2 network ({full_ode}); max over t and modes of "
+                "|σ̄(t) − closed form|/σ̄*.",
+            )
+        )
     if "sgd-d2" in cases:
         eb = float(data["full__sgd-d2__eta_bar"])
-        out.append(at_most(
-            "saxe-logistic",
-            "A d = 2 network under SGD from balanced small weights learns each mode along the logistic curve of "
-            "Saxe et al. (2013), σ̄*/(1 + (σ̄*/σ̄(0) − 1)e^{−η̄σ̄* t}), η̄ = 2η (p = 1, section 3.2).",
-            full_error(data, "sgd-d2"), 1e-7,
-            f"Full-matrix SGD run from σ̄(0) = σ̄*/100 (η̄ = {eb:g}, {full_ode}); max over t and modes of "
-            "|σ̄(t) − logistic|/σ̄*.",
-        ))
+        out.append(
+            at_most(
+                "saxe-logistic",
+                "A d = 2 network under SGD from balanced small weights learns each mode along the logistic curve of "
+                "Saxe et al. (2013), σ̄*/(1 + (σ̄*/σ̄(0) − 1)e^{−η̄σ̄* t}), η̄ = 2η (p = 1, section 3.2).",
+                full_error(data, "sgd-d2"),
+                1e-7,
+                f"Full-matrix SGD run from σ̄(0) = σ̄*/100 (η̄ = {eb:g}, {full_ode}); max over t and modes of "
+                "|σ̄(t) − logistic|/σ̄*.",
+            )
+        )
     if "sqrt-ngd-d3" in cases:
         case = "sqrt-ngd-d3"
         p = float(data[f"full__{case}__p"])
@@ -414,37 +473,50 @@ def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
         t = data[f"full__{case}__t"]
         alt = {}
         for p_alt in (0.5, 1.0):
-            want = np.stack([theory.map_solution(t, p_alt, tg, eta_bar=eb, init=x)
-                             for tg, x in zip(strengths, data[f"full__{case}__init"])], axis=1)
+            want = np.stack(
+                [
+                    theory.map_solution(t, p_alt, tg, eta_bar=eb, init=x)
+                    for tg, x in zip(strengths, data[f"full__{case}__init"])
+                ],
+                axis=1,
+            )
             alt[p_alt] = float(np.max(np.abs(data[f"full__{case}__modes"] - want) / strengths))
         d_eff = theory.effective_depth(3, get_rule("sqrt-ngd").q)
-        out.append(at_most(
-            "effective-depth",
-            "A d = 3 network under √NGD (q = 2) has the map dynamics of an SGD network of effective depth "
-            "d_eff = dq/(d + q − 1) = 1.5, i.e. stiffness p = 2(d_eff − 1)/d_eff = 2(d−1)(q−1)/(dq) = ⅔ "
-            "(eqs. 21, 22).",
-            full_error(data, case), 1e-7,
-            f"Full-matrix √NGD d = 3 run (balanced, aligned; η̄ = √3 η = {eb:.6g}; {full_ode}); max over t and modes "
-            f"of |σ̄(t) − exact solution at p = {p:.6g}|/σ̄* (d_eff = {d_eff:.6g}). For contrast, the same data "
-            f"against the p = ½ solution (d_eff = 4/3): {alt[0.5]:.2g}, against p = 1 (d_eff = 2): {alt[1.0]:.2g}.",
-        ))
+        out.append(
+            at_most(
+                "effective-depth",
+                "A d = 3 network under √NGD (q = 2) has the map dynamics of an SGD network of effective depth "
+                "d_eff = dq/(d + q − 1) = 1.5, i.e. stiffness p = 2(d_eff − 1)/d_eff = 2(d−1)(q−1)/(dq) = ⅔ "
+                "(eqs. 21, 22).",
+                full_error(data, case),
+                1e-7,
+                f"Full-matrix √NGD d = 3 run (balanced, aligned; η̄ = √3 η = {eb:.6g}; {full_ode}); max over t and modes "
+                f"of |σ̄(t) − exact solution at p = {p:.6g}|/σ̄* (d_eff = {d_eff:.6g}). For contrast, the same data "
+                f"against the p = ½ solution (d_eff = 4/3): {alt[0.5]:.2g}, against p = 1 (d_eff = 2): {alt[1.0]:.2g}.",
+            )
+        )
 
     fits = {c: 0.0 - fitted_exponent(strengths, full_half_times(data, c)) for c in cases}
     worst = max(fits, key=lambda c: abs(fits[c] - float(data[f"full__{c}__p"])))
     dev = abs(fits[worst] - float(data[f"full__{worst}__p"]))
     txt = "; ".join(f"{_case_label(data, c)}: fitted {round(fits[c], 5) + 0.0:.5f}" for c in cases)
     if "sqrt-ngd-d3" in fits:
-        txt += (f"; the √NGD d = 3 value {float(data['full__sqrt-ngd-d3__p']):.5f} is the stiffness 2(d_eff − 1)/d_eff "
-                f"of SGD at the effective depth d_eff = {theory.effective_depth(3, get_rule('sqrt-ngd').q):g} (eq. 22)")
-    out.append(at_most(
-        "stiffness-from-full-matrix",
-        "The learning time-scale of full-matrix networks scales as σ̄*^{−p} with the stiffness p = 2(d−1)(q−1)/(dq) "
-        "of their rule and depth (eq. 21, Fig. 2 caption).",
-        dev, 1e-3,
-        "Max over the full-matrix runs of |p fitted − p|; p fitted = −slope of ln t½ against ln σ̄*, the half-max "
-        "times read off the recorded σ̄(t) (interpolated in ln t and logit σ̄/σ̄*; 240 log-spaced save times, "
-        f"which limits the accuracy to ~1e-4). {txt}.",
-    ))
+        txt += (
+            f"; the √NGD d = 3 value {float(data['full__sqrt-ngd-d3__p']):.5f} is the stiffness 2(d_eff − 1)/d_eff "
+            f"of SGD at the effective depth d_eff = {theory.effective_depth(3, get_rule('sqrt-ngd').q):g} (eq. 22)"
+        )
+    out.append(
+        at_most(
+            "stiffness-from-full-matrix",
+            "The learning time-scale of full-matrix networks scales as σ̄*^{−p} with the stiffness p = 2(d−1)(q−1)/(dq) "
+            "of their rule and depth (eq. 21, Fig. 2 caption).",
+            dev,
+            1e-3,
+            "Max over the full-matrix runs of |p fitted − p|; p fitted = −slope of ln t½ against ln σ̄*, the half-max "
+            "times read off the recorded σ̄(t) (interpolated in ln t and logit σ̄/σ̄*; 240 log-spaced save times, "
+            f"which limits the accuracy to ~1e-4). {txt}.",
+        )
+    )
     return out
 
 
@@ -541,8 +613,15 @@ def plot(data, config):
             delta = data["unaligned__map"] - data["full_target"]
             ratio = np.linalg.norm(delta, axis=(-2, -1)) / np.linalg.norm(delta[0])
             mu = tu > 0
-            ax.plot(tu[mu][::8], ratio[mu][::8], "s", color="0.3", ms=4, mfc="none",
-                    label="‖Δ(t)‖/‖Δ(0)‖, random-orientation\nbalanced init")
+            ax.plot(
+                tu[mu][::8],
+                ratio[mu][::8],
+                "s",
+                color="0.3",
+                ms=4,
+                mfc="none",
+                label="‖Δ(t)‖/‖Δ(0)‖, random-orientation\nbalanced init",
+            )
             ax.plot(tu[mu], _decay(data)[mu], ":", color="0.3", lw=1.4, label="$e^{-\\eta t}$")
             ax.legend(loc="center left", fontsize=8.5, framealpha=0.9)
         ax.set_xscale("log")
@@ -551,10 +630,18 @@ def plot(data, config):
         ax.grid(alpha=0.25, which="both")
         ax.set_xlabel("time t (η = 1)")
         ax.set_title(f"full matrix: {_case_label(data, case)}\nmax error {full_error(data, case):.1e}", fontsize=11)
-    for ax in slots[len(cases):]:
+    for ax in slots[len(cases) :]:
         ax.axis("off")
-        ax.text(0.5, 0.5, "(full-matrix run not made\nin the quick variant)", ha="center", va="center",
-                fontsize=10, color="0.4", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "(full-matrix run not made\nin the quick variant)",
+            ha="center",
+            va="center",
+            fontsize=10,
+            color="0.4",
+            transform=ax.transAxes,
+        )
     if cases:
         slots[0].set_ylabel("$\\bar\\sigma(t)/\\bar\\sigma_*$: ○ full matrix, — exact")
     fig.suptitle(

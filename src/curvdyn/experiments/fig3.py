@@ -30,18 +30,20 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import NullLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import NullLocator
 
-from curvdyn import theory  # noqa: E402
-from curvdyn.experiments.base import Claim, at_least, at_most  # noqa: E402
-from curvdyn.experiments.common import first_crossing, log_times, progress as progress_bar, rule_color, rule_label  # noqa: E402
-from curvdyn.init import init_random  # noqa: E402
-from curvdyn.network import network_map  # noqa: E402
-from curvdyn.rules import get_rule  # noqa: E402
-from curvdyn.simulate import simulate  # noqa: E402
-from curvdyn.task import student_teacher  # noqa: E402
+from curvdyn import theory
+from curvdyn.experiments.base import Claim, at_least, at_most
+from curvdyn.experiments.common import first_crossing, log_times, rule_color, rule_label
+from curvdyn.experiments.common import progress as progress_bar
+from curvdyn.init import init_random
+from curvdyn.integrators import ODE, Euler
+from curvdyn.network import network_map
+from curvdyn.rules import get_rule
+from curvdyn.simulate import simulate
+from curvdyn.task import student_teacher
 
 NAME = "fig3"
 TITLE = "Fig. 3 — generalization dynamics: student–teacher task, SGD / NGD / √NGD and their block-diagonal versions"
@@ -108,25 +110,50 @@ def _run_rule(name: str, ws0, task, s: dict, seed: int, strengths: np.ndarray):
     if name in CONTINUOUS and not (name == "sgd" and s["sgd_method"] == "euler"):
         n_save = s["n_save"] if name == "sgd" else s["n_save_curvature"]
         traj = simulate(
-            ws0, task, get_rule(name), t_end, eta=s["eta"], method="ode",
-            save_at=log_times(t_end, n_save, s["t_min"]), rtol=s["rtol"], atol=s["atol"],
-            solver=s["solver"], max_steps=s["max_steps"], seed=seed,
+            ws0,
+            task,
+            get_rule(name),
+            t_end,
+            eta=s["eta"],
+            integrator=ODE(rtol=s["rtol"], atol=s["atol"], solver=s["solver"], max_steps=s["max_steps"]),
+            save_at=log_times(t_end, n_save, s["t_min"]),
+            seed=seed,
         )
-        numerics = {"method": "ode", "solver": s["solver"], "rtol": s["rtol"], "atol": s["atol"],
-                    "solver_steps": traj.config["solver_steps"]}
+        numerics = {
+            "method": "ode",
+            "solver": s["solver"],
+            "rtol": s["rtol"],
+            "atol": s["atol"],
+            "solver_steps": traj.config["solver_steps"],
+        }
     elif name == "sgd":
         dt = SGD_EULER_SAFETY / (s["eta"] * sgd_curvature_max(strengths, s["depth"]))
         n_steps = int(math.ceil(t_end / dt))
-        traj = simulate(ws0, task, get_rule(name), t_end, eta=s["eta"], method="euler", dt=dt,
-                        n_steps=n_steps, n_save=s["n_save_sgd_euler"], seed=seed)
-        numerics = {"method": "euler", "dt": dt, "n_steps": n_steps,
-                    "dt_rule": f"{SGD_EULER_SAFETY} / (eta * d * s_1^(2-2/d))"}
+        traj = simulate(
+            ws0,
+            task,
+            get_rule(name),
+            eta=s["eta"],
+            integrator=Euler(dt=dt, steps=n_steps),
+            n_save=s["n_save_sgd_euler"],
+            seed=seed,
+        )
+        numerics = {
+            "method": "euler",
+            "dt": dt,
+            "n_steps": n_steps,
+            "dt_rule": f"{SGD_EULER_SAFETY} / (eta * d * s_1^(2-2/d))",
+        }
     else:
         n_steps = int(round(t_end / s["ngd_dt"]))
         traj = simulate(
-            ws0, task, get_rule(name, lm_damping=s["lm_damping"]), t_end, eta=s["eta"],
-            method="euler", dt=s["ngd_dt"], clip=s["ngd_clip"], n_steps=n_steps,
-            n_save=n_steps // s["ngd_save_every"] + 1, seed=seed,
+            ws0,
+            task,
+            get_rule(name, lm_damping=s["lm_damping"]),
+            eta=s["eta"],
+            integrator=Euler(dt=s["ngd_dt"], steps=n_steps, clip=s["ngd_clip"]),
+            n_save=n_steps // s["ngd_save_every"] + 1,
+            seed=seed,
         )
         numerics = {"method": "euler", "dt": s["ngd_dt"], "clip": s["ngd_clip"], "lm_damping": s["lm_damping"]}
         clipped = np.asarray(traj.update_norm) * s["ngd_dt"] > s["ngd_clip"]
@@ -159,7 +186,9 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     for name in progress_bar(RULES, enabled=progress, desc="fig3 rules"):
         start = time.perf_counter()
         traj, numerics = _run_rule(name, ws0, task, s, seed, strengths)
-        info = dict(numerics, status=traj.status, message=traj.message, wall_time_s=round(time.perf_counter() - start, 3))
+        info = dict(
+            numerics, status=traj.status, message=traj.message, wall_time_s=round(time.perf_counter() - start, 3)
+        )
         maps = np.asarray(traj.map)
         data[f"{name}__t"] = np.asarray(traj.t)
         data[f"{name}__train_loss"] = np.asarray(traj.loss) + task.loss_offset
@@ -214,8 +243,10 @@ def describe(config) -> str:
     t_end = config["t_end"]
     sgd = config["runs"].get("sgd", {})
     if config.get("sgd_method") == "euler":
-        sgd_txt = (f"SGD as explicit Euler steps of dt = {sgd.get('dt', float('nan')):.4g} (1.5/λ_max, λ_max the largest "
-                   "curvature at the solution; --quick), √NGD and √NGD-d as adaptive ODEs")
+        sgd_txt = (
+            f"SGD as explicit Euler steps of dt = {sgd.get('dt', float('nan')):.4g} (1.5/λ_max, λ_max the largest "
+            "curvature at the solution; --quick), √NGD and √NGD-d as adaptive ODEs"
+        )
     else:
         sgd_txt = "SGD, √NGD and √NGD-d as adaptive ODEs"
     return (
@@ -287,9 +318,11 @@ def claims(data, config) -> list[Claim]:
     best_txt = ", ".join(f"{rule_label(r)} {best[r]:.3f}" for r in RULES)
     stop_txt = ", ".join(f"{rule_label(r)} {stop[r]:.3g}" for r in RULES)
     valley = {r: near_best_interval(data, r) for r in ("sgd", "ngd", "sqrt-ngd")}
-    stop_txt += " (the excess test loss stays within 5% of its minimum from t = " + ", ".join(
-        f"{valley[r][0]:.3g} to {valley[r][1]:.3g} for {rule_label(r)}" for r in valley
-    ) + ")"
+    stop_txt += (
+        " (the excess test loss stays within 5% of its minimum from t = "
+        + ", ".join(f"{valley[r][0]:.3g} to {valley[r][1]:.3g} for {rule_label(r)}" for r in valley)
+        + ")"
+    )
     excess = "Excess test loss = expected test loss − noise floor ½Nσ² = ½‖W − W̄*‖²"
     out = []
     for name in ("sqrt-ngd", "sqrt-ngd-d"):
@@ -402,7 +435,7 @@ def plot(data, config):
     ax_a = fig.add_subplot(grid[0, 0:4])
     ax_b = fig.add_subplot(grid[0, 4:9])
     ax_c = fig.add_subplot(grid[0, 9:15])
-    axes_d = [fig.add_subplot(grid[1, 3 * i: 3 * i + 3]) for i in range(len(RULES))]
+    axes_d = [fig.add_subplot(grid[1, 3 * i : 3 * i + 3]) for i in range(len(RULES))]
 
     k = np.arange(1, n_modes + 1)
     colors = ["#333333" if i < rank else "#bbbbbb" for i in range(n_modes)]
@@ -429,15 +462,27 @@ def plot(data, config):
     ax_b.set_yscale("log")
     ax_b.set_ylabel("training loss")
     ax_b.set_title("B  training loss", loc="left")
-    ax_c.axhline(float(data["overfit_test_loss"]), color="k", ls="--", lw=1.2, label="overfitted (W* of the training data)")
+    ax_c.axhline(
+        float(data["overfit_test_loss"]), color="k", ls="--", lw=1.2, label="overfitted (W* of the training data)"
+    )
     ax_c.axhline(float(data["noise_floor"]), color="0.5", ls=":", lw=1.2, label="noise floor (teacher)")
     ax_c.plot([], [], marker="o", mfc="w", mec="k", ls="none", label="early stopping (min)")
     floor, overfit = float(data["noise_floor"]), float(data["overfit_test_loss"])
     top = overfit + 0.6 * (overfit - floor)
     ax_c.set_ylim(floor - 0.08 * (top - floor), top)
     start = float(data[f"{RULES[0]}__test_loss"][0])
-    ax_c.text(0.015, 0.985, f"initial test loss {start:.4g} (off scale)", transform=ax_c.transAxes, ha="left",
-              va="top", fontsize=8.5, color="0.3", zorder=6, bbox=dict(fc="white", ec="none", alpha=0.85, pad=1.5))
+    ax_c.text(
+        0.015,
+        0.985,
+        f"initial test loss {start:.4g} (off scale)",
+        transform=ax_c.transAxes,
+        ha="left",
+        va="top",
+        fontsize=8.5,
+        color="0.3",
+        zorder=6,
+        bbox=dict(fc="white", ec="none", alpha=0.85, pad=1.5),
+    )
     ax_c.set_ylabel("test loss (expected, exact)")
     ax_c.set_title("C  test loss", loc="left")
     ax_c.legend(fontsize=8.5, loc="lower left", ncol=2, framealpha=0.9)
@@ -454,8 +499,13 @@ def plot(data, config):
         frac = data[f"{name}__modes"][m] / strengths
         for j in range(n_modes - 1, -1, -1):
             signal = j < rank
-            ax.plot(t[m], frac[:, j], color=rule_color(name) if signal else "0.6", lw=1.8 if signal else 0.9,
-                    alpha=1.0 if signal else 0.8)
+            ax.plot(
+                t[m],
+                frac[:, j],
+                color=rule_color(name) if signal else "0.6",
+                lw=1.8 if signal else 0.9,
+                alpha=1.0 if signal else 0.8,
+            )
         ax.axvline(early_stopping(data, name)[0], color="k", ls=":", lw=1.0)
         ax.axhline(1.0, color="k", lw=0.5)
         ax.set_xscale("log")

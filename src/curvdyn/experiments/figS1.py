@@ -32,16 +32,17 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from curvdyn import theory  # noqa: E402
-from curvdyn.experiments.base import Claim, at_least, at_most  # noqa: E402
-from curvdyn.experiments.common import progress as progress_bar, random_target, rule_color, rule_label  # noqa: E402
-from curvdyn.init import init_balanced, init_xavier  # noqa: E402
-from curvdyn.network import outer_products  # noqa: E402
-from curvdyn.rules import get_rule  # noqa: E402
-from curvdyn.task import Task  # noqa: E402
+from curvdyn import theory
+from curvdyn.experiments.base import Claim, at_least, at_most
+from curvdyn.experiments.common import progress as progress_bar
+from curvdyn.experiments.common import random_target, rule_color, rule_label
+from curvdyn.init import init_balanced, init_xavier
+from curvdyn.network import outer_products
+from curvdyn.rules import get_rule
+from curvdyn.task import Task
 
 NAME = "figS1"
 TITLE = "Fig. S.I.1 — scaling of ‖ẇ‖/√L and |L̇/L| with the weight scale α: balanced vs Xavier-random weights"
@@ -62,8 +63,9 @@ def _block_condition(ws) -> float:
     It is the same for ``α·w`` at every α and bounds the round-off of the block rules' directions.
     """
     a_s, b_s = outer_products(ws)
-    return max(float(np.linalg.cond(np.asarray(b @ b.T)) * np.linalg.cond(np.asarray(a.T @ a)))
-               for a, b in zip(a_s, b_s))
+    return max(
+        float(np.linalg.cond(np.asarray(b @ b.T)) * np.linalg.cond(np.asarray(a.T @ a))) for a, b in zip(a_s, b_s)
+    )
 
 
 def compute(*, quick: bool, seed: int, progress: bool = False):
@@ -121,7 +123,7 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         "rules": list(RULES),
         "balanced_weights": "alpha * init_balanced(fold_in(split(PRNGKey(seed), 3)[1], d), widths, 1.0)",
         "xavier_weights": f"alpha * init_xavier(fold_in(fold_in(split(PRNGKey(seed), 3)[2], d), k), widths, 1.0), "
-                          f"k = 0..{n_seeds - 1}",
+        f"k = 0..{n_seeds - 1}",
         "measurement": "theory.scaling_curve (exact rule directions, method 'auto')",
         "exponent_fit": "least-squares slope of ln Q against ln alpha over the alpha grid",
         "xavier_tolerance": XAVIER_TOL,
@@ -189,31 +191,39 @@ _KNOWN_DEVIATIONS = {
 }
 
 
-def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
+def claims(data, config) -> list[Claim]:
     out = []
     alphas, depths = data["alphas"], data["depths"]
     rules = [str(r) for r in data["rules"]]
     exps = data["exponents"]
-    setup = (f"width {config['setup']['width']}, d ∈ {{{', '.join(str(d) for d in depths)}}}, "
-             f"α ∈ [{alphas[0]:g}, {alphas[-1]:g}] ({len(alphas)} values)")
+    setup = (
+        f"width {config['setup']['width']}, d ∈ {{{', '.join(str(d) for d in depths)}}}, "
+        f"α ∈ [{alphas[0]:g}, {alphas[-1]:g}] ({len(alphas)} values)"
+    )
 
     dev = max(float(np.max(np.abs(slopes(alphas, data[f"balanced_{q}"]) - exps[..., _qi(q)]))) for q in QUANTITIES)
-    out.append(at_most(
-        "balanced-exponents",
-        "For balanced weights the update size and loss rate follow ‖ẇ‖/√L ∝ α^{(d−1)(1−2/q)} and "
-        "|L̇/L| ∝ α^{(d−1)(2−2/q)} exactly, for the full and the block-diagonal rules (S.I.16–17, Fig. S.I.1).",
-        dev, 1e-6,
-        f"Max over depths, rules ({', '.join(rule_label(r) for r in rules)}) and both quantities of |fitted − "
-        f"predicted exponent|; {setup}.",
-    ))
+    out.append(
+        at_most(
+            "balanced-exponents",
+            "For balanced weights the update size and loss rate follow ‖ẇ‖/√L ∝ α^{(d−1)(1−2/q)} and "
+            "|L̇/L| ∝ α^{(d−1)(2−2/q)} exactly, for the full and the block-diagonal rules (S.I.16–17, Fig. S.I.1).",
+            dev,
+            1e-6,
+            f"Max over depths, rules ({', '.join(rule_label(r) for r in rules)}) and both quantities of |fitted − "
+            f"predicted exponent|; {setup}.",
+        )
+    )
     rel = max(float(np.max(np.abs(data[f"balanced_{q}"] / data[f"pred_{q}"] - 1.0))) for q in QUANTITIES)
-    out.append(at_most(
-        "balanced-values",
-        "The measured updates of balanced weights lie on the predicted lines (the dotted lines of Fig. S.I.1).",
-        rel, 1e-9,
-        "Max relative deviation of the measured ‖ẇ‖/√L and |L̇/L| (exact rule directions) from "
-        "theory.balanced_update_rates, over depths, rules and α.",
-    ))
+    out.append(
+        at_most(
+            "balanced-values",
+            "The measured updates of balanced weights lie on the predicted lines (the dotted lines of Fig. S.I.1).",
+            rel,
+            1e-9,
+            "Max relative deviation of the measured ‖ẇ‖/√L and |L̇/L| (exact rule directions) from "
+            "theory.balanced_update_rates, over depths, rules and α.",
+        )
+    )
 
     for q in QUANTITIES:
         per_seed = slopes(alphas, data[f"xavier_{q}"])  # (D, R, S)
@@ -221,25 +231,31 @@ def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
         err = np.abs(mean - exps[..., _qi(q)])
         a, r = np.unravel_index(int(np.argmax(err)), err.shape)
         listing = "; ".join(
-            f"d = {d}: " + ", ".join(f"{rule_label(rn)} {mean[i, j]:+.3f}±{std[i, j]:.3f} ({exps[i, j, _qi(q)]:+g})"
-                                     for j, rn in enumerate(rules))
+            f"d = {d}: "
+            + ", ".join(
+                f"{rule_label(rn)} {mean[i, j]:+.3f}±{std[i, j]:.3f} ({exps[i, j, _qi(q)]:+g})"
+                for j, rn in enumerate(rules)
+            )
             for i, d in enumerate(depths)
         )
         small = alphas <= math.sqrt(alphas[0] * alphas[-1]) * (1 + 1e-12)  # the lower half of the α decades
         low_err = np.abs(slopes(alphas[small], data[f"xavier_{q}"][..., small]).mean(axis=-1) - exps[..., _qi(q)])
-        out.append(at_most(
-            f"xavier-exponents-{q}",
-            f"For Xavier-random weights {_Q_TEXT[q]} follows approximately the same power law in α as for balanced "
-            f"weights ({_Q_EQ[q]}; S.I.3: \"approximately for random weight matrices\", Fig. S.I.1: same slope).",
-            float(err[a, r]), XAVIER_TOL,
-            f"Max over depths and rules of |mean fitted exponent − prediction| (worst: {rule_label(rules[r])} at "
-            f"d = {depths[a]}); per-seed least-squares slopes over α, mean ± std over {per_seed.shape[-1]} seeds "
-            f"(prediction in brackets): {listing}. {setup}. Fitted over the lower half of the α range only "
-            f"(α ≤ {alphas[small][-1]:.2g}) the worst deviation is {float(low_err.max()):.3g}: the deviation is the "
-            "large-α bend of the random-weight curves (Δ = α^d W₀ − W* turns as α^d W₀ grows). The tolerance "
-            f"{XAVIER_TOL:g} is this experiment's reading of \"approximately\".",
-            known_deviation=_KNOWN_DEVIATIONS.get(f"xavier-exponents-{q}", ""),
-        ))
+        out.append(
+            at_most(
+                f"xavier-exponents-{q}",
+                f"For Xavier-random weights {_Q_TEXT[q]} follows approximately the same power law in α as for balanced "
+                f'weights ({_Q_EQ[q]}; S.I.3: "approximately for random weight matrices", Fig. S.I.1: same slope).',
+                float(err[a, r]),
+                XAVIER_TOL,
+                f"Max over depths and rules of |mean fitted exponent − prediction| (worst: {rule_label(rules[r])} at "
+                f"d = {depths[a]}); per-seed least-squares slopes over α, mean ± std over {per_seed.shape[-1]} seeds "
+                f"(prediction in brackets): {listing}. {setup}. Fitted over the lower half of the α range only "
+                f"(α ≤ {alphas[small][-1]:.2g}) the worst deviation is {float(low_err.max()):.3g}: the deviation is the "
+                "large-α bend of the random-weight curves (Δ = α^d W₀ − W* turns as α^d W₀ grows). The tolerance "
+                f'{XAVIER_TOL:g} is this experiment\'s reading of "approximately".',
+                known_deviation=_KNOWN_DEVIATIONS.get(f"xavier-exponents-{q}", ""),
+            )
+        )
 
     # same exponents for the block rules as for their full counterparts (on random weights)
     diffs = []
@@ -247,17 +263,22 @@ def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
         i, j = _rule_index(data, full), _rule_index(data, block)
         for q in QUANTITIES:
             sl = slopes(alphas, data[f"xavier_{q}"]).mean(axis=-1)
-            diffs.append((float(np.max(np.abs(sl[:, i] - sl[:, j]))), f"{rule_label(block)} vs {rule_label(full)} "
-                          f"{_Q_TEXT[q]}"))
+            diffs.append(
+                (float(np.max(np.abs(sl[:, i] - sl[:, j]))), f"{rule_label(block)} vs {rule_label(full)} {_Q_TEXT[q]}")
+            )
     worst = max(diffs)
-    out.append(at_most(
-        "block-rules-same-exponents",
-        "Block-diagonalization does not change the power-law exponents: NGD-d scales like NGD and √NGD-d like √NGD "
-        "(Fig. S.I.1 caption).",
-        worst[0], XAVIER_TOL,
-        "Max over depths of |mean fitted exponent (block) − mean fitted exponent (full)| on Xavier weights; "
-        + ", ".join(f"{txt}: {v:.2g}" for v, txt in diffs) + ".",
-    ))
+    out.append(
+        at_most(
+            "block-rules-same-exponents",
+            "Block-diagonalization does not change the power-law exponents: NGD-d scales like NGD and √NGD-d like √NGD "
+            "(Fig. S.I.1 caption).",
+            worst[0],
+            XAVIER_TOL,
+            "Max over depths of |mean fitted exponent (block) − mean fitted exponent (full)| on Xavier weights; "
+            + ", ".join(f"{txt}: {v:.2g}" for v, txt in diffs)
+            + ".",
+        )
+    )
 
     # shift of the Xavier curves relative to the balanced lines, measured along α: Q_x(α) = Q_b(α/c)
     shifts = []
@@ -275,16 +296,19 @@ def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
         cs = [c for c, txt in shifts if txt.startswith(rule_label(rn) + " ")]
         if cs:
             by_rule.append(f"{rule_label(rn)} {min(cs):.3g}–{max(cs):.3g}")
-    out.append(at_least(
-        "xavier-shifted-right",
-        "The Xavier-random curves are the balanced power laws shifted toward larger α (Fig. S.I.1 caption).",
-        low[0], 1.0,
-        "Min over depths, rules and quantities with a nonzero exponent e of the shift factor c in "
-        "Q_Xavier(α) ≈ Q_balanced(α/c), c = exp(mean over seeds and α of (ln Q_balanced − ln Q_Xavier)/e); "
-        f"c ranges from {low[0]:.3g} ({low[1]}) to {high[0]:.3g} ({high[1]}); per rule (over depths and "
-        f"quantities): {', '.join(by_rule)}.",
-        known_deviation=_KNOWN_DEVIATIONS["xavier-shifted-right"],
-    ))
+    out.append(
+        at_least(
+            "xavier-shifted-right",
+            "The Xavier-random curves are the balanced power laws shifted toward larger α (Fig. S.I.1 caption).",
+            low[0],
+            1.0,
+            "Min over depths, rules and quantities with a nonzero exponent e of the shift factor c in "
+            "Q_Xavier(α) ≈ Q_balanced(α/c), c = exp(mean over seeds and α of (ln Q_balanced − ln Q_Xavier)/e); "
+            f"c ranges from {low[0]:.3g} ({low[1]}) to {high[0]:.3g} ({high[1]}); per rule (over depths and "
+            f"quantities): {', '.join(by_rule)}.",
+            known_deviation=_KNOWN_DEVIATIONS["xavier-shifted-right"],
+        )
+    )
 
     exact = []
     for rn, q in (("sqrt-ngd", "speed"), ("ngd", "rate"), ("sqrt-ngd-d", "speed"), ("ngd-d", "rate")):
@@ -297,56 +321,73 @@ def claims(data, config) -> list[Claim]:  # noqa: C901 - one claim after another
     worst = max(exact)
     kappa = float(np.max(data["xavier_block_cond"]))
     bound = max(np.finfo(np.float64).eps * kappa, 1e-12)
-    out.append(at_most(
-        "zero-exponents-exact",
-        "The zero power laws are exact for any weights: √NGD's ‖ẇ‖/√L = √2η and NGD's |L̇/L| = 2η do not "
-        "depend on α (S.I.3), nor do √NGD-d's ‖ẇ‖/√L and NGD-d's |L̇/L| (Fig. S.I.1 caption).",
-        worst[0], bound,
-        "Max over depths, seeds and α of the relative deviation from the balanced value (√2 and 2); "
-        + ", ".join(f"{txt}: {v:.1e}" for v, txt in exact) + ". Bound: the round-off level ε·κ, κ = "
-        f"{kappa:.2g} the largest condition number of a layer curvature block (B_iB_iᵀ) ⊗ (A_iᵀA_i) of the "
-        "Xavier weights (per depth: "
-        + ", ".join(f"d = {d}: {c:.2g}" for d, c in zip(depths, data["xavier_block_cond"]))
-        + "); the power-law deviations of the nonzero exponents are ≥ 1e-2.",
-    ))
+    out.append(
+        at_most(
+            "zero-exponents-exact",
+            "The zero power laws are exact for any weights: √NGD's ‖ẇ‖/√L = √2η and NGD's |L̇/L| = 2η do not "
+            "depend on α (S.I.3), nor do √NGD-d's ‖ẇ‖/√L and NGD-d's |L̇/L| (Fig. S.I.1 caption).",
+            worst[0],
+            bound,
+            "Max over depths, seeds and α of the relative deviation from the balanced value (√2 and 2); "
+            + ", ".join(f"{txt}: {v:.1e}" for v, txt in exact)
+            + ". Bound: the round-off level ε·κ, κ = "
+            f"{kappa:.2g} the largest condition number of a layer curvature block (B_iB_iᵀ) ⊗ (A_iᵀA_i) of the "
+            "Xavier weights (per depth: "
+            + ", ".join(f"d = {d}: {c:.2g}" for d, c in zip(depths, data["xavier_block_cond"]))
+            + "); the power-law deviations of the nonzero exponents are ≥ 1e-2.",
+        )
+    )
 
     i, j = _rule_index(data, "ngd"), _rule_index(data, "ngd-d")
     ratio = data["xavier_speed"][:, j] / data["xavier_speed"][:, i]  # (D, S, A)
     bal_ratio = data["balanced_speed"][:, j] / data["balanced_speed"][:, i]
     gmean = np.exp(np.mean(np.log(ratio), axis=(1, 2)))
-    per_depth = ", ".join(f"d = {d}: {g:.3g} (range {ratio[k].min():.3g}–{ratio[k].max():.3g})"
-                          for k, (d, g) in enumerate(zip(depths, gmean)))
-    out.append(at_least(
-        "ngd-d-larger-update",
-        "NGD-d's parameter update is larger than NGD's, ‖ẇ‖_NGD-d ≥ ‖ẇ‖_NGD (footnote 7, Fig. S.I.1 caption).",
-        float(ratio.min()), 1.0,
-        f"Min over depths, seeds and α of ‖ẇ‖_NGD-d/‖ẇ‖_NGD on Xavier weights; geometric means per depth: {per_depth}. "
-        f"On balanced weights the two are equal (ratio {bal_ratio.min():.12g}–{bal_ratio.max():.12g}: footnote 7's "
-        "Jensen inequality is an equality when all couplings are equal).",
-    ))
-    out.append(at_least(
-        "ngd-d-much-larger-update",
-        "On random weights NGD-d's parameter update is much larger than NGD's (Fig. S.I.1 caption).",
-        float(gmean.min()), 2.0,
-        "Min over depths of the geometric mean (over seeds and α) of ‖ẇ‖_NGD-d/‖ẇ‖_NGD on Xavier weights; "
-        f"{per_depth}. \"Much larger\" is read here as at least a factor 2.",
-    ))
+    per_depth = ", ".join(
+        f"d = {d}: {g:.3g} (range {ratio[k].min():.3g}–{ratio[k].max():.3g})"
+        for k, (d, g) in enumerate(zip(depths, gmean))
+    )
+    out.append(
+        at_least(
+            "ngd-d-larger-update",
+            "NGD-d's parameter update is larger than NGD's, ‖ẇ‖_NGD-d ≥ ‖ẇ‖_NGD (footnote 7, Fig. S.I.1 caption).",
+            float(ratio.min()),
+            1.0,
+            f"Min over depths, seeds and α of ‖ẇ‖_NGD-d/‖ẇ‖_NGD on Xavier weights; geometric means per depth: {per_depth}. "
+            f"On balanced weights the two are equal (ratio {bal_ratio.min():.12g}–{bal_ratio.max():.12g}: footnote 7's "
+            "Jensen inequality is an equality when all couplings are equal).",
+        )
+    )
+    out.append(
+        at_least(
+            "ngd-d-much-larger-update",
+            "On random weights NGD-d's parameter update is much larger than NGD's (Fig. S.I.1 caption).",
+            float(gmean.min()),
+            2.0,
+            "Min over depths of the geometric mean (over seeds and α) of ‖ẇ‖_NGD-d/‖ẇ‖_NGD on Xavier weights; "
+            f'{per_depth}. "Much larger" is read here as at least a factor 2.',
+        )
+    )
 
     i, j = _rule_index(data, "sqrt-ngd"), _rule_index(data, "sqrt-ngd-d")
     for q, tol in (("speed", bound), ("rate", 0.05)):
         ratio = data[f"xavier_{q}"][:, j] / data[f"xavier_{q}"][:, i]
         bal_ratio = data[f"balanced_{q}"][:, j] / data[f"balanced_{q}"][:, i]
         per_depth = ", ".join(f"d = {d}: {ratio[k].min():.4g}–{ratio[k].max():.4g}" for k, d in enumerate(depths))
-        out.append(at_most(
-            f"sqrt-ngd-d-matches-sqrt-ngd-{q}",
-            f"√NGD-d matches √NGD identically in {_Q_TEXT[q]} (Fig. S.I.1 caption: \"sNGD-d exhibits identical match "
-            "with sNGD for both parameter update and loss update\").",
-            float(np.max(np.abs(ratio - 1.0))), tol,
-            f"Max over depths, seeds and α of |ratio − 1|, ratio = {_Q_TEXT[q]} of √NGD-d over √NGD on Xavier weights; "
-            f"ratio ranges {per_depth}; on balanced weights {np.max(np.abs(bal_ratio - 1.0)):.1e}."
-            + (" Tolerance 5 %." if q == "rate" else " Tolerance: the round-off level ε·κ of zero-exponents-exact."),
-            known_deviation=_KNOWN_DEVIATIONS.get(f"sqrt-ngd-d-matches-sqrt-ngd-{q}", ""),
-        ))
+        out.append(
+            at_most(
+                f"sqrt-ngd-d-matches-sqrt-ngd-{q}",
+                f'√NGD-d matches √NGD identically in {_Q_TEXT[q]} (Fig. S.I.1 caption: "sNGD-d exhibits identical match '
+                'with sNGD for both parameter update and loss update").',
+                float(np.max(np.abs(ratio - 1.0))),
+                tol,
+                f"Max over depths, seeds and α of |ratio − 1|, ratio = {_Q_TEXT[q]} of √NGD-d over √NGD on Xavier weights; "
+                f"ratio ranges {per_depth}; on balanced weights {np.max(np.abs(bal_ratio - 1.0)):.1e}."
+                + (
+                    " Tolerance 5 %." if q == "rate" else " Tolerance: the round-off level ε·κ of zero-exponents-exact."
+                ),
+                known_deviation=_KNOWN_DEVIATIONS.get(f"sqrt-ngd-d-matches-sqrt-ngd-{q}", ""),
+            )
+        )
     return out
 
 
@@ -370,18 +411,43 @@ def plot(data, config):
             for j, rn in enumerate(rules):
                 c = rule_color(rn)
                 block = rn.endswith("-d")
-                ax.plot(alphas, data[f"pred_{q}"][col, j], ls=(0, (1, 2)) if not block else (0, (1, 4)), color=c,
-                        lw=1.8, zorder=1)
+                ax.plot(
+                    alphas,
+                    data[f"pred_{q}"][col, j],
+                    ls=(0, (1, 2)) if not block else (0, (1, 4)),
+                    color=c,
+                    lw=1.8,
+                    zorder=1,
+                )
                 x = alphas * 10 ** offsets[j]
-                ax.plot(x, data[f"balanced_{q}"][col, j], _MARKER[rn], color=c, mfc="white", ms=6, mew=1.2,
-                        ls="none", zorder=3)
+                ax.plot(
+                    x,
+                    data[f"balanced_{q}"][col, j],
+                    _MARKER[rn],
+                    color=c,
+                    mfc="white",
+                    ms=6,
+                    mew=1.2,
+                    ls="none",
+                    zorder=3,
+                )
                 vals = data[f"xavier_{q}"][col, j]
                 mean, std = vals.mean(axis=0), vals.std(axis=0)
                 lower = np.minimum(std, 0.95 * mean)  # keep the bar on a log axis
                 e_fit = round(float(slopes(alphas, vals).mean()), 2) + 0.0  # + 0.0: no "-0.00"
-                ax.errorbar(x, mean, yerr=[lower, std], fmt=_MARKER[rn], color=c, ms=6, lw=1.2, capsize=2.5,
-                            ls="-" if not block else "--", zorder=4,
-                            label=f"{rule_label(rn)}: $\\alpha^{{{exps[col, j, row]:+g}}}$ (Xavier fit {e_fit:+.2f})")
+                ax.errorbar(
+                    x,
+                    mean,
+                    yerr=[lower, std],
+                    fmt=_MARKER[rn],
+                    color=c,
+                    ms=6,
+                    lw=1.2,
+                    capsize=2.5,
+                    ls="-" if not block else "--",
+                    zorder=4,
+                    label=f"{rule_label(rn)}: $\\alpha^{{{exps[col, j, row]:+g}}}$ (Xavier fit {e_fit:+.2f})",
+                )
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.grid(alpha=0.25, which="major")
@@ -389,14 +455,20 @@ def plot(data, config):
             if row == 1:
                 ax.set_xlabel("weight scale α")
             if col == 0:
-                ax.set_ylabel("update size $\\|\\dot w\\|/\\sqrt{L}$ (S.I.16)" if q == "speed"
-                              else "loss rate $|\\dot L/L|$ (S.I.17)")
-            ax.set_title(f"{'AB'[row]}{col + 1}  d = {d}: {'‖ẇ‖/√L' if q == 'speed' else '|L̇/L|'}", loc="left",
-                         fontsize=12)
+                ax.set_ylabel(
+                    "update size $\\|\\dot w\\|/\\sqrt{L}$ (S.I.16)"
+                    if q == "speed"
+                    else "loss rate $|\\dot L/L|$ (S.I.17)"
+                )
+            ax.set_title(
+                f"{'AB'[row]}{col + 1}  d = {d}: {'‖ẇ‖/√L' if q == 'speed' else '|L̇/L|'}", loc="left", fontsize=12
+            )
     setup = config["setup"]
-    legend = ("dotted lines: prediction for balanced weights;  open markers: measured on balanced weights;  filled "
-              f"markers with error bars: Xavier·α weights, mean ± std over {data['xavier_speed'].shape[2]} seeds "
-              "(dashed: block-diagonal rules);  legend: predicted power of α and the mean fitted Xavier exponent")
+    legend = (
+        "dotted lines: prediction for balanced weights;  open markers: measured on balanced weights;  filled "
+        f"markers with error bars: Xavier·α weights, mean ± std over {data['xavier_speed'].shape[2]} seeds "
+        "(dashed: block-diagonal rules);  legend: predicted power of α and the mean fitted Xavier exponent"
+    )
     fig.suptitle(
         f"Fig. S.I.1 — scaling with the weight scale α, width {setup['width']}, target $UV^T$, η = {setup['eta']:g}\n"
         + "\n".join(textwrap.wrap(legend, width=int(11 * fig.get_figwidth()))),

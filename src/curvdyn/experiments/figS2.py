@@ -27,17 +27,19 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import LogLocator, NullLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import LogLocator, NullLocator
 
-from curvdyn import theory  # noqa: E402
-from curvdyn.experiments.base import Claim, at_least, at_most  # noqa: E402
-from curvdyn.experiments.common import log_times, progress as progress_bar, relative_drift, rule_label  # noqa: E402
-from curvdyn.init import init_aligned, init_random  # noqa: E402
-from curvdyn.rules import get_rule  # noqa: E402
-from curvdyn.simulate import simulate  # noqa: E402
-from curvdyn.task import Task  # noqa: E402
+from curvdyn import theory
+from curvdyn.experiments.base import Claim, at_least, at_most
+from curvdyn.experiments.common import log_times, relative_drift, rule_label
+from curvdyn.experiments.common import progress as progress_bar
+from curvdyn.init import init_aligned, init_random
+from curvdyn.integrators import ODE
+from curvdyn.rules import get_rule
+from curvdyn.simulate import simulate
+from curvdyn.task import Task
 
 NAME = "figS2"
 TITLE = "Fig. S2 — conservation law in a 3-layer network: weights and w_i w_iᵀ − w_{i+1}ᵀ w_{i+1} over time"
@@ -80,20 +82,20 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     wa0 = init_aligned(target, s["widths"], np.asarray(s["aligned_mode_values"]))
     bases = theory.aligned_bases(target, s["widths"])
     save = log_times(s["t_end"], s["n_save"], s["t_min"])
-    ode = dict(rtol=s["rtol"], atol=s["atol"], solver=s["solver"], max_steps=s["max_steps"])
+    ode = ODE(rtol=s["rtol"], atol=s["atol"], solver=s["solver"], max_steps=s["max_steps"])
 
     data: dict[str, np.ndarray] = {"target": target}
     runs = {}
     for name in progress_bar(RULES, enabled=progress, desc="figS2 rules"):
         start = time.perf_counter()
-        traj = simulate(ws0, task, get_rule(name), s["t_end"], save_at=save, seed=seed, **ode)
+        traj = simulate(ws0, task, get_rule(name), s["t_end"], save_at=save, seed=seed, integrator=ode)
         data[f"{name}__t"] = np.asarray(traj.t)
         data[f"{name}__loss"] = np.asarray(traj.loss)
         for i, w in enumerate(traj.weights, start=1):
             data[f"{name}__w{i}"] = np.asarray(w)
         for i, c in enumerate(traj.conserved, start=1):
             data[f"{name}__C{i}"] = np.asarray(c)
-        aligned = simulate(wa0, task, get_rule(name), s["t_end"], save_at=save, seed=seed, **ode)
+        aligned = simulate(wa0, task, get_rule(name), s["t_end"], save_at=save, seed=seed, integrator=ode)
         data[f"aligned__{name}__t"] = np.asarray(aligned.t)
         data[f"aligned__{name}__sigmas"] = theory.layer_mode_values(aligned.weights, bases)
         runs[name] = {
@@ -105,12 +107,22 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
             "wall_time_s": round(time.perf_counter() - start, 3),
         }
     config = {
-        "task": {"target": target.tolist(), "target_singular_values": list(s["target_singular_values"]),
-                 "input_cov": "identity", "seed_key": "jax.random.split(PRNGKey(seed))[0]"},
-        "network": {"widths": list(s["widths"]), "init": "init_random", "init_scale": s["init_scale"],
-                    "seed_key": "jax.random.split(PRNGKey(seed))[1]"},
-        "aligned_run": {"init": "init_aligned (hidden bases: coordinate axes)",
-                        "mode_values (layer x mode)": s["aligned_mode_values"]},
+        "task": {
+            "target": target.tolist(),
+            "target_singular_values": list(s["target_singular_values"]),
+            "input_cov": "identity",
+            "seed_key": "jax.random.split(PRNGKey(seed))[0]",
+        },
+        "network": {
+            "widths": list(s["widths"]),
+            "init": "init_random",
+            "init_scale": s["init_scale"],
+            "seed_key": "jax.random.split(PRNGKey(seed))[1]",
+        },
+        "aligned_run": {
+            "init": "init_aligned (hidden bases: coordinate axes)",
+            "mode_values (layer x mode)": s["aligned_mode_values"],
+        },
         "rules": list(RULES),
         "eta": 1.0,
         "t_end": s["t_end"],
@@ -157,7 +169,9 @@ def imbalance(data, name: str) -> np.ndarray:
     out = []
     for i in range(1, d):
         c = np.linalg.norm(data[f"{name}__C{i}"], axis=(-2, -1))
-        scale = 0.5 * (np.sum(data[f"{name}__w{i}"] ** 2, axis=(-2, -1)) + np.sum(data[f"{name}__w{i + 1}"] ** 2, axis=(-2, -1)))
+        scale = 0.5 * (
+            np.sum(data[f"{name}__w{i}"] ** 2, axis=(-2, -1)) + np.sum(data[f"{name}__w{i + 1}"] ** 2, axis=(-2, -1))
+        )
         out.append(c / scale)
     return np.asarray(out)
 
@@ -240,8 +254,7 @@ def claims(data, config) -> list[Claim]:
             "NGD-d breaks the weight balance across layers (section 4; contribution 5).",
             final["ngd-d"],
             0.2,
-            "Final relative imbalance, as for √NGD-d "
-            f"(initial {float(np.max(imbalance(data, 'ngd-d')[:, 0])):.3g}).",
+            f"Final relative imbalance, as for √NGD-d (initial {float(np.max(imbalance(data, 'ngd-d')[:, 0])):.3g}).",
         )
     )
     full_drift = {name: aligned_constant_drift(data, name) for name in FULL}
@@ -254,7 +267,9 @@ def claims(data, config) -> list[Claim]:
             full_drift[worst],
             1e-6,
             "Aligned initial weights: max |K(t) − K(0)| / max |K(0)| for K = σ_i² − σ_{i+1}² over modes and layers, "
-            "largest of the three rules (" + ", ".join(f"{rule_label(r)} {v:.2g}" for r, v in full_drift.items()) + ").",
+            "largest of the three rules ("
+            + ", ".join(f"{rule_label(r)} {v:.2g}" for r, v in full_drift.items())
+            + ").",
         )
     )
     norms = {name: final_norm(data, name) for name in RULES}
@@ -319,8 +334,16 @@ def plot(data, config):
             ax.plot(tp, c, color=_LAYER_COLORS[i - 1], lw=1.2, label=[f"$C_{i}$"] + [None] * (c.shape[1] - 1))
         drift = conservation_drift(data, name)
         ax.set_ylabel("entries of $C_i$")
-        ax.text(0.98, 0.05, f"max rel. drift {drift:.1e}", transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
-                bbox=dict(fc="white", ec="0.8", alpha=0.8))
+        ax.text(
+            0.98,
+            0.05,
+            f"max rel. drift {drift:.1e}",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            bbox=dict(fc="white", ec="0.8", alpha=0.8),
+        )
         if row == 0:
             ax.legend(loc="upper left", fontsize=8, ncol=d - 1, framealpha=0.9)
         _symmetric_ylim(ax, [data[f"{name}__C{i}"] for i in range(1, d)])
@@ -339,8 +362,14 @@ def plot(data, config):
         k = aligned_constants(data, name)[1:]
         for m in range(k.shape[1]):
             for i in range(k.shape[2]):
-                ax.plot(ta, k[:, m, i], lw=1.4, color=_LAYER_COLORS[i], ls="-" if m == 0 else "--",
-                        label=f"mode {m + 1}, i={i + 1}")
+                ax.plot(
+                    ta,
+                    k[:, m, i],
+                    lw=1.4,
+                    color=_LAYER_COLORS[i],
+                    ls="-" if m == 0 else "--",
+                    label=f"mode {m + 1}, i={i + 1}",
+                )
         ax.set_ylabel(_CONST_LABEL[name])
         if row == 0:
             ax.legend(loc="best", fontsize=7.5, ncol=2, framealpha=0.9)
@@ -358,7 +387,9 @@ def plot(data, config):
     axes[0, 2].set_title("$\\|C_i\\|_F\\,/\\,\\frac{1}{2}(\\|w_i\\|_F^2 + \\|w_{i+1}\\|_F^2)$")
     axes[0, 3].set_title("aligned init: each rule's own constant")
     widths = "-".join(str(n) for n in config["network"]["widths"])
-    fig.suptitle(f"Fig. S2 — 3-layer linear network (widths {widths}): conservation law and balance", fontsize=13, y=0.985)
+    fig.suptitle(
+        f"Fig. S2 — 3-layer linear network (widths {widths}): conservation law and balance", fontsize=13, y=0.985
+    )
     return fig
 
 

@@ -55,15 +55,15 @@ import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from curvdyn import nonlinear as nl  # noqa: E402
-from curvdyn.experiments.base import Claim, at_least, at_most, within  # noqa: E402
-from curvdyn.experiments.common import log_times, rule_color, rule_label  # noqa: E402
-from curvdyn.experiments.common import progress as progress_bar  # noqa: E402
-from curvdyn.optim import MLP  # noqa: E402
+from curvdyn import nonlinear as nl
+from curvdyn.experiments.base import Claim, at_least, at_most, within
+from curvdyn.experiments.common import log_times, rule_color, rule_label
+from curvdyn.experiments.common import progress as progress_bar
+from curvdyn.optim import MLP
 
 NAME = "relu"
 TITLE = "ReLU study — per-unit conservation of ‖w_in‖² − ‖w_out‖² under SGD, NGD, √NGD and block-diagonal NGD-d, √NGD-d"
@@ -99,8 +99,9 @@ SETTINGS = {
         "max_steps": 100_000,
     },
 }
-SETTINGS[True] = dict(SETTINGS[False], t_end=3.0, n_save=60, dtmin=2e-3, refine=0, diagnose_sliding=False,
-                      extra_seeds=2)
+SETTINGS[True] = dict(
+    SETTINGS[False], t_end=3.0, n_save=60, dtmin=2e-3, refine=0, diagnose_sliding=False, extra_seeds=2
+)
 
 #: Relative cutoff for the rank of J recorded along the trajectories (that of the rules).
 RANK_RCOND = 1e-13
@@ -162,7 +163,9 @@ def _runner(sizes: tuple, shapes: tuple, solver: str, rtol: float, atol: float, 
             dt0=jnp.maximum(dtmin, 1e-4),
             y0=theta0,
             args=(x, y, kind, power),
-            saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(steps=True, fn=lambda t, y_, a: t)]),
+            saveat=diffrax.SaveAt(
+                subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(steps=True, fn=lambda t, y_, a: t)]
+            ),
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, dtmin=dtmin, force_dtmin=True),
             max_steps=max_steps,
             throw=False,
@@ -208,8 +211,9 @@ def _integrate(rule, theta0, x, y, ts, dtmin, s, shapes, sizes):
     ys = np.asarray(ys)
     wall = time.perf_counter() - start
     ok = np.all(np.isfinite(ys), axis=1)
-    loss, bal, speed, rate, rank = (np.asarray(v) for v in obs(jnp.asarray(np.where(ok[:, None], ys, 0.0)), x, y, kind,
-                                                                power))
+    loss, bal, speed, rate, rank = (
+        np.asarray(v) for v in obs(jnp.asarray(np.where(ok[:, None], ys, 0.0)), x, y, kind, power)
+    )
     bad = ~ok
     loss, speed, rate = (np.where(bad, np.nan, v) for v in (loss, speed, rate))
     bal = np.where(bad[:, None], np.nan, bal)
@@ -240,7 +244,10 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     ts = ts.at[-1].set(s["t_end"])
 
     data: dict[str, np.ndarray] = {
-        "t": np.asarray(ts), "x": np.asarray(x), "y": np.asarray(y), "widths": np.asarray(s["widths"]),
+        "t": np.asarray(ts),
+        "x": np.asarray(x),
+        "y": np.asarray(y),
+        "widths": np.asarray(s["widths"]),
     }
     runs = {}
     compile_s = _compile(theta0, x, y, ts, s, shapes, sizes)
@@ -275,14 +282,20 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         "task": {
             "inputs": f"x ~ N(0, I_{s['widths'][0]}), P = {s['n_examples']} examples (full batch)",
             "teacher": f"bias-free ReLU MLP, widths {list(s['teacher_widths'])}, LeCun-normal weights, "
-                       "outputs scaled to unit mean square",
+            "outputs scaled to unit mean square",
             "loss": "L = ½ mean_b ‖f(x_b) − y_b‖² (curvdyn convention)",
             "seed_keys": "jax.random.split(PRNGKey(seed), 3) → teacher, inputs, student; the student key is "
-                         "folded with 0, 1, ... until no example has an all-zero hidden layer",
+            "folded with 0, 1, ... until no example has an all-zero hidden layer",
             "extra_seeds": f"the five rules again (step floor dtmin) on the tasks of seeds seed+1 … seed+{s['extra_seeds']}",
         },
-        "network": {"widths": list(s["widths"]), "activation": "relu", "bias": False, "init": "LeCun normal",
-                    "init_scale": s["init_scale"], "depth": len(s["widths"]) - 1},
+        "network": {
+            "widths": list(s["widths"]),
+            "activation": "relu",
+            "bias": False,
+            "init": "LeCun normal",
+            "init_scale": s["init_scale"],
+            "depth": len(s["widths"]) - 1,
+        },
         "rules": {
             "sgd": "θ̇ = −g",
             "ngd": "θ̇ = −(H₊⁺) g, exact (output-space kernel J Jᵀ)",
@@ -295,8 +308,15 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         "eta": 1.0,
         "t_end": s["t_end"],
         "save_times": f"0 and {s['n_save']} log-spaced from {s['t_min']:g} to t_end",
-        "ode": {"solver": s["solver"], "rtol": s["rtol"], "atol": s["atol"], "dtmin": s["dtmin"],
-                "force_dtmin": True, "refined_dtmin": refined, "max_steps": s["max_steps"]},
+        "ode": {
+            "solver": s["solver"],
+            "rtol": s["rtol"],
+            "atol": s["atol"],
+            "dtmin": s["dtmin"],
+            "force_dtmin": True,
+            "refined_dtmin": refined,
+            "max_steps": s["max_steps"],
+        },
         "compile_time_s": round(compile_s, 3),
         "seeds": [seed + k for k in range(s["extra_seeds"] + 1)],
         "runs": runs,
@@ -321,8 +341,12 @@ def describe(config) -> str:
     if "nofloor__sgd" in runs:
         text += f" (SGD without the floor: {runs['nofloor__sgd']['solver_steps']} steps without reaching t_end)"
     text += (
-        ". Steps per rule: " + ", ".join(f"{r} {runs[r]['solver_steps']} ({runs[r]['fraction_of_steps_at_dtmin']:.0%} at "
-                                         f"the floor, {runs[r]['wall_time_s']:.1f} s)" for r in RULES)
+        ". Steps per rule: "
+        + ", ".join(
+            f"{r} {runs[r]['solver_steps']} ({runs[r]['fraction_of_steps_at_dtmin']:.0%} at "
+            f"the floor, {runs[r]['wall_time_s']:.1f} s)"
+            for r in RULES
+        )
         + f"; compilation {config.get('compile_time_s', float('nan')):.1f} s"
         + ". c_u = ‖w_in,u‖² − ‖w_out,u‖² per hidden unit; drift relative to the initial mean ‖w_in,u‖²."
     )
@@ -370,8 +394,9 @@ def max_drift(data, rule: str, prefix: str = "") -> float:
 
 def task_prefixes(data) -> list[str]:
     """``""`` (the main task) and ``"seed{k}__"`` for every extra task in ``data``."""
-    extra = sorted({k.split("__")[0] for k in data if k.startswith("seed") and k.endswith("__in_norms")},
-                   key=lambda p: int(p[4:]))
+    extra = sorted(
+        {k.split("__")[0] for k in data if k.startswith("seed") and k.endswith("__in_norms")}, key=lambda p: int(p[4:])
+    )
     return [""] + [f"{p}__" for p in extra]
 
 
@@ -432,9 +457,7 @@ def claims(data, config) -> list[Claim]:
     refined = ode.get("refined_dtmin")
     seeds = config.get("seeds", [0])
     stall = sliding_stall(data)
-    floor_note = (
-        f"{ode['solver']} with rtol {ode['rtol']:g}, atol {ode['atol']:g} and a forced step floor dtmin {ode['dtmin']:g}"
-    )
+    floor_note = f"{ode['solver']} with rtol {ode['rtol']:g}, atol {ode['atol']:g} and a forced step floor dtmin {ode['dtmin']:g}"
     if stall:
         floor_note += (
             f" (without the floor SGD stalls at t = {stall['t_stall']:.3g}: its last 1000 steps have median size "
@@ -489,8 +512,10 @@ def claims(data, config) -> list[Claim]:
                 f"Max drift on the {len(steady)} of {len(ngd)} tasks without a change of rank J between save times: "
                 + ", ".join(f"seed {s_} {d:.2g}" for s_, d, c in zip(seeds, ngd, changes) if c == 0)
                 + "; on the others: "
-                + (", ".join(f"seed {s_} {d:.2g} ({c} rank changes)" for s_, d, c in zip(seeds, ngd, changes) if c)
-                   or "none")
+                + (
+                    ", ".join(f"seed {s_} {d:.2g} ({c} rank changes)" for s_, d, c in zip(seeds, ngd, changes) if c)
+                    or "none"
+                )
                 + ".",
             )
         )
@@ -511,8 +536,10 @@ def claims(data, config) -> list[Claim]:
     )
     if refined:
         factor = ode["dtmin"] / refined
-        ratios = {rule: max_drift(data, rule) / max(max_drift(data, rule, "refined__"), 1e-300) for rule in ("sgd",
-                                                                                                           "sqrt-ngd")}
+        ratios = {
+            rule: max_drift(data, rule) / max(max_drift(data, rule, "refined__"), 1e-300)
+            for rule in ("sgd", "sqrt-ngd")
+        }
         far = max(ratios, key=lambda r: abs(math.log(ratios[r] / factor)))
         out.append(
             within(
@@ -604,10 +631,13 @@ def plot(data, config):
 
     ax = axes[0, 1]
     for rule in RULES:
-        ax.plot(tp, np.maximum(drift_curve(data, rule)[1:], 1e-17), color=rule_color(rule), lw=1.6, label=rule_label(rule))
+        ax.plot(
+            tp, np.maximum(drift_curve(data, rule)[1:], 1e-17), color=rule_color(rule), lw=1.6, label=rule_label(rule)
+        )
         if f"refined__{rule}__balances" in data:
-            ax.plot(tp, np.maximum(drift_curve(data, rule, "refined__")[1:], 1e-17), color=rule_color(rule), lw=1.0,
-                    ls="--")
+            ax.plot(
+                tp, np.maximum(drift_curve(data, rule, "refined__")[1:], 1e-17), color=rule_color(rule), lw=1.0, ls="--"
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylabel("max$_u$ |c$_u$(t) − c$_u$(0)| / mean ‖w$_{in}$(0)‖²")
@@ -632,8 +662,14 @@ def plot(data, config):
         n_units = bal.shape[1]
         half = int(data["widths"][1])  # units of hidden layer 1 come first
         for u in range(n_units):
-            ax.plot(tp, bal[:, u], lw=1.1, color=plt.cm.viridis(u / max(n_units - 1, 1)),
-                    ls="-" if u < half else "--", label=("layer-1 units" if u == 0 else "layer-2 units" if u == half else None))
+            ax.plot(
+                tp,
+                bal[:, u],
+                lw=1.1,
+                color=plt.cm.viridis(u / max(n_units - 1, 1)),
+                ls="-" if u < half else "--",
+                label=("layer-1 units" if u == 0 else "layer-2 units" if u == half else None),
+            )
         ax.set_xscale("log")
         lo, hi = float(np.nanmin(bal)), float(np.nanmax(bal))
         if rule == "ngd-d" and max(abs(lo), abs(hi)) > 10:
@@ -643,14 +679,19 @@ def plot(data, config):
             span = max(hi - lo, 1e-3)
             ax.set_ylim(lo - 0.08 * span, hi + 0.35 * span)  # headroom for the legend
         ax.set_ylabel("c$_u$(t) / mean ‖w$_{in}$(0)‖²")
-        ax.set_title(f"{rule_label(rule)}: c$_u$ = ‖w$_{{in,u}}$‖² − ‖w$_{{out,u}}$‖² per unit\n"
-                     f"(max drift {max_drift(data, rule):.2g})", fontsize=10.5)
+        ax.set_title(
+            f"{rule_label(rule)}: c$_u$ = ‖w$_{{in,u}}$‖² − ‖w$_{{out,u}}$‖² per unit\n"
+            f"(max drift {max_drift(data, rule):.2g})",
+            fontsize=10.5,
+        )
         ax.legend(loc="upper left", fontsize=8, framealpha=0.9, ncol=2)
     for ax in axes.ravel():
         ax.grid(alpha=0.25)
     for ax in axes[1]:
         ax.set_xlabel("time t (η = 1)")
     widths = "-".join(str(n) for n in config["network"]["widths"])
-    fig.suptitle(f"ReLU network {widths} (bias-free) on a ReLU teacher: the rescaling conservation law per hidden unit",
-                 fontsize=13)
+    fig.suptitle(
+        f"ReLU network {widths} (bias-free) on a ReLU teacher: the rescaling conservation law per hidden unit",
+        fontsize=13,
+    )
     return fig

@@ -60,4 +60,6 @@ def same_shapes(tree: Any, like: Any) -> bool:
     """Whether ``tree`` has the structure of ``like`` and every leaf the same shape."""
     if jax.tree_util.tree_structure(tree) != jax.tree_util.tree_structure(like):
         return False
-    return all(np.shape(a) == np.shape(b) for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(like)))
+    return all(
+        np.shape(a) == np.shape(b) for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(like))
+    )

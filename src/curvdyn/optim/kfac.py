@@ -30,8 +30,9 @@ dense layers), else 1. ``q = 1`` is K-FAC; ``q = 2`` is sqrt-NGD-d; ``q = ∞`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,7 @@ from curvdyn.optim.mlp import KFACStatistics, Params, dense_layers, rebuild_laye
 
 DAMPING_MODES = ("factored", "kronecker")
 
-Curvature = Union[KFACStatistics, Callable[[], KFACStatistics]]
+Curvature = KFACStatistics | Callable[[], KFACStatistics]
 
 
 class FractionalKFACState(NamedTuple):
@@ -103,15 +104,15 @@ def _weight_grid(
     return f(products, jnp.max(g_vals) * jnp.max(a_vals))
 
 
-def _combine(w: jax.Array, b: Optional[jax.Array]) -> jax.Array:
+def _combine(w: jax.Array, b: jax.Array | None) -> jax.Array:
     return w if b is None else jnp.concatenate([w, b[:, None]], axis=1)
 
 
-def _split(v: jax.Array, has_bias: bool) -> tuple[jax.Array, Optional[jax.Array]]:
+def _split(v: jax.Array, has_bias: bool) -> tuple[jax.Array, jax.Array | None]:
     return (v[:, :-1], v[:, -1]) if has_bias else (v, None)
 
 
-def _check_statistics(stats: Any, layers: Sequence[tuple[jax.Array, Optional[jax.Array]]]) -> KFACStatistics:
+def _check_statistics(stats: Any, layers: Sequence[tuple[jax.Array, jax.Array | None]]) -> KFACStatistics:
     if not isinstance(stats, KFACStatistics):
         raise TypeError(
             "curvature must be a KFACStatistics (from curvdyn.optim.kfac_statistics) or a "
@@ -274,8 +275,14 @@ def scale_by_fractional_kfac(
             weights=tuple(jnp.zeros((n, m), dtype) for n, m in sizes),
         )
 
-    def update_fn(updates: Params, state: FractionalKFACState, params: Optional[Params] = None, *,
-                  curvature: Optional[Curvature] = None, **extra_args: Any):
+    def update_fn(
+        updates: Params,
+        state: FractionalKFACState,
+        params: Params | None = None,
+        *,
+        curvature: Curvature | None = None,
+        **extra_args: Any,
+    ):
         del params, extra_args
         if curvature is None:
             raise ValueError(
@@ -294,7 +301,7 @@ def scale_by_fractional_kfac(
 
         def refresh_factors():
             stats = _check_statistics(curvature() if callable(curvature) else curvature, layers_g)
-            mix = lambda old, new: decay * old + (1.0 - decay) * new.astype(old.dtype)  # noqa: E731
+            mix = lambda old, new: decay * old + (1.0 - decay) * new.astype(old.dtype)
             return (
                 decay * state.ema_weight + (1.0 - decay),
                 tuple(map(mix, state.output_sums, stats.output_factors)),

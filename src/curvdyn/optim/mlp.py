@@ -51,15 +51,16 @@ for every example and ``ã = B_i x``, so ``G_i ⊗ A_i`` *is* the exact block
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Callable, Mapping, NamedTuple, Sequence, Union
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from curvdyn.optim import _checks
 
-Layer = Union[jax.Array, Mapping[str, jax.Array]]
+Layer = jax.Array | Mapping[str, jax.Array]
 Params = Sequence[Layer]
 
 #: Activation names accepted by :class:`MLP` (a callable works too).
@@ -74,7 +75,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-def _resolve_activation(act: Union[str, Callable], name: str) -> Callable[[jax.Array], jax.Array]:
+def _resolve_activation(act: str | Callable, name: str) -> Callable[[jax.Array], jax.Array]:
     if isinstance(act, str):
         try:
             return ACTIVATIONS[act.lower()]
@@ -117,9 +118,7 @@ def dense_layers(params: Params) -> tuple[tuple[jax.Array, jax.Array | None], ..
         if jnp.ndim(w) != 2:
             raise ValueError(f"layer {i}: weight must have shape (n_out, n_in), got shape {jnp.shape(w)}")
         if b is not None and jnp.shape(b) != (jnp.shape(w)[0],):
-            raise ValueError(
-                f"layer {i}: bias must have shape (n_out,) = ({jnp.shape(w)[0]},), got {jnp.shape(b)}"
-            )
+            raise ValueError(f"layer {i}: bias must have shape (n_out,) = ({jnp.shape(w)[0]},), got {jnp.shape(b)}")
         if out and jnp.shape(w)[1] != jnp.shape(out[-1][0])[0]:
             raise ValueError(
                 f"layers do not chain: layer {i} has weight shape {jnp.shape(w)} but layer {i - 1} "
@@ -158,8 +157,8 @@ class MLP:
     method (the object holds none): see the module docstring for their layout.
     """
 
-    activation: Union[str, Callable[[jax.Array], jax.Array]]
-    output_activation: Union[str, Callable[[jax.Array], jax.Array]] = "linear"
+    activation: str | Callable[[jax.Array], jax.Array]
+    output_activation: str | Callable[[jax.Array], jax.Array] = "linear"
 
     def __post_init__(self) -> None:
         _resolve_activation(self.activation, "activation")
@@ -185,9 +184,7 @@ class MLP:
         layers = dense_layers(params)
         x = jnp.asarray(inputs)
         if x.ndim != 2 or x.shape[1] != jnp.shape(layers[0][0])[1]:
-            raise ValueError(
-                f"inputs must have shape (batch, n_0) = (B, {jnp.shape(layers[0][0])[1]}), got {x.shape}"
-            )
+            raise ValueError(f"inputs must have shape (batch, n_0) = (B, {jnp.shape(layers[0][0])[1]}), got {x.shape}")
         acts = self._activations(len(layers))
         a = x
         layer_inputs = []

@@ -37,8 +37,9 @@ models and mini-batches.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -207,7 +208,7 @@ def scale_by_fractional_ngd(
     def update_fn(
         updates: Any,
         state: FractionalNGDState,
-        params: Optional[Any] = None,
+        params: Any | None = None,
         *,
         inputs: Any = None,
         **extra_args: Any,
@@ -215,8 +216,7 @@ def scale_by_fractional_ngd(
         del extra_args
         if params is None or inputs is None:
             raise ValueError(
-                "fractional NGD needs the parameters and the batch: call "
-                "update(grads, state, params, inputs=x)"
+                "fractional NGD needs the parameters and the batch: call update(grads, state, params, inputs=x)"
             )
         out = fractional_ngd_direction(model_fn, params, inputs, updates, **opts)
         return out, FractionalNGDState(count=state.count + 1)
