@@ -2,7 +2,7 @@
 
 Loaded by ``mkdocs.yml``; it rewrites each docstring before griffe parses it (Google style).
 
-* Grouped arguments, ``rtol, atol: solver tolerances``. griffe's Google parser reads that as
+* Grouped arguments and attributes, ``rtol, atol: solver tolerances``. griffe's Google parser reads that as
   one argument named ``"rtol, atol"``, which is not in the signature (a warning, so
   ``mkdocs build --strict`` fails). Each grouped entry is written once per name with the same
   description, so every name is rendered and still checked against the signature.
@@ -22,7 +22,9 @@ from typing import Any
 
 import griffe
 
-_SECTION = re.compile(r"^(\s*)(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters):\s*$")
+_SECTION = re.compile(
+    r"^(\s*)(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters|Attributes):\s*$"
+)
 _NAME = r"\*{0,2}[A-Za-z_]\w*"
 _GROUPED = re.compile(rf"^(\s*)({_NAME}(?:\s*,\s*{_NAME})+)(\s*\([^)]*\))?:(.*)$")
 _BORDER = re.compile(r"^(\s*)(=+)((?: +=+)+)\s*$")
@@ -158,3 +160,6 @@ class CurvdynDocstrings(griffe.Extension):
     def on_object(self, *, obj: griffe.Object, loader: griffe.GriffeLoader, **kwargs: Any) -> None:
         if obj.docstring is not None:
             obj.docstring.value = link_roles(obj, rst_tables_to_markdown(split_grouped_args(obj.docstring.value)))
+
+    def on_package(self, *, pkg: griffe.Module, loader: griffe.GriffeLoader, **kwargs: Any) -> None:
+        self.on_object(obj=pkg, loader=loader)  # on_object runs for the members, not the package
