@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -80,10 +81,12 @@ def main() -> None:
     out, rounds, seed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     if len(sys.argv) > 4 and sys.argv[4] == "in-place":
         io.atomic_write = _in_place
+    # JAX warns at every fork; the forked children here never call JAX (the record is made above).
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
     rng = random.Random(seed)
     work = out / "work"
     work.mkdir(parents=True)
-    record = io.run_record(seeds=[0], resolution="quick")  # jax is used here, never in a forked child
+    record = io.run_record(seeds=[0], resolution="quick")
     log = _timing.JsonLog(str(work / "bench.json"), {"benchmark": "fault"})
     fig, _ = plt.subplots(figsize=(4, 3))
     fig.axes[0].plot(np.sin(np.linspace(0, 30, 20_000)))

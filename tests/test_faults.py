@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,13 +102,18 @@ def _check_snapshot(d: Path) -> list[str]:
         assert doc["payload"] == version_arrays(doc["k"])[: N_ROWS // 4].tolist()
 
     def reports():
+        # The three report files are written one after another: each on its own is one version.
         doc = io.read_json(d / "report.json")
-        k = int(doc["command"].split()[0].removeprefix("k="))
-        run = reproduce.Run([], d, ("png",), False, 0.0, "t", doc["command"], record=doc["run"])
-        run.out = d
-        assert (d / "report.md").read_text(encoding="utf-8") == report.render_markdown(run), "report.md"
-        assert (d / "report.html").read_text(encoding="utf-8") == report.render_html(run), "report.html"
-        assert doc["command"] == f"k={k} " + "x" * 200_000
+        record = doc["run"]
+
+        def expected(k: int) -> reproduce.Run:
+            return reproduce.Run([], d, ("png",), False, 0.0, "t", f"k={k} " + "x" * 200_000, record=record)
+
+        assert doc == json.loads(io.json_text(report.report_dict(expected(int(doc["command"].split()[0][2:])))))
+        for name, render in (("report.md", report.render_markdown), ("report.html", report.render_html)):
+            text = (d / name).read_text(encoding="utf-8")
+            k = int(re.search(r"k=(\d+) ", text).group(1))
+            assert text == render(expected(k)), f"{name} is not a complete version"
 
     def figure():
         import matplotlib.image
@@ -270,6 +276,9 @@ def test_interrupted_rerun_with_another_seed_is_flagged_and_not_replotted_as_one
     assert f"| 1 | `{run_b['run_id']}` |" in md and f"| 0 | `{run_a['run_id']}` |" in md
     assert "come from 2 different runs" in md and "seed: 0, 1." in md
     assert f"[run {run_b['run_id']}, seed 1]" in stdout
+    # not mixed, but the run that made it was interrupted: still not one complete run
+    code, _, err = _reproduce_cli(capsys, "--replot", "alpha", "--check", "--out", str(out))
+    assert code == 1 and "its manifest says 'interrupted'" in err
     # the replot did not rewrite the manifest into a complete one
     assert io.read_json(out / "manifest.json")["status"] == "interrupted"
 
@@ -316,11 +325,11 @@ def test_a_killed_run_leaves_an_in_progress_directory(standins, tmp_path, capsys
 
 
 def test_a_second_run_into_the_same_directory_is_refused(standins, tmp_path, capsys):
-    """While one run works (in another process, with spawned workers), a second is refused and
-    told who holds the directory; the first finishes unharmed, its workers on its JAX settings."""
+    """While one run works (in another process), a second is refused and told who holds the
+    directory; the first finishes unharmed."""
     out, pid_dir = tmp_path / "o", tmp_path / "pids"
     pid_dir.mkdir()
-    first = _driver(out, "--jobs", "2", pid_dir=pid_dir, sleep="alpha=4,beta=4", jax="jax_threefry_partitionable=0")
+    first = _driver(out, "--jobs", "1", pid_dir=pid_dir, sleep="alpha=3")
     _pids(pid_dir, 1)
     code, _, err = _reproduce_cli(capsys, "--out", str(out))
     assert code == 2 and len(err.strip().splitlines()) == 1, err
@@ -329,14 +338,8 @@ def test_a_second_run_into_the_same_directory_is_refused(standins, tmp_path, cap
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 0, stderr
     manifest = io.read_json(out / "manifest.json")
-    assert manifest["status"] == "complete" and manifest["run"]["jax_config"]["jax_threefry_partitionable"] is False
-    workers = set()
-    for name in standins:
-        data = reproduce.load_data(out / name / "data.npz")
-        assert not bool(data["jax_threefry_partitionable"]), "a worker did not get the parent's JAX settings"
-        assert bool(data["jax_enable_x64"]) == manifest["run"]["jax_config"]["jax_enable_x64"]
-        workers.add(int(data["pid"]))
-    assert first.pid not in workers and len(workers) == 2, "the experiments did not run in two worker processes"
+    assert manifest["status"] == "complete" and manifest["pid"] == first.pid
+    assert all(e["status"] == "complete" for e in manifest["figures"].values())
 
 
 def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, caplog):
@@ -379,21 +382,60 @@ def test_killing_the_parent_kills_its_workers(tmp_path):
     assert io.read_json(out / "manifest.json")["status"] == "in-progress"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_stops_the_run_with_one_line_and_marks_it_interrupted(tmp_path, signum):
+_ORPHAN = """
+import importlib.util, os, sys, threading, time
+spec = importlib.util.spec_from_file_location("w", sys.argv[1])
+w = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(w)
+threading.Thread(target=w._watch_parent, args=(os.getppid(),), daemon=True).start()
+open(sys.argv[2], "w").write(str(os.getpid()))
+time.sleep(60)
+"""
+
+
+def test_the_watchdog_alone_ends_an_orphaned_worker(tmp_path):
+    """Without the Linux death signal (other systems, or a worker spawned from a thread that
+    ended), the watchdog thread ends a worker whose parent died."""
+    workers_py = SRC / "curvdyn" / "_workers.py"
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {_ORPHAN!r}, "
+         f"{str(workers_py)!r}, {str(pid_file)!r}]); time.sleep(60)"]
+    )  # fmt: skip
+    child = int(_wait_for(lambda: pid_file.is_file() and pid_file.read_text(), 30, "the child"))
+    parent.kill()
+    parent.wait()
+    _wait_for(lambda: not rundir.pid_alive(child), 3, "the orphaned child to end")
+
+
+@pytest.mark.parametrize(
+    "signum,jobs", [(signal.SIGINT, "2"), (signal.SIGTERM, "1")], ids=["ctrl-c-workers", "sigterm-in-process"]
+)
+def test_ctrl_c_stops_the_run_with_one_line_and_marks_it_interrupted(tmp_path, signum, jobs):
+    """Ctrl-C (to the whole process group, as a terminal sends it) with worker processes, and
+    SIGTERM to a run without workers: one line, exit 128 + signal, manifest interrupted, no
+    process left. The worker that finished computed with the parent's JAX settings."""
     out, pid_dir = tmp_path / "o", tmp_path / "pids"
     pid_dir.mkdir()
-    parent = _driver(out, "--jobs", "2", pid_dir=pid_dir, sleep="alpha=0,beta=60,gamma=60", start_new_session=True)
-    workers = _pids(pid_dir, 3)  # alpha finished, beta and gamma computing
+    parent = _driver(
+        out,
+        "--jobs",
+        jobs,
+        pid_dir=pid_dir,
+        sleep="alpha=0,beta=60,gamma=60",
+        jax="jax_threefry_partitionable=0",
+        start_new_session=True,
+    )
+    workers = _pids(pid_dir, 3 if jobs == "2" else 2)  # alpha finished, the others computing
     _wait_for(lambda: io.read_json(out / "manifest.json")["figures"]["alpha"]["status"] == "complete", 30, "alpha")
     if signum == signal.SIGINT:
-        os.killpg(parent.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        os.killpg(parent.pid, signal.SIGINT)
     else:
         parent.send_signal(signal.SIGTERM)
     _, stderr = parent.communicate(timeout=30)
     assert parent.returncode == 128 + signum
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
-    assert "interrupted" in stderr or "terminated" in stderr
+    assert "is incomplete (1 of 3 figures written, manifest.json says 'interrupted')" in stderr
     _wait_for(lambda: _gone(workers.values()), 5, "the workers to be terminated")
     manifest = io.read_json(out / "manifest.json")
     assert manifest["status"] == "interrupted"
@@ -404,6 +446,11 @@ def test_ctrl_c_stops_the_run_with_one_line_and_marks_it_interrupted(tmp_path, s
     }
     assert "INTERRUPTED" in (out / "report.md").read_text().split("Paper:")[0]
     assert not (out / rundir.LOCK_FILE).exists()
+    assert manifest["run"]["jax_config"]["jax_threefry_partitionable"] is False
+    alpha = reproduce.load_data(out / "alpha" / "data.npz")
+    assert not bool(alpha["jax_threefry_partitionable"]), "the worker did not compute with the parent's JAX settings"
+    assert bool(alpha["jax_enable_x64"]) == manifest["run"]["jax_config"]["jax_enable_x64"]
+    assert (int(alpha["pid"]) != parent.pid) == (jobs == "2")
 
 
 # ---------------------------------------------------------------------------------------
@@ -411,13 +458,23 @@ def test_ctrl_c_stops_the_run_with_one_line_and_marks_it_interrupted(tmp_path, s
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def trajectory():
-    import jax
-
-    task = cd.Task(np.diag([2.0, 1.0, 0.5]))
-    ws = cd.init_random(jax.random.PRNGKey(3), (3, 4, 4, 3), 0.3)
-    return cd.simulate(ws, task, "sqrt-ngd", 1.0, n_save=5, seed=3)
+    """A trajectory of a 3-layer network (3-4-4-3), 5 recorded times (the arrays' values do not
+    matter here; tests/test_simulate.py round-trips a simulated one)."""
+    rng = np.random.default_rng(0)
+    widths, n_t = (3, 4, 4, 3), 5
+    return Trajectory(
+        t=np.linspace(0.0, 1.0, n_t),
+        weights=tuple(rng.standard_normal((n_t, b, a)) for a, b in zip(widths[:-1], widths[1:])),
+        loss=rng.random(n_t),
+        map=rng.standard_normal((n_t, 3, 3)),
+        conserved=tuple(rng.standard_normal((n_t, n, n)) for n in widths[1:-1]),
+        update_norm=rng.random(n_t),
+        status="completed",
+        message="reached t_end = 1",
+        config={"seed": 3, "widths": list(widths), "rule": {"name": "sqrt-ngd"}},
+    )
 
 
 def test_trajectory_round_trip_carries_the_record(trajectory, tmp_path):

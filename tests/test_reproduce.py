@@ -204,7 +204,13 @@ def test_an_experiment_that_raises_is_reported_and_fails(fake_registry, tmp_path
     crash, fine = report["experiments"]
     assert "boom in compute" in crash["error"] and crash["claims"] == []
     assert fine["error"] is None and fine["claims"][0]["passed"]
-    assert "raised an error" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "raised an error" in md
+    assert "FAILED — incomplete" in md.split("Paper:")[0] and "crash raised an error" in md.split("Paper:")[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert manifest["figures"]["crash"]["status"] == "failed" and manifest["figures"]["fine"]["status"] == "complete"
+    assert report["complete"] is False
 
 
 def test_selected_figures_run_in_registry_order(fake_registry, tmp_path):
