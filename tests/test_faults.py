@@ -360,6 +360,35 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, caplog):
     lock.release()
 
 
+def test_lock_without_flock_goes_by_the_pid(tmp_path, monkeypatch, caplog):
+    """On a file system without flock, a lock is held while its pid lives on this host."""
+    import errno
+    import fcntl
+    import socket
+
+    def no_flock(fd, op):
+        raise OSError(errno.EOPNOTSUPP, "flock not supported")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    lock_file = tmp_path / rundir.LOCK_FILE
+    host = socket.gethostname()
+    lock_file.write_text(json.dumps({"pid": os.getpid(), "host": host, "started": "s", "command": "live"}))
+    with pytest.raises(rundir.DirectoryBusy, match="command `live`"):
+        rundir.DirectoryLock(tmp_path).acquire()
+    lock_file.write_text(json.dumps({"pid": os.getpid(), "host": "elsewhere", "started": "s", "command": "remote"}))
+    with pytest.raises(rundir.DirectoryBusy, match="on host elsewhere"):
+        rundir.DirectoryLock(tmp_path).acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_file.write_text(json.dumps({"pid": dead.pid, "host": host, "started": "s", "command": "dead"}))
+    with caplog.at_level(logging.WARNING, logger="curvdyn"):
+        lock = rundir.DirectoryLock(tmp_path, command="new").acquire()
+    assert "taking over the stale lock" in caplog.text and lock.took_over["command"] == "dead"
+    assert json.loads(lock_file.read_text())["command"] == "new"
+    lock.release()
+    assert not lock_file.exists()
+
+
 # ---------------------------------------------------------------------------------------
 # processes
 # ---------------------------------------------------------------------------------------

@@ -119,8 +119,10 @@ class DirectoryLock:
     # -- acquire / release -------------------------------------------------------------------
 
     def acquire(self) -> DirectoryLock:
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return self._acquire_without_flock()
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
