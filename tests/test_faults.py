@@ -513,6 +513,10 @@ def test_trajectory_round_trip_carries_the_record(trajectory, tmp_path):
     assert back.config == json.loads(json.dumps(trajectory.config))
     for a, b in zip(back.weights + back.conserved, trajectory.weights + trajectory.conserved, strict=True):
         np.testing.assert_array_equal(a, b)
+    # non-finite numbers in the configuration (SGD's q = inf) come back as the same floats
+    trajectory.config["rule"] = {"name": "sgd", "q": float("inf"), "lm_damping": float("nan")}
+    again = Trajectory.load(trajectory.save(tmp_path / "inf"))
+    assert again.config["rule"]["q"] == float("inf") and np.isnan(again.config["rule"]["lm_damping"])
     # saving again keeps the run's identity
     trajectory.save(tmp_path / "again.npz")
     assert Trajectory.load(tmp_path / "again.npz").record["run_id"] == back.record["run_id"]

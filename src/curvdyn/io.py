@@ -186,8 +186,16 @@ def _finite_json(obj):
     return obj
 
 
-def json_text(obj, *, indent: int | None = 2) -> str:
-    """Strict JSON (non-finite floats as the strings ``"nan"``, ``"inf"``), UTF-8 characters kept."""
+def json_text(obj, *, indent: int | None = 2, strict: bool = True) -> str:
+    """JSON text, UTF-8 characters kept.
+
+    ``strict`` (for ``.json`` files other programs read): non-finite floats become the strings
+    ``"nan"``, ``"inf"``, ``"-inf"``. Not strict (for curvdyn's own entries in ``.npz`` files):
+    Python's ``NaN``/``Infinity`` literals, which ``json.loads`` reads back as floats, so a
+    configuration such as SGD's ``q = inf`` survives the round trip unchanged.
+    """
+    if not strict:
+        return json.dumps(obj, default=_json_default, indent=indent, ensure_ascii=False)
     plain = json.loads(json.dumps(obj, default=_json_default))
     return json.dumps(_finite_json(plain), indent=indent, ensure_ascii=False, allow_nan=False)
 
@@ -327,7 +335,8 @@ def save_npz(path, arrays: Mapping[str, Any], *, record: dict | None, compress: 
       record: the run record (:func:`run_record`), stored as the JSON string ``__run__``;
         ``None`` writes none.
       compress: ``np.savez_compressed`` (default) or ``np.savez``.
-      json_entries: further JSON documents, each stored as a string entry ``__<name>__``.
+      json_entries: further JSON documents, each stored as a string entry ``__<name>__``
+        (non-finite floats kept as such: see :func:`json_text`).
     """
     entries = {}
     for key, value in arrays.items():
@@ -338,9 +347,9 @@ def save_npz(path, arrays: Mapping[str, Any], *, record: dict | None, compress: 
             raise TypeError(f"{key!r} is not a plain numeric/string array (dtype object)")
         entries[key] = arr
     if record is not None:
-        entries[RECORD_KEY] = np.array(json_text(check_record(record), indent=None))
+        entries[RECORD_KEY] = np.array(json_text(check_record(record), indent=None, strict=False))
     for name, doc in json_entries.items():
-        entries[f"__{name}__"] = np.array(json_text(doc, indent=None))
+        entries[f"__{name}__"] = np.array(json_text(doc, indent=None, strict=False))
     writer = np.savez_compressed if compress else np.savez
     with atomic_write(path, "wb") as fh:
         writer(fh, **entries)
