@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import curvdyn as cd
+from curvdyn import io
 from curvdyn import theory as th
 
 OUT = pathlib.Path(__file__).resolve().parent / "figures"
@@ -27,7 +28,7 @@ plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "legend.fontsize": 8
 
 def save(fig, name: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    fig.savefig(OUT / name, bbox_inches="tight")
+    io.save_figure(fig, OUT / name, bbox_inches="tight")  # atomic: a killed run keeps the old figure
     plt.close(fig)
     print("wrote", OUT / name)
 

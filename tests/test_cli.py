@@ -237,6 +237,52 @@ def test_bad_options_fail_clearly(argv, message, capsys):
     code, _out, err = _run(capsys, argv)
     assert code == 2
     assert message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def _user_error_cases(tmp):
+    afile = tmp / "afile"
+    afile.write_text("not a directory")
+    sim = ["simulate", "--t-end", "0.1", "--n-save", "3", "--no-plot"]
+    return [
+        (["reproduce", "--out", str(afile)], "exists and is not a directory"),
+        (sim + ["--out", str(afile)], "exists and is not a directory"),
+        (["reproduce", "--out", str(afile / "sub")], "cannot create the directory"),
+        (sim + ["--out", str(tmp / "x" / "y" / "afile" / "z")], None),  # creatable: not an error
+        (sim + ["--out", "/proc/self"], "is not writable"),
+        (["simulate", "--n-save", "1", "--out", str(tmp / "s")], "expected an integer >= 2"),
+        (sim + ["--init-scale", "1e200", "--out", str(tmp / "s")], "not finite (float overflow): --init-scale 1e+200"),
+        (sim + ["--target-scale", "1e200", "--out", str(tmp / "s")], "not finite (float overflow)"),
+        (["reproduce", "--replot", "--seed", "1", "--out", str(tmp)], "drop --seed"),
+        (["reproduce", "--replot", "--quick", "--out", str(tmp)], "drop --quick"),
+        (["reproduce", "--allow-mixed", "--out", str(tmp / "r")], "--allow-mixed applies to --replot only"),
+        (
+            ["reproduce", "--replot", "--out", str(tmp / "missing")],
+            "needs saved data, but --out " + str(tmp / "missing") + " does not exist",
+        ),
+        (["reproduce", "nosuchfig", "--out", str(tmp / "r")], "unknown figure(s) nosuchfig"),
+    ]
+
+
+def test_every_user_error_is_one_line_and_exit_2(tmp_path, capsys):
+    for argv, message in _user_error_cases(tmp_path):
+        code, _out, err = _run(capsys, argv)
+        if message is None:
+            assert code == 0, err
+            continue
+        assert code == 2, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+        assert message in err, (argv, err)
+
+
+def test_a_diverged_simulation_says_so_and_exits_1(tmp_path, capsys):
+    argv = ["simulate", "--rule", "sgd", "--integrator", "euler", "--dt", "5", "--t-end", "200"]
+    argv += ["--init-scale", "1", "--target-scale", "3", "--widths", "3,3,3", "--no-plot", "--out", str(tmp_path)]
+    code, out, err = _run(capsys, argv)
+    assert code == 1 and "diverged" in out
+    assert len(err.strip().splitlines()) == 1 and err.startswith("curvdyn simulate: diverged: diverged at t = ")
+    traj = cd.Trajectory.load(tmp_path / "trajectory")
+    assert traj.status == "diverged" and np.all(np.isfinite(traj.loss))
 
 
 def test_replot_without_data_fails_clearly(tmp_path, capsys):

@@ -2,16 +2,23 @@
 
 Run ``curvdyn --help``, ``curvdyn reproduce --help`` or ``curvdyn simulate --help``.
 Exit status: 0 on success; 1 when an experiment raised, when ``--check`` finds a failed
-claim, or when a simulation diverged or failed; 2 for invalid options.
+claim or a directory that is not one complete run, when a simulation diverged or failed, or
+when a file cannot be written; 2 for invalid options (one line on stderr, never a traceback),
+an output directory another run holds, or a re-plot over figures from different runs;
+130 after Ctrl-C (143 after SIGTERM), with the output directory marked interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import shlex
+import signal
 import sys
+import tempfile
 import textwrap
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +26,17 @@ from curvdyn._names import METHODS, RULE_NAMES, SOLVER_NAMES
 from curvdyn._version import __version__
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A user error found after parsing (printed as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(str(message).split())} (see {self.prog} --help)\n")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -87,6 +105,16 @@ def _q_value(text: str) -> float:
     return value
 
 
+def _n_save(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 (the first and the last time), got {value}")
+    return value
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(p) for p in text.split(","))
@@ -116,7 +144,7 @@ def _formats(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from curvdyn import experiments
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="curvdyn",
         formatter_class=_Formatter,
         description=textwrap.dedent(
@@ -135,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'curvdyn COMMAND --help' for the options of each command.",
     )
     parser.add_argument("--version", action="version", version=f"curvdyn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     names = experiments.names()
     rep = sub.add_parser(
@@ -151,17 +179,25 @@ def build_parser() -> argparse.ArgumentParser:
 
             For each figure FIG this writes, under OUT/FIG/:
               FIG.png (and FIG.pdf/.svg with --format)   the figure
-              data.npz                                   the raw data (NumPy arrays)
-              config.json                                the exact configuration, curvdyn version,
-                                                         seed, --quick flag and wall time
+              data.npz                                   the raw data (NumPy arrays) and the run record
+              config.json                                the exact configuration, the run record
+                                                         and the wall time
               claims.json                                the claims measured on data.npz
             and OUT/report.md, OUT/report.html (self-contained, figures embedded) and
             OUT/report.json: the figures, the claims table (measured number, threshold,
             PASS/FAIL/DISAGREES) and a plain note for every claim that fails. DISAGREES marks a
             documented, known deviation from the paper; --check fails on FAIL only.
 
+            The run record (run id, seed, resolution, versions of curvdyn, jax, jaxlib,
+            diffrax, optax, numpy, scipy, matplotlib, JAX's PRNG and x64 settings) is in every
+            file. OUT/manifest.json says whether OUT is one complete run: 'in-progress' while
+            a run works (or after it was killed), 'complete', 'interrupted' (Ctrl-C) or
+            'failed'. Every file is written whole or not at all; only one run writes into
+            OUT at a time (OUT/curvdyn.lock names it).
+
             The figures and claims are computed from the saved data files only, so
-            'curvdyn reproduce --replot --out OUT' re-draws and re-checks saved data.
+            'curvdyn reproduce --replot --out OUT' re-draws and re-checks saved data; it
+            refuses figures made by different runs unless --allow-mixed.
 
             Available figures, in order: {", ".join(names)}.
             """
@@ -189,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="lower resolution (fewer recorded times, looser tolerances, cheaper integrators): the "
         "same claims checked in about a minute on 2 cores",
     )
-    rep.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="random seed of every experiment")
+    rep.add_argument(
+        "--seed", type=_nonneg_int, default=None, metavar="N", help="random seed of every experiment (default: 0)"
+    )
     rep.add_argument(
         "--format",
         dest="formats",
@@ -201,13 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--check",
         action="store_true",
-        help="exit with status 1 if any claim fails (for CI); documented deviations from the paper (DISAGREES) do not count",
+        help="exit with status 1 if any claim fails or OUT is not one complete run (for CI); documented deviations "
+        "from the paper (DISAGREES) do not count",
     )
     rep.add_argument(
         "--replot",
         action="store_true",
         help="do not compute: re-draw the figures, re-measure the claims and rewrite the report "
-        "from the data already saved in OUT",
+        "from the data already saved in OUT (with their own seed and resolution)",
+    )
+    rep.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="with --replot: report figures made by different runs, each labelled with its run id and seed "
+        "(refused otherwise)",
     )
     rep.add_argument(
         "--jobs",
@@ -228,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
             """\
             Run one simulation of a deep linear network learning a task under one rule, and
             write OUT/trajectory.npz (times, weights, loss, map, conserved quantities, update
-            norm, and the configuration as JSON metadata; read it with
+            norm, the configuration and the run record as JSON metadata; read it with
             curvdyn.Trajectory.load) and OUT/trajectory.png (loss, the map's singular values
             against the target's, and the update norm over time).
 
@@ -316,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="how the curvature directions are computed (default: the fastest exact method)",
     )
-    num.add_argument("--n-save", type=_positive_int, default=201, metavar="K", help="number of recorded times")
+    num.add_argument("--n-save", type=_n_save, default=201, metavar="K", help="number of recorded times (>= 2)")
     num.add_argument(
         "--log-time",
         action="store_true",
@@ -340,8 +385,28 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------
 
 
+def _output_dir(text: str, *, create: bool) -> Path:
+    """``--out`` as a directory this process can write into (created if asked), else :class:`UsageError`."""
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    if not out.exists():
+        if not create:
+            raise UsageError(f"--replot needs saved data, but --out {out} does not exist")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot create the directory ({exc.strerror or exc})") from None
+    try:  # os.access is not enough: root, read-only mounts, ACLs
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out} is not writable ({exc.strerror or exc})") from None
+    return out
+
+
 def _cmd_reproduce(args, parser) -> int:
-    from curvdyn import experiments, reproduce
+    from curvdyn import experiments, reproduce, rundir
 
     if args.list:
         for name in experiments.names():
@@ -355,37 +420,56 @@ def _cmd_reproduce(args, parser) -> int:
         names = reproduce.check_names(args.figures)
     except ValueError as exc:
         parser.error(str(exc))
-    out = Path(args.out)
     if args.replot:
+        given = [opt for opt, on in (("--seed", args.seed is not None), ("--quick", args.quick)) if on]
+        if given:
+            parser.error(f"--replot uses the saved data's own seed and resolution; drop {' and '.join(given)}")
+        out = _output_dir(args.out, create=False)
         missing = [n for n in names if not (out / n / reproduce.DATA_FILE).is_file()]
         if missing:
             parser.error(f"--replot needs saved data, but {out} has none for: {', '.join(missing)}")
+    else:
+        if args.allow_mixed:
+            parser.error("--allow-mixed applies to --replot only")
+        out = _output_dir(args.out, create=True)
     command = "curvdyn " + " ".join(shlex.quote(a) for a in args.argv)
-    run = reproduce.reproduce(
-        names,
-        out=out,
-        quick=args.quick,
-        seed=args.seed,
-        formats=args.formats,
-        progress=not args.no_progress,
-        replot=args.replot,
-        command=command.strip(),
-        jobs=args.jobs if args.jobs is not None else reproduce.default_jobs(),
-    )
+    try:
+        run = reproduce.reproduce(
+            names,
+            out=out,
+            quick=None if args.replot else args.quick,
+            seed=args.seed,
+            formats=args.formats,
+            progress=not args.no_progress,
+            replot=args.replot,
+            command=command.strip(),
+            jobs=args.jobs if args.jobs is not None else reproduce.default_jobs(),
+            allow_mixed=args.allow_mixed,
+        )
+    except (rundir.DirectoryBusy, reproduce.MixedRuns) as exc:
+        parser.error(str(exc))
     _print_summary(run)
     if any(r.error is not None for r in run.results):
         return EXIT_FAIL
     if args.check and not run.ok:
+        if not run.complete:
+            _error_line(f"{parser.prog}: --check: {out} is not one complete run: {run.problems[0]}")
         return EXIT_FAIL
     return EXIT_OK
 
 
+def _error_line(text: str) -> None:
+    print(" ".join(str(text).split()), file=sys.stderr, flush=True)
+
+
 def _print_summary(run) -> None:
+    from curvdyn import io
     from curvdyn.report import format_measured
 
     width = max([len(c.key) for c in run.claims] + [10])
     for r in run.results:
-        print(f"{r.name}: {r.title}")
+        label = f" [run {r.record['run_id']}, seed {io.seeds_text(r.record)}]" if run.replot and r.record else ""
+        print(f"{r.name}: {r.title}{label}")
         if r.error is not None:
             print(f"  ERROR: {r.error.strip().splitlines()[-1]}")
         for c in r.claims:
@@ -399,6 +483,8 @@ def _print_summary(run) -> None:
         + (f", {deviations} disagree with the paper (documented deviations, see the report)" if deviations else "")
         + f"; wall time {run.wall_time_s:.1f} s; report: {run.out / 'report.html'}"
     )
+    for problem in run.problems:
+        print(f"NOT ONE COMPLETE RUN: {problem}")
 
 
 def _simulation_task(args, n_in: int, n_out: int):
@@ -447,10 +533,13 @@ def _cmd_simulate(args, parser) -> int:
     import warnings
 
     import jax
+    import numpy as np
 
+    from curvdyn import io
     from curvdyn.experiments.common import log_times
     from curvdyn.init import init_balanced, init_random, init_xavier
     from curvdyn.integrators import ODE, Euler
+    from curvdyn.network import loss
     from curvdyn.simulate import simulate
 
     widths = args.widths if args.widths else (args.width,) * (args.depth + 1)
@@ -458,14 +547,25 @@ def _cmd_simulate(args, parser) -> int:
         parser.error("--log-time applies to --integrator ode only")
     if args.integrator == "ode" and args.clip is not None:
         parser.error("--clip applies to --integrator euler only")
+    if args.integrator == "euler" and args.t_end / args.dt > 5e7:
+        parser.error(f"--t-end / --dt = {args.t_end / args.dt:.3g} Euler steps is too many (max 5e7)")
+    out = _output_dir(args.out, create=True)
     try:
         rule = _simulation_rule(args)
         task = _simulation_task(args, widths[0], widths[-1])
+        key = jax.random.PRNGKey(args.seed)
+        init = {"random": init_random, "xavier": init_xavier, "balanced": init_balanced}[args.init]
+        ws = init(key, widths, args.init_scale)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
-    key = jax.random.PRNGKey(args.seed)
-    init = {"random": init_random, "xavier": init_xavier, "balanced": init_balanced}[args.init]
-    ws = init(key, widths, args.init_scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow is reported below
+        finite = all(bool(np.all(np.isfinite(np.asarray(w)))) for w in ws) and bool(np.isfinite(float(loss(ws, task))))
+    if not finite:
+        parser.error(
+            f"the initial weights or loss are not finite (float overflow): --init-scale {args.init_scale:g} "
+            f"with {len(widths) - 1} layers and --target-scale {args.target_scale:g} is too large"
+        )
     kwargs: dict = dict(eta=args.eta, method=args.method, seed=args.seed)
     if args.integrator == "ode":
         kwargs["integrator"] = ODE(rtol=args.rtol, atol=args.atol, solver=args.solver, progress=True)
@@ -475,28 +575,31 @@ def _cmd_simulate(args, parser) -> int:
             kwargs["n_save"] = args.n_save
     else:
         kwargs.update(integrator=Euler(dt=args.dt, clip=args.clip), n_save=args.n_save)
-        if args.t_end / args.dt > 5e7:
-            parser.error(f"--t-end / --dt = {args.t_end / args.dt:.3g} Euler steps is too many (max 5e7)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the status below says it
-        traj = simulate(ws, task, rule, args.t_end, **kwargs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the status below says it
+            traj = simulate(ws, task, rule, args.t_end, **kwargs)
+    except ValueError as exc:  # simulate validates its options before it computes anything
+        parser.error(str(exc))
     traj.config["cli"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "argv"}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    traj.save(out / "trajectory.npz")
-    written = [out / "trajectory.npz"]
+    written = [traj.save(out / "trajectory.npz")]
     if not args.no_plot:
-        fig = plot_trajectory(traj, task, title=f"{rule.label}, widths {'-'.join(map(str, widths))}")
-        fig.savefig(out / "trajectory.png", dpi=130, bbox_inches="tight")
         import matplotlib.pyplot as plt
 
-        plt.close(fig)
+        fig = plot_trajectory(traj, task, title=f"{rule.label}, widths {'-'.join(map(str, widths))}")
+        try:
+            io.save_figure(fig, out / "trajectory.png", format="png", dpi=130, bbox_inches="tight")
+        finally:
+            plt.close(fig)
         written.append(out / "trajectory.png")
     loss0, loss1 = float(traj.loss[0]), float(traj.loss[-1])
     print(f"{rule.label} on widths {'-'.join(map(str, widths))}, {args.integrator}: {traj.status} — {traj.message}")
     print(f"loss {loss0:.6g} -> {loss1:.6g} at t = {float(traj.t[-1]):.6g}")
     print("wrote " + ", ".join(str(p) for p in written))
-    return EXIT_FAIL if traj.status in ("diverged", "failed", "max_steps") else EXIT_OK
+    if traj.status in ("diverged", "failed", "max_steps"):
+        _error_line(f"{parser.prog}: {traj.status}: {traj.message} (recorded part saved in {written[0]})")
+        return EXIT_FAIL
+    return EXIT_OK
 
 
 def plot_trajectory(traj, task, *, title: str = ""):
@@ -545,19 +648,53 @@ def plot_trajectory(traj, task, *, title: str = ""):
     return fig
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs, SIGTERM stops it as Ctrl-C does (clean-up, directory marked
+    interrupted), with exit status 143. Only in the main thread; the old handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from curvdyn.reproduce import Interrupted
+
+    def handler(signum, frame):
+        raise Interrupted("terminated", signum=signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``curvdyn`` command; returns the exit status."""
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args.argv = argv
-    if args.command is None:
-        parser.print_help()
+    """Entry point of the ``curvdyn`` command; returns the exit status.
+
+    User errors end as one line on stderr with status 2; Ctrl-C as one line with status 130.
+    """
+    prog = "curvdyn"
+    try:
+        with _sigterm_as_interrupt():
+            parser = build_parser()
+            argv = list(sys.argv[1:] if argv is None else argv)
+            args = parser.parse_args(argv)
+            args.argv = argv
+            if args.command is None:
+                parser.print_help()
+                return EXIT_USAGE
+            sub = parser._subparsers._group_actions[0].choices[args.command]  # for error messages
+            prog = sub.prog
+            return (_cmd_reproduce if args.command == "reproduce" else _cmd_simulate)(args, sub)
+    except UsageError as exc:
+        _error_line(f"{prog}: error: {exc}")
         return EXIT_USAGE
-    sub = parser._subparsers._group_actions[0].choices[args.command]  # for error messages
-    if args.command == "reproduce":
-        return _cmd_reproduce(args, sub)
-    return _cmd_simulate(args, sub)
+    except KeyboardInterrupt as exc:
+        _error_line(f"{prog}: {str(exc) or 'interrupted'}")
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
+    except OSError as exc:  # a file that cannot be written (disk full, permissions changed meanwhile)
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _error_line(f"{prog}: error: {where}{exc.strerror or exc}")
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import diffrax
@@ -60,6 +60,13 @@ class Trajectory:
         ``"diverged"`` (loss above max_loss or non-finite), ``"max_steps"`` or ``"failed"``.
       message: what happened, in words.
       config: the run's configuration (rule, method, tolerances, seed, package version, ...).
+      record: the run record (:func:`curvdyn.io.run_record`) written with it by :meth:`save`
+        (made at the first save when the trajectory has none; read back by :meth:`load`;
+        ``None`` for a file written before curvdyn kept records).
+
+    Files: :meth:`save` and :meth:`load` take the same path and apply one rule: the file is
+    ``path`` when its name ends in ``.npz``, else ``path`` with ``.npz`` appended (NumPy's
+    rule), so ``save("x/b")`` writes ``x/b.npz`` and ``load("x/b")`` reads it.
     """
 
     t: np.ndarray
@@ -71,6 +78,7 @@ class Trajectory:
     status: Any
     message: Any
     config: dict
+    record: dict | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def batched(self) -> bool:
@@ -96,34 +104,74 @@ class Trajectory:
             status=self.status[b],
             message=self.message[b],
             config=dict(self.config, batch_member=b),
+            record=self.record,
         )
 
-    def save(self, path) -> None:
-        """Write one ``.npz`` file: the arrays plus the configuration as JSON metadata."""
+    def _arrays(self) -> dict[str, np.ndarray]:
         arrays = {"t": self.t, "loss": self.loss, "map": self.map, "update_norm": self.update_norm}
         arrays.update({f"weights_{i}": w for i, w in enumerate(self.weights)})
         arrays.update({f"conserved_{i}": c for i, c in enumerate(self.conserved)})
-        meta = {"status": self.status, "message": self.message, "config": self.config}
-        np.savez(path, __metadata__=np.array(json.dumps(meta)), **arrays)
+        return {k: np.asarray(v) for k, v in arrays.items()}
+
+    def save(self, path) -> Path:
+        """Write one ``.npz`` file, atomically: the arrays, the run record (``__run__``) and
+        the metadata (``__metadata__``: status, message, configuration, and the name, shape and
+        dtype of every array, which :meth:`load` checks).
+
+        Returns:
+          The path written (``path``, with ``.npz`` appended if its name lacks it).
+        """
+        from curvdyn import io
+
+        path = trajectory_path(path)
+        arrays = self._arrays()
+        if self.record is None:
+            seed = self.config.get("seed") if isinstance(self.config, dict) else None
+            self.record = io.run_record(seeds=[] if seed is None else [seed], resolution=None)
+        meta = {
+            "format": TRAJECTORY_FORMAT,
+            "status": self.status,
+            "message": self.message,
+            "config": self.config,
+            "layers": len(self.weights),
+            "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()},
+        }
+        io.save_npz(path, arrays, record=self.record, compress=False, metadata=meta)
+        return path
 
     @classmethod
     def load(cls, path) -> Trajectory:
-        """Read a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["__metadata__"]))
-            n_w = sum(1 for k in f.files if k.startswith("weights_"))
-            n_c = sum(1 for k in f.files if k.startswith("conserved_"))
-            return cls(
-                t=f["t"],
-                weights=tuple(f[f"weights_{i}"] for i in range(n_w)),
-                loss=f["loss"],
-                map=f["map"],
-                conserved=tuple(f[f"conserved_{i}"] for i in range(n_c)),
-                update_norm=f["update_norm"],
-                status=meta["status"],
-                message=meta["message"],
-                config=meta["config"],
-            )
+        """Read a file written by :meth:`save` (same path rule), checked against its own metadata.
+
+        Raises:
+          FileNotFoundError: no such file (the message names the path tried).
+          ValueError: not a trajectory file, or one whose arrays do not match what its metadata
+            records (a layer or array missing, an unexpected one, a shape or dtype changed);
+            the message names what is wrong.
+        """
+        from curvdyn import io
+
+        path = trajectory_path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no trajectory file {path} (Trajectory.load appends .npz to a name without it)")
+        arrays, record, docs = io.load_npz(path, require_record=False)
+        meta = docs.get("metadata")
+        if not isinstance(meta, dict) or "config" not in meta:
+            raise ValueError(f"{path} is not a trajectory file: it has no __metadata__ written by Trajectory.save")
+        _check_contents(path, arrays, meta)
+        n_layers = sum(1 for k in arrays if k.startswith("weights_"))
+        return cls(
+            t=arrays["t"],
+            weights=tuple(arrays[f"weights_{i}"] for i in range(n_layers)),
+            loss=arrays["loss"],
+            map=arrays["map"],
+            conserved=tuple(arrays[f"conserved_{i}"] for i in range(n_layers - 1)),
+            update_norm=arrays["update_norm"],
+            status=meta["status"],
+            message=meta["message"],
+            config=meta["config"],
+            record=record,
+        )
 
     @property
     def rule(self) -> Rule:
@@ -132,6 +180,60 @@ class Trajectory:
         if fields.get("layer_rates") is not None:
             fields["layer_rates"] = tuple(fields["layer_rates"])
         return Rule(**fields)
+
+
+#: Layout version of :meth:`Trajectory.save`'s metadata.
+TRAJECTORY_FORMAT = "curvdyn-trajectory/1"
+_TRAJECTORY_SUFFIX = ".npz"
+
+
+def trajectory_path(path) -> Path:
+    """The file :meth:`Trajectory.save` writes and :meth:`Trajectory.load` reads for ``path``:
+    ``path`` itself when its name ends in ``.npz``, else ``path`` + ``.npz``."""
+    path = Path(path)
+    return path if path.name.endswith(_TRAJECTORY_SUFFIX) else path.with_name(path.name + _TRAJECTORY_SUFFIX)
+
+
+def _expected_arrays(meta: dict) -> tuple[int, dict[str, dict | None]]:
+    """(number of layers, name → {"shape", "dtype"} or None) that a trajectory file must hold.
+
+    From the metadata's own inventory; files written before it existed are checked against
+    the layer count their configuration's widths give.
+    """
+    if isinstance(meta.get("arrays"), dict) and isinstance(meta.get("layers"), int):
+        return meta["layers"], dict(meta["arrays"])
+    widths = (meta.get("config") or {}).get("widths")
+    if not isinstance(widths, list) or len(widths) < 2:
+        raise ValueError("its metadata records neither its arrays nor the network's widths")
+    d = len(widths) - 1
+    names = ["t", "loss", "map", "update_norm"] + [f"weights_{i}" for i in range(d)]
+    names += [f"conserved_{i}" for i in range(d - 1)]
+    return d, dict.fromkeys(names)
+
+
+def _check_contents(path: Path, arrays: dict, meta: dict) -> None:
+    try:
+        n_layers, expected = _expected_arrays(meta)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    missing = [k for k in expected if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path} is missing {', '.join(missing)} (its metadata records {n_layers} layers and "
+            f"{len(expected)} arrays); the file is incomplete or was altered"
+        )
+    extra = [k for k in arrays if k not in expected]
+    if extra:
+        raise ValueError(f"{path} holds arrays its metadata does not record: {', '.join(extra)}")
+    for name, spec in expected.items():
+        if spec is None:
+            continue
+        shape, dtype = tuple(arrays[name].shape), arrays[name].dtype.str
+        if shape != tuple(spec["shape"]) or dtype != spec["dtype"]:
+            raise ValueError(
+                f"{path}: {name} has shape {shape} and dtype {dtype}, its metadata records "
+                f"{tuple(spec['shape'])} and {spec['dtype']}"
+            )
 
 
 def save_times(t_end: float | None, n_save: int, save_at: Sequence[float] | None = None) -> np.ndarray:

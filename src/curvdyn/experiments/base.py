@@ -5,8 +5,11 @@ An experiment is a module in :mod:`curvdyn.experiments` that defines
 * ``NAME``: the name on the command line (``fig1``, ``fig3``, ``relu``, ...);
 * ``TITLE``: one line for the report;
 * ``compute(*, quick: bool, seed: int, progress: bool) -> tuple[dict[str, np.ndarray], dict]``:
-  runs the numerics and returns the raw data (NumPy arrays, float64 where it matters) and a
-  JSON-serializable configuration (everything needed to re-run it);
+  runs the numerics and returns the raw data (NumPy arrays, float64 where it matters, under
+  names that do not start with ``__``: those are curvdyn's own entries, such as the run
+  record ``__run__``) and a JSON-serializable configuration (everything needed to re-run it).
+  One call computes one seed; the run record (:func:`curvdyn.io.run_record`) that the runner
+  stores with the data lists the seeds, so that a figure can later hold several;
 * ``plot(data, config) -> matplotlib.figure.Figure``: draws the figure from the data alone;
 * ``claims(data, config) -> list[Claim]``: measures the paper's claims from the data alone.
 
