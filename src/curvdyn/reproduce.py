@@ -257,16 +257,11 @@ def run_experiment(
             description = str(module.describe(meta["config"]))
 
         start = time.perf_counter()
-        import matplotlib.pyplot as plt
-
-        fig = module.plot(data, meta["config"])
-        try:
-            for fmt in ("png",) + tuple(f for f in formats if f != "png"):
-                path = exp_dir / f"{name}.{fmt}"
-                fig.savefig(path, dpi=PNG_DPI, bbox_inches="tight", metadata=_figure_metadata(fmt, name, meta))
-                files.append(f"{name}/{path.name}")
-        finally:
-            plt.close(fig)
+        fig = module.plot(data, meta["config"])  # a matplotlib.figure.Figure: no pyplot state to close
+        for fmt in ("png",) + tuple(f for f in formats if f != "png"):
+            path = exp_dir / f"{name}.{fmt}"
+            fig.savefig(path, dpi=PNG_DPI, bbox_inches="tight", metadata=_figure_metadata(fmt, name, meta))
+            files.append(f"{name}/{path.name}")
         timings["plot_s"] = round(time.perf_counter() - start, 3)
 
         start = time.perf_counter()
@@ -319,6 +314,14 @@ def _single_threaded_children():
                 os.environ[k] = v
 
 
+def _worker_init() -> None:
+    """Initializer of every worker process: a spawned process starts with JAX's default
+    configuration (32-bit), so it switches on the float64 mode that :func:`reproduce` requires."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
 def _run_parallel(selected: list[str], out: Path, *, jobs: int, progress: bool, **kwargs) -> list[ExperimentResult]:
     """Run experiments in ``jobs`` fresh processes (spawned: JAX does not survive a fork)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -329,7 +332,7 @@ def _run_parallel(selected: list[str], out: Path, *, jobs: int, progress: bool, 
     context = multiprocessing.get_context("spawn")
     with (
         _single_threaded_children(),
-        ProcessPoolExecutor(max_workers=min(jobs, len(selected)), mp_context=context) as pool,
+        ProcessPoolExecutor(max_workers=min(jobs, len(selected)), mp_context=context, initializer=_worker_init) as pool,
     ):
         futures = {pool.submit(run_experiment, name, out, progress=False, **kwargs): name for name in selected}
         bar = progress_bar(as_completed(futures), enabled=progress, desc="experiments", total=len(futures), leave=True)
@@ -391,9 +394,19 @@ def reproduce(
     With ``jobs > 1`` the experiments run in that many separate processes (each experiment
     is independent and writes only its own folder); the results are the same.
 
+    The experiments compute in float64: JAX's 64-bit mode must be on
+    (``jax.config.update("jax_enable_x64", True)``; the ``curvdyn`` command does it), and worker
+    processes switch it on themselves.
+
     Returns the :class:`Run`; its ``ok`` is False when a claim failed or an experiment raised.
+
+    Raises:
+      curvdyn._precision.Float64DisabledError: JAX's 64-bit mode is off.
     """
     from curvdyn import report
+    from curvdyn._precision import require_float64
+
+    require_float64("curvdyn reproduce")
     from curvdyn.experiments.common import progress as progress_bar
 
     selected = check_names(names)
