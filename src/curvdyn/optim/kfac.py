@@ -113,7 +113,8 @@ def _weight_grid(
     damped = _positive(damping)
     if damped is False:
         return undamped
-    root = jnp.sqrt(jnp.where(damping > 0, damping, 1.0))
+    lam = jnp.asarray(damping, dtype=products.dtype)  # a float32 schedule value: its root in the factors' dtype
+    root = jnp.sqrt(jnp.where(lam > 0, lam, 1.0))
     if pi_adjusted:
         mean_a = jnp.mean(a_vals)  # tr A / m
         mean_g = jnp.mean(g_vals)  # tr G / n
