@@ -7,8 +7,8 @@ float64, which JAX provides in its 64-bit mode: switch it on yourself, once, at 
     import jax
     jax.config.update("jax_enable_x64", True)
 
-A float64 path that meets 64-bit mode off raises :class:`curvdyn._precision.Float64DisabledError`
-saying so (never a silent float32 result). To compute in float32 instead, ask for it
+A float64 path that meets 64-bit mode off raises :class:`curvdyn.Float64DisabledError` saying so
+(never a silent float32 result). To compute in float32 instead, ask for it
 explicitly: ``dtype=jnp.float32`` in :class:`Task` and the initializers, float32 arrays, or
 ``ws32, task32 = cd.astype(ws, task, jnp.float32)``; :mod:`curvdyn.optim` follows the dtype of
 the parameters it is given.
@@ -33,6 +33,7 @@ from curvdyn._version import __version__ as __version__
 
 # Public name -> the submodule that defines it; imported on first use (PEP 562).
 _LAZY = {
+    "Float64DisabledError": "curvdyn._precision",
     "ODE": "curvdyn.integrators",
     "Euler": "curvdyn.integrators",
     "RULE_NAMES": "curvdyn.rules",

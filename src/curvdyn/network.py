@@ -38,7 +38,7 @@ def as_weights(weights: Sequence, *, check_finite: bool = True, batched: bool = 
       TypeError: ``weights`` is not a non-empty sequence of arrays.
       ValueError: a layer is not a matrix, consecutive layers do not chain
         (``w_{i+1}.shape[1] != w_i.shape[0]``), batch sizes differ, or an entry is not finite.
-      curvdyn._precision.Float64DisabledError: float64 (or integer) layers while JAX's 64-bit
+      curvdyn.Float64DisabledError: float64 (or integer) layers while JAX's 64-bit
         mode is off (float32 layers stay float32).
     """
     if isinstance(weights, (jax.Array, np.ndarray)) or not isinstance(weights, (tuple, list)):

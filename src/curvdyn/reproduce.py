@@ -401,7 +401,7 @@ def reproduce(
     Returns the :class:`Run`; its ``ok`` is False when a claim failed or an experiment raised.
 
     Raises:
-      curvdyn._precision.Float64DisabledError: JAX's 64-bit mode is off.
+      curvdyn.Float64DisabledError: JAX's 64-bit mode is off.
     """
     from curvdyn import report
     from curvdyn._precision import require_float64

@@ -58,7 +58,7 @@ class Task:
     Raises:
       ValueError: shapes do not match, entries are not finite, ``Σ`` is not symmetric PSD, or
         ``dtype`` is not a floating type.
-      curvdyn._precision.Float64DisabledError: a float64 task while 64-bit mode is off.
+      curvdyn.Float64DisabledError: a float64 task while 64-bit mode is off.
     """
 
     def __init__(self, target, input_cov=None, *, loss_offset: float = 0.0, dtype=None):

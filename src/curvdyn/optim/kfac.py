@@ -50,7 +50,8 @@ from curvdyn.optim.mlp import KFACStatistics, Params
 DAMPING_MODES = ("factored", "kronecker")
 
 Curvature = KFACStatistics | Callable[[], KFACStatistics]
-Numeric = float | jax.Array
+#: A hyperparameter: a Python number or a 0-d array, possibly traced.
+Numeric = Any
 
 
 class FractionalKFACState(NamedTuple):
@@ -102,7 +103,7 @@ def _weight_grid(
     damping: Numeric,
     damping_mode: str,
     pi_adjusted: bool,
-    rcond: Numeric | None,
+    rcond: Numeric,  # None: the dtype default
 ) -> jax.Array:
     """The grid ``F[a, b]`` of spectral weights for eigenvalues ``γ_a`` (G) and ``α_b`` (A)."""
     products = g_vals[:, None] * a_vals[None, :]
@@ -115,13 +116,12 @@ def _weight_grid(
         return undamped
     lam = jnp.asarray(damping, dtype=products.dtype)  # a float32 schedule value: its root in the factors' dtype
     root = jnp.sqrt(jnp.where(lam > 0, lam, 1.0))
+    pi: Numeric = 1.0
     if pi_adjusted:
         mean_a = jnp.mean(a_vals)  # tr A / m
         mean_g = jnp.mean(g_vals)  # tr G / n
         ok = (mean_a > 0) & (mean_g > 0)  # a zero factor: split evenly (pi = 1)
         pi = jnp.sqrt(jnp.where(ok, mean_a, 1.0) / jnp.where(ok, mean_g, 1.0))
-    else:
-        pi = 1.0
     left = cv.SpectralFunction(power=power, shift=root / pi)(g_vals, jnp.max(g_vals))
     right = cv.SpectralFunction(power=power, shift=root * pi)(a_vals, jnp.max(a_vals))
     factored = left[:, None] * right[None, :]
@@ -421,8 +421,13 @@ def scale_by_fractional_kfac(
         fields = _select(ok, (ema_weight, tuple(g_sums), tuple(a_sums), tuple(us), tuple(ws), tuple(fs)), kept)
         notfinite_count, last_finite, total_notfinite = _skip_counters(state, ok)
         new_state = FractionalKFACState(
-            jnp.where(ok, optax.safe_increment(count), count),
-            *fields,
+            count=jnp.where(ok, optax.safe_increment(count), count),
+            ema_weight=fields[0],
+            output_sums=fields[1],
+            input_sums=fields[2],
+            output_bases=fields[3],
+            input_bases=fields[4],
+            weights=fields[5],
             notfinite_count=notfinite_count,
             last_finite=last_finite,
             total_notfinite=total_notfinite,

@@ -60,9 +60,10 @@ def _get(tree: Any, path: tuple) -> Any:
 def _natural_order(names: Sequence[Any]) -> list[Any]:
     """Mapping keys in the order of their trailing numbers when all have one, else as given."""
     numbers = [re.search(r"(\d+)$", str(n)) for n in names]
-    if all(numbers):
-        return [n for _, n in sorted(zip([int(m.group(1)) for m in numbers], names), key=lambda p: p[0])]
-    return list(names)
+    if not all(numbers):
+        return list(names)
+    keys = [int(m.group(1)) for m in numbers if m is not None]
+    return [n for _, n in sorted(zip(keys, names), key=lambda p: p[0])]
 
 
 def _is_equinox_mlp(params: Any) -> bool:
@@ -77,7 +78,7 @@ def _slots(params: Any) -> tuple[str, tuple[_Slot, ...]]:
             raise TypeError("MLP params must hold at least one dense layer, got an empty sequence")
         slots = []
         for i, layer in enumerate(params, start=1):
-            here = (SequenceKey(i - 1),)
+            here: tuple = (SequenceKey(i - 1),)
             if isinstance(layer, Mapping):
                 extra = set(layer) - {"w", "b"}
                 if "w" not in layer or extra:

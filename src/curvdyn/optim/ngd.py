@@ -53,7 +53,8 @@ from jax.flatten_util import ravel_pytree
 from curvdyn import curvature as cv
 from curvdyn.optim import _checks
 
-Numeric = float | jax.Array
+#: A hyperparameter: a Python number or a 0-d array, possibly traced.
+Numeric = Any
 
 ModelFn = Callable[[Any, Any], jax.Array]
 
