@@ -263,16 +263,25 @@ def test_dtype_follows_the_inputs_with_x64_on():
 
 
 def test_reproduce_workers_enable_float64_themselves():
-    """A spawned process starts in 32-bit mode; the worker initializer switches float64 on."""
+    """A spawned process starts in 32-bit mode; reproduce's worker initializer switches float64
+    on (this branch's ``reproduce._worker_init``; after the merge with the process-handling work,
+    ``_workers.start_worker`` with the parent's JAX settings, which reproduce requires to hold x64)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from curvdyn import _precision, reproduce
 
-    with ProcessPoolExecutor(
-        1, mp_context=multiprocessing.get_context("spawn"), initializer=reproduce._worker_init
-    ) as pool:
+    if hasattr(reproduce, "_worker_init"):
+        initializer, initargs = reproduce._worker_init, ()
+    else:
+        from curvdyn import _workers, io
+
+        initializer, initargs = _workers.start_worker, (os.getpid(), io.jax_settings())
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=initializer, initargs=initargs) as pool:
         assert pool.submit(_precision.x64_enabled).result(timeout=120) is True
+    with ProcessPoolExecutor(1, mp_context=context) as pool:  # without it: JAX's 32-bit default
+        assert pool.submit(_precision.x64_enabled).result(timeout=120) is False
 
 
 # ---------------------------------------------------------------------------------------
