@@ -103,7 +103,11 @@ def all_finite(tree: Any) -> jax.Array:
 
     ok = jnp.asarray(True)
     for leaf in jax.tree_util.tree_leaves(tree):
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+        try:
+            dtype = jnp.result_type(leaf)
+        except TypeError:  # not an array (e.g. a function in an equinox module): nothing to check
+            continue
+        if jnp.issubdtype(dtype, jnp.inexact):
             ok = ok & jnp.all(jnp.isfinite(leaf))
     return ok
 
