@@ -47,6 +47,8 @@ import reference  # the independent reference of the tests (extended-precision N
 from curvdyn.network import gradient
 from curvdyn.rules import direction_unchecked
 
+jax.config.update("jax_enable_x64", True)  # curvdyn's exact paths in float64 (importing curvdyn does not)
+
 RULES_Q = {1: ("ngd", "ngd-d"), 2: ("sqrt-ngd", "sqrt-ngd-d")}
 
 

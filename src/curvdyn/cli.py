@@ -584,13 +584,8 @@ def _cmd_simulate(args, parser) -> int:
     traj.config["cli"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "argv"}
     written = [traj.save(out / "trajectory.npz")]
     if not args.no_plot:
-        import matplotlib.pyplot as plt
-
         fig = plot_trajectory(traj, task, title=f"{rule.label}, widths {'-'.join(map(str, widths))}")
-        try:
-            io.save_figure(fig, out / "trajectory.png", format="png", dpi=130, bbox_inches="tight")
-        finally:
-            plt.close(fig)
+        io.save_figure(fig, out / "trajectory.png", format="png", dpi=130, bbox_inches="tight")
         written.append(out / "trajectory.png")
     loss0, loss1 = float(traj.loss[0]), float(traj.loss[-1])
     print(f"{rule.label} on widths {'-'.join(map(str, widths))}, {args.integrator}: {traj.status} — {traj.message}")
@@ -603,15 +598,18 @@ def _cmd_simulate(args, parser) -> int:
 
 
 def plot_trajectory(traj, task, *, title: str = ""):
-    """A loss / map / update-norm figure of one :class:`~curvdyn.simulate.Trajectory`."""
-    import matplotlib
+    """A loss / map / update-norm figure of one :class:`~curvdyn.simulate.Trajectory`.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A :class:`matplotlib.figure.Figure` drawn without pyplot: no backend is selected and no
+    pyplot state is created (save it with ``fig.savefig``).
+    """
+    import matplotlib
     import numpy as np
+    from matplotlib.figure import Figure
 
     t = np.asarray(traj.t)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    fig = Figure(figsize=(14, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
     ax = axes[0]
     loss = np.asarray(traj.loss)
     ax.plot(t, np.where(loss > 0, loss, np.nan), color="k")
@@ -622,7 +620,7 @@ def plot_trajectory(traj, task, *, title: str = ""):
     ax = axes[1]
     svals = np.linalg.svd(np.asarray(traj.map), compute_uv=False)
     target = np.linalg.svd(np.asarray(task.target), compute_uv=False)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, svals.shape[1]))
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, svals.shape[1]))
     for k in range(svals.shape[1]):
         ax.plot(t, svals[:, k], color=colors[k], lw=1.4, label=f"$\\bar\\sigma_{{{k + 1}}}$" if k < 8 else None)
         ax.axhline(target[k], color=colors[k], ls="--", lw=0.8)
@@ -667,6 +665,14 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
+def _enable_float64() -> None:
+    """The command line computes in float64: it switches JAX's 64-bit mode on when a command runs
+    (a program of its own; importing curvdyn never does)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``curvdyn`` command; returns the exit status.
 
@@ -682,6 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command is None:
                 parser.print_help()
                 return EXIT_USAGE
+            _enable_float64()
             sub = parser._subparsers._group_actions[0].choices[args.command]  # for error messages
             prog = sub.prog
             return (_cmd_reproduce if args.command == "reproduce" else _cmd_simulate)(args, sub)

@@ -19,6 +19,8 @@ import math
 from typing import Any
 
 import diffrax
+import jax
+import jax.numpy as jnp
 
 from curvdyn._names import SOLVER_NAMES
 from curvdyn._validate import check_positive
@@ -27,6 +29,25 @@ from curvdyn._validate import check_positive
 SOLVERS: dict[str, type[diffrax.AbstractAdaptiveSolver]] = {
     name: getattr(diffrax, name.capitalize()) for name in SOLVER_NAMES
 }
+
+
+#: Outcomes of one diffrax solve, indexed by :func:`solve_outcome`'s code.
+SOLVE_OUTCOMES = ("successful", "event_occurred", "max_steps_reached", "failed")
+OUTCOME_SUCCESSFUL, OUTCOME_EVENT, OUTCOME_MAX_STEPS, OUTCOME_FAILED = range(len(SOLVE_OUTCOMES))
+
+
+def solve_outcome(result) -> jax.Array:
+    """The int32 code (index into :data:`SOLVE_OUTCOMES`) of a diffrax ``Solution.result``.
+
+    Built from diffrax's public comparisons (``result == diffrax.RESULTS.successful``), so it
+    runs inside ``jit`` and ``vmap``: call it in the compiled function and return the code.
+    Every result other than success, a terminating event or ``max_steps`` is ``"failed"``
+    (step size collapsed, non-finite values, ...).
+    """
+    code = jnp.asarray(OUTCOME_FAILED, jnp.int32)
+    for index, name in enumerate(SOLVE_OUTCOMES[:-1]):
+        code = jnp.where(result == getattr(diffrax.RESULTS, name), jnp.int32(index), code)
+    return code
 
 
 def _check_count(value: Any, name: str, minimum: int = 1) -> int:

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn._precision import input_dtype, require_float64
+
 if TYPE_CHECKING:  # pragma: no cover
     from curvdyn.task import Task
 
@@ -36,6 +38,8 @@ def as_weights(weights: Sequence, *, check_finite: bool = True, batched: bool = 
       TypeError: ``weights`` is not a non-empty sequence of arrays.
       ValueError: a layer is not a matrix, consecutive layers do not chain
         (``w_{i+1}.shape[1] != w_i.shape[0]``), batch sizes differ, or an entry is not finite.
+      curvdyn.Float64DisabledError: float64 (or integer) layers while JAX's 64-bit
+        mode is off (float32 layers stay float32).
     """
     if isinstance(weights, (jax.Array, np.ndarray)) or not isinstance(weights, (tuple, list)):
         raise TypeError(
@@ -46,6 +50,8 @@ def as_weights(weights: Sequence, *, check_finite: bool = True, batched: bool = 
     ndim = 3 if batched else 2
     out = []
     for i, w in enumerate(weights, start=1):
+        if input_dtype(w) == np.float64:  # float64 (or integer) input: JAX must not downcast it
+            require_float64("weights (float64 input)")
         try:
             w = jnp.asarray(w)
         except TypeError as exc:

@@ -305,23 +305,18 @@ def run_experiment(
             description = str(module.describe(meta["config"]))
 
         start = time.perf_counter()
-        import matplotlib.pyplot as plt
-
-        fig = module.plot(data, meta["config"])
-        try:
-            for fmt in ("png",) + tuple(f for f in formats if f != "png"):
-                path = exp_dir / f"{name}.{fmt}"
-                io.save_figure(
-                    fig,
-                    path,
-                    format=fmt,
-                    dpi=PNG_DPI,
-                    bbox_inches="tight",
-                    metadata=_figure_metadata(fmt, name, data_record),
-                )
-                files.append(f"{name}/{path.name}")
-        finally:
-            plt.close(fig)
+        fig = module.plot(data, meta["config"])  # a matplotlib.figure.Figure: no pyplot state to close
+        for fmt in ("png",) + tuple(f for f in formats if f != "png"):
+            path = exp_dir / f"{name}.{fmt}"
+            io.save_figure(
+                fig,
+                path,
+                format=fmt,
+                dpi=PNG_DPI,
+                bbox_inches="tight",
+                metadata=_figure_metadata(fmt, name, data_record),
+            )
+            files.append(f"{name}/{path.name}")
         timings["plot_s"] = round(time.perf_counter() - start, 3)
 
         start = time.perf_counter()
@@ -514,14 +509,22 @@ def reproduce(
       allow_mixed: with ``replot``, report figures made by different runs, each labelled with
         its run and seed (the report then says the directory is not one run).
 
+    The experiments compute in float64: JAX's 64-bit mode must be on
+    (``jax.config.update("jax_enable_x64", True)``; the ``curvdyn`` command does it); worker
+    processes take the parent's setting (:mod:`curvdyn._workers`).
+
     Returns the :class:`Run`; its ``ok`` is False when a claim failed, an experiment raised,
     or the reported figures are not one complete run.
 
     Raises:
+      curvdyn.Float64DisabledError: JAX's 64-bit mode is off.
       curvdyn.rundir.DirectoryBusy: another run holds ``out``'s lock.
       MixedRuns: ``replot`` over figures from different runs without ``allow_mixed``.
       Interrupted: Ctrl-C (``KeyboardInterrupt``) stopped the run; ``out`` is marked interrupted.
     """
+    from curvdyn._precision import require_float64
+
+    require_float64("curvdyn reproduce")
     selected = check_names(names)
     formats = check_formats(formats)
     if isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,9 +27,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn._progress import stderr_is_terminal
 from curvdyn._validate import check_nonneg, check_positive
 from curvdyn._version import __version__
-from curvdyn.integrators import ODE, SOLVERS, Euler, Integrator
+from curvdyn.integrators import (
+    ODE,
+    OUTCOME_EVENT,
+    OUTCOME_MAX_STEPS,
+    OUTCOME_SUCCESSFUL,
+    SOLVERS,
+    Euler,
+    Integrator,
+    solve_outcome,
+)
 from curvdyn.network import Weights, as_weights, conserved, loss, network_map, widths_of
 from curvdyn.rules import Rule, check_compatible, direction_unchecked, get_rule
 from curvdyn.task import Task
@@ -290,7 +299,7 @@ def _ode_run(ws, task, eta, ts, loss_tol, max_loss, *, rule, method, rtol, atol,
         throw=False,
         progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
     )
-    return sol.ts, sol.ys, sol.result._value, sol.stats["num_steps"]
+    return sol.ts, sol.ys, solve_outcome(sol.result), sol.stats["num_steps"]
 
 
 def _euler_run(
@@ -465,7 +474,7 @@ def simulate(
             atol=integrator.atol,
             solver=integrator.solver,
             max_steps=integrator.max_steps,
-            progress=integrator.progress and _stderr_is_terminal(),
+            progress=integrator.progress and stderr_is_terminal(),
         )
         # times in the weights' precision: diffrax promotes the state to the time dtype
         t_dev = jnp.asarray(ts, dtype=jnp.asarray(ws[0]).dtype)
@@ -532,13 +541,6 @@ def simulate(
     )
 
 
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_tol: float, max_loss: float):
     """Trim diffrax's padded output and name the outcome."""
     keep = np.isfinite(ts)
@@ -548,9 +550,9 @@ def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_
     if len(ts) >= 2 and ts[-1] == ts[-2]:
         ts, ws = ts[:-1], tuple(w[:-1] for w in ws)
     code = int(result)
-    if code == int(diffrax.RESULTS.successful._value):
+    if code == OUTCOME_SUCCESSFUL:
         return ts, ws, "completed", f"reached t_end = {ts[-1]:.6g}"
-    if code == int(diffrax.RESULTS.event_occurred._value):
+    if code == OUTCOME_EVENT:
         code = int(_stop_code(tuple(jnp.asarray(w[-1]) for w in ws), task, loss_tol, max_loss))
         if code == _CONVERGED:
             return ts, ws, "converged", f"loss fell below loss_tol = {loss_tol:.3g} at t = {ts[-1]:.6g}"
@@ -563,7 +565,7 @@ def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_
                 "non-finite; the recorded part is kept"
             ),
         )
-    if code == int(diffrax.RESULTS.max_steps_reached._value):
+    if code == OUTCOME_MAX_STEPS:
         return (
             ts,
             ws,
@@ -578,8 +580,8 @@ def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_
         ws,
         "failed",
         (
-            f"the ODE solver failed at t = {ts[-1]:.6g} (diffrax result code {code}: step size "
-            "collapsed or non-finite values); the recorded part is kept"
+            f"the ODE solver failed at t = {ts[-1]:.6g} (step size collapsed or non-finite values); "
+            "the recorded part is kept"
         ),
     )
 

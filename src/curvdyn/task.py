@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn._precision import resolve_dtype
+
 # Relative tolerances for accepting a user's covariance: asymmetry and negative eigenvalues
 # beyond round-off are errors, not something to silently symmetrize or clip.
 _SYMMETRY_RTOL = 1e-10
@@ -49,11 +51,18 @@ class Task:
       identity_cov: whether ``Σ = I`` exactly (enables cheaper paths).
       loss_offset: constant by which the data loss exceeds ``L`` (0 unless built from data).
 
+    The arrays have dtype ``dtype``; ``None`` follows the inputs: float32 arrays give a float32
+    task, anything else (float64 arrays, lists, Python numbers) float64, which needs JAX's 64-bit
+    mode (see :mod:`curvdyn`). The checks and ``Σ^{1/2}`` are computed in float64 (NumPy) either way.
+
     Raises:
-      ValueError: shapes do not match, entries are not finite, or ``Σ`` is not symmetric PSD.
+      ValueError: shapes do not match, entries are not finite, ``Σ`` is not symmetric PSD, or
+        ``dtype`` is not a floating type.
+      curvdyn.Float64DisabledError: a float64 task while 64-bit mode is off.
     """
 
-    def __init__(self, target, input_cov=None, *, loss_offset: float = 0.0):
+    def __init__(self, target, input_cov=None, *, loss_offset: float = 0.0, dtype=None):
+        dtype = resolve_dtype(target, input_cov, dtype=dtype, what="Task")
         target = _finite_matrix(target, "target")
         _n_out, n_in = target.shape
         if input_cov is None:
@@ -83,9 +92,9 @@ class Task:
             identity = bool(np.array_equal(cov, np.eye(n_in)))
         if not np.isfinite(loss_offset):
             raise ValueError(f"loss_offset must be finite, got {loss_offset}")
-        self.target = jnp.asarray(target)
-        self.input_cov = jnp.asarray(cov)
-        self.sqrt_cov = jnp.asarray(np.eye(n_in) if identity else psd_sqrt(cov))
+        self.target = jnp.asarray(target, dtype=dtype)
+        self.input_cov = jnp.asarray(cov, dtype=dtype)
+        self.sqrt_cov = jnp.asarray(np.eye(n_in) if identity else psd_sqrt(cov), dtype=dtype)
         self.identity_cov = identity
         self.loss_offset = float(loss_offset)
 
@@ -116,13 +125,15 @@ class Task:
         return f"Task(target={self.output_dim}x{self.input_dim}, input_cov={cov}, loss_offset={self.loss_offset:.6g})"
 
     @classmethod
-    def from_data(cls, x, y) -> Task:
+    def from_data(cls, x, y, *, dtype=None) -> Task:
         """Build a task from samples: ``x`` of shape ``(n_0, P)``, ``y`` of shape ``(n_d, P)``.
 
         ``Σ = X Xᵀ/P``, ``W* = Y Xᵀ Σ⁺/P``; ``loss_offset = ½ tr(YYᵀ)/P − ½ tr(W* Σ W*ᵀ)``, so
         that ``loss(ws, task) + task.loss_offset`` equals the data loss
-        ``(1/2P) Σ_μ ‖W x^μ − y^μ‖²`` exactly.
+        ``(1/2P) Σ_μ ‖W x^μ − y^μ‖²`` exactly. The statistics are computed in float64 (NumPy);
+        the task's dtype follows ``dtype`` or the samples, as in :class:`Task`.
         """
+        dtype = resolve_dtype(x, y, dtype=dtype, what="Task.from_data")
         x = _finite_matrix(x, "x")
         y = _finite_matrix(y, "y")
         if x.shape[1] != y.shape[1]:
@@ -135,7 +146,7 @@ class Task:
         corr_yx = y @ x.T / p
         target = corr_yx @ np.linalg.pinv(cov, hermitian=True)
         offset = 0.5 * np.sum(y * y) / p - 0.5 * np.trace(target @ cov @ target.T)
-        return cls(target, cov, loss_offset=float(offset))
+        return cls(target, cov, loss_offset=float(offset), dtype=dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +189,7 @@ def student_teacher(
     noise_std: float = 1.0,
     teacher_profile=None,
     whiten: bool = True,
+    dtype=None,
 ) -> StudentTeacher:
     """Generate a low-rank teacher and noisy samples (paper section 4).
 
@@ -202,7 +214,10 @@ def student_teacher(
       noise_std: noise standard deviation per output coordinate (> 0).
       teacher_profile: optional length-``rank`` positive relative mode strengths.
       whiten: exactly whiten the training inputs when ``n_train ≥ n_in``.
+      dtype: dtype of the draws and of every array (``None``: float64, which needs JAX's 64-bit
+        mode; ``jnp.float32`` draws float32 numbers, a different data set for the same key).
     """
+    dtype = resolve_dtype(dtype=dtype, what="student_teacher")
     n_out = n_in if n_out is None else n_out
     n_train = n_in if n_train is None else n_train
     for name, val in (("n_in", n_in), ("n_out", n_out), ("n_train", n_train), ("rank", rank)):
@@ -221,29 +236,33 @@ def student_teacher(
         raise ValueError(f"teacher_profile must hold {rank} positive numbers, got {profile}")
 
     k_u, k_v, k_x, k_z, k_xt, k_zt = jax.random.split(key, 6)
-    u = np.linalg.qr(np.asarray(jax.random.normal(k_u, (n_out, n_out))))[0][:, :rank]
-    v = np.linalg.qr(np.asarray(jax.random.normal(k_v, (n_in, n_in))))[0][:, :rank]
+
+    def normal(k, shape) -> np.ndarray:  # drawn in dtype, then computed with in float64
+        return np.asarray(jax.random.normal(k, shape, dtype=dtype), dtype=np.float64)
+
+    u = np.linalg.qr(normal(k_u, (n_out, n_out)))[0][:, :rank]
+    v = np.linalg.qr(normal(k_v, (n_in, n_in)))[0][:, :rank]
     teacher = (u * (snr * noise_std * profile)) @ v.T
 
-    x = np.asarray(jax.random.normal(k_x, (n_in, n_train)))
+    x = normal(k_x, (n_in, n_train))
     if whiten and n_train >= n_in:
         cov = x @ x.T / n_train
         evals, evecs = np.linalg.eigh(cov)
         x = (evecs / np.sqrt(evals)) @ evecs.T @ x
-    z = noise_std * np.asarray(jax.random.normal(k_z, (n_out, n_train)))
+    z = noise_std * normal(k_z, (n_out, n_train))
     y = teacher @ x + z
 
-    x_test = np.asarray(jax.random.normal(k_xt, (n_in, n_test)))
-    y_test = teacher @ x_test + noise_std * np.asarray(jax.random.normal(k_zt, (n_out, n_test)))
+    x_test = normal(k_xt, (n_in, n_test))
+    y_test = teacher @ x_test + noise_std * normal(k_zt, (n_out, n_test))
 
     return StudentTeacher(
-        teacher=jnp.asarray(teacher),
-        x_train=jnp.asarray(x),
-        y_train=jnp.asarray(y),
-        train_task=Task.from_data(x, y),
-        test_task=Task(teacher, None, loss_offset=0.5 * n_out * noise_std**2),
-        x_test=jnp.asarray(x_test),
-        y_test=jnp.asarray(y_test),
+        teacher=jnp.asarray(teacher, dtype=dtype),
+        x_train=jnp.asarray(x, dtype=dtype),
+        y_train=jnp.asarray(y, dtype=dtype),
+        train_task=Task.from_data(x, y, dtype=dtype),
+        test_task=Task(teacher, None, loss_offset=0.5 * n_out * noise_std**2, dtype=dtype),
+        x_test=jnp.asarray(x_test, dtype=dtype),
+        y_test=jnp.asarray(y_test, dtype=dtype),
         noise_std=float(noise_std),
         snr=float(snr),
     )

@@ -51,8 +51,10 @@ def effective_rcond(rcond: float | None, dtype) -> float:
     ``rcond`` values are float64 values by convention: ``None`` or the float64 default
     :data:`DEFAULT_RCOND` (what every rule carries unless the user sets ``rcond``) mean "the
     default for this dtype" (:func:`default_rcond`), so a float32 computation cuts at
-    ``1e-5 · λ_max``. Any other value is applied as given, in every dtype.
+    ``1e-5 · λ_max``. Any other value, and a traced one, is applied as given, in every dtype.
     """
+    if isinstance(rcond, jax.core.Tracer):
+        return rcond
     if rcond is None or rcond == DEFAULT_RCOND:
         return default_rcond(dtype)
     return float(rcond)

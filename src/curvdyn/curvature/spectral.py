@@ -18,7 +18,8 @@ class SpectralFunction:
     With ``shift = 0``, eigenvalues ``λ ≤ rcond · λ_max`` map to 0 (the pseudo-inverse power
     on the range of the operator). ``power = 0`` is the projection on the range. ``rcond`` is
     resolved per dtype by :func:`effective_rcond` (the float64 default becomes
-    :data:`DEFAULT_RCOND_F32` in float32).
+    :data:`DEFAULT_RCOND_F32` in float32). The fields may be traced values (e.g. an optimizer's
+    scheduled damping); a traced ``shift`` selects between the two branches elementwise.
     """
 
     power: float
@@ -32,11 +33,18 @@ class SpectralFunction:
 
     def __call__(self, evals: jax.Array, max_eval: jax.Array) -> jax.Array:
         evals = jnp.maximum(evals, 0.0)
+        if isinstance(self.shift, jax.core.Tracer):
+            shifted = dataclasses.replace(self, shift=jnp.where(self.shift > 0, self.shift, 1.0))
+            unshifted = dataclasses.replace(self, shift=0.0)
+            return jnp.where(self.shift > 0, shifted._shifted(evals), unshifted(evals, max_eval))
         if self.shift > 0:
-            return self.gain * (evals + self.shift) ** (-self.power)
+            return self._shifted(evals)
         keep = evals > self.cutoff(evals.dtype) * max_eval
         safe = jnp.where(keep, evals, 1.0)
         return jnp.where(keep, self.gain * safe ** (-self.power), 0.0)
+
+    def _shifted(self, evals: jax.Array) -> jax.Array:
+        return self.gain * (evals + self.shift) ** (-self.power)
 
 
 def _eigh(m: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -5,12 +5,12 @@ Nothing here is an experiment; the registry in :mod:`curvdyn.experiments` lists 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import TypeVar
 
 import numpy as np
 
+from curvdyn._progress import progress_bar
 from curvdyn.integrators import ODE
 
 T = TypeVar("T")
@@ -39,12 +39,9 @@ def rule_label(name: str) -> str:
 
 
 def progress(iterable: Iterable[T], *, enabled: bool, desc: str, total: int | None = None, leave: bool = False):
-    """A tqdm progress bar over ``iterable`` on stderr, or the plain iterable when disabled."""
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, leave=leave, file=sys.stderr, dynamic_ncols=True)
+    """A tqdm progress bar over ``iterable`` on stderr when ``enabled`` and stderr is a terminal;
+    otherwise the plain iterable, printing nothing (:func:`curvdyn._progress.progress_bar`)."""
+    return progress_bar(iterable, enabled=enabled, desc=desc, total=total, leave=leave)
 
 
 def log_times(t_end: float, n: int, t_min: float) -> np.ndarray:

@@ -52,12 +52,9 @@ import time
 
 import jax
 import jax.numpy as jnp
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
 from curvdyn.experiments.base import Claim, at_least, at_most, within
 from curvdyn.experiments.common import progress as progress_bar
@@ -673,7 +670,8 @@ def plot(data, config):
     scales = list(config["scales"])
     n_s = len(scales)
     n_col = max(n_s + 1, 4)
-    fig, axes = plt.subplots(3, n_col, figsize=(4.3 * n_col, 11.5))
+    fig = Figure(figsize=(4.3 * n_col, 11.5))
+    axes = fig.subplots(3, n_col)
     for a in range(n_s, n_col - 1):  # unused scale columns (quick variant)
         axes[0, a].set_visible(False)
         axes[1, a].set_visible(False)

@@ -27,11 +27,8 @@ from __future__ import annotations
 import time
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from curvdyn import theory
 from curvdyn.experiments.base import Claim, at_least, at_most
@@ -483,7 +480,8 @@ def plot(data, config):
     idx = data["sync_index"]
     lim = float(data["mesh_axis"][-1])
 
-    fig, axes = plt.subplots(2, 3, figsize=(16.5, 11.2), constrained_layout=True)
+    fig = Figure(figsize=(16.5, 11.2), layout="constrained")
+    axes = fig.subplots(2, 3)
     panels = [axes[0, 0], axes[0, 1], axes[0, 2], axes[1, 0], axes[1, 1]]
     f_pts = grid_points(data["field_axis"])
     m_axis = data["mesh_axis"]

@@ -35,11 +35,8 @@ import math
 import time
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from scipy import integrate
 
 from curvdyn import theory
@@ -566,7 +563,7 @@ def plot(data, config):
     strengths = data["strengths"]
     t = data["t"]
     n_p = len(ps)
-    fig = plt.figure(figsize=(4.3 * n_p, 14.0), constrained_layout=True)
+    fig = Figure(figsize=(4.3 * n_p, 14.0), layout="constrained")
     grid = fig.add_gridspec(4, n_p, height_ratios=[0.42, 1.0, 0.9, 1.0])
     _stiffness_strip(fig.add_subplot(grid[0, :]), data)
     top = [fig.add_subplot(grid[1, i]) for i in range(n_p)]

@@ -27,11 +27,8 @@ import math
 import time
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from curvdyn import theory
@@ -430,7 +427,7 @@ def plot(data, config):
     rank = _rank(config)
     strengths = data["data_strengths"]
     n_modes = len(strengths)
-    fig = plt.figure(figsize=(16, 9.5), constrained_layout=True)
+    fig = Figure(figsize=(16, 9.5), layout="constrained")
     grid = fig.add_gridspec(2, 15, height_ratios=[1.15, 1.0])
     ax_a = fig.add_subplot(grid[0, 0:4])
     ax_b = fig.add_subplot(grid[0, 4:9])

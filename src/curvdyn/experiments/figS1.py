@@ -29,11 +29,8 @@ import textwrap
 import time
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from curvdyn import theory
 from curvdyn.experiments.base import Claim, at_least, at_most
@@ -403,7 +400,8 @@ def plot(data, config):
     rules = [str(r) for r in data["rules"]]
     exps = data["exponents"]
     n_d = len(depths)
-    fig, axes = plt.subplots(2, n_d, figsize=(5.4 * n_d, 10.0), constrained_layout=True, squeeze=False)
+    fig = Figure(figsize=(5.4 * n_d, 10.0), layout="constrained")
+    axes = fig.subplots(2, n_d, squeeze=False)
     offsets = np.linspace(-0.035, 0.035, len(rules))  # small horizontal offsets (in log10 α) against overlap
     for col, d in enumerate(depths):
         for row, q in enumerate(QUANTITIES):

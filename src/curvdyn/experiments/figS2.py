@@ -24,11 +24,8 @@ from __future__ import annotations
 import time
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullLocator
 
 from curvdyn import theory
@@ -313,7 +310,8 @@ _LAYER_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
 def plot(data, config):
     d = _depth(data)
-    fig, axes = plt.subplots(len(RULES), 4, figsize=(16, 3.0 * len(RULES)), sharex=True)
+    fig = Figure(figsize=(16, 3.0 * len(RULES)))
+    axes = fig.subplots(len(RULES), 4, sharex=True)
     # A fixed layout: a layout engine would cost seconds of text measuring for 20 panels.
     fig.subplots_adjust(left=0.065, right=0.99, top=0.93, bottom=0.05, wspace=0.33, hspace=0.12)
     for row, name in enumerate(RULES):

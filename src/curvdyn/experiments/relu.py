@@ -53,16 +53,15 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from matplotlib.figure import Figure
 
 from curvdyn import nonlinear as nl
 from curvdyn.experiments.base import Claim, at_least, at_most, within
 from curvdyn.experiments.common import log_times, rule_color, rule_label
 from curvdyn.experiments.common import progress as progress_bar
+from curvdyn.integrators import OUTCOME_SUCCESSFUL, SOLVE_OUTCOMES, solve_outcome
 from curvdyn.optim import MLP
 
 NAME = "relu"
@@ -171,7 +170,7 @@ def _runner(sizes: tuple, shapes: tuple, solver: str, rtol: float, atol: float, 
             throw=False,
         )
         ys, step_ts = sol.ys
-        return ys, step_ts, sol.result._value, sol.stats["num_steps"], sol.stats["num_rejected_steps"]
+        return ys, step_ts, solve_outcome(sol.result), sol.stats["num_steps"], sol.stats["num_rejected_steps"]
 
     def observables(theta, x, y, kind, power):
         params = unravel(theta)
@@ -222,7 +221,9 @@ def _integrate(rule, theta0, x, y, ts, dtmin, s, shapes, sizes):
     dts = np.diff(np.concatenate([[float(ts[0])], step_ts]))
     at_floor = float(np.mean(dts <= dtmin * (1 + 1e-9))) if dts.size else 0.0
     info = {
-        "status": "completed" if int(result) == 0 else f"solver stopped (diffrax result {int(result)})",
+        "status": "completed"
+        if int(result) == OUTCOME_SUCCESSFUL
+        else f"solver stopped ({SOLVE_OUTCOMES[int(result)]})",
         "solver_steps": int(n_steps),
         "rejected_steps": int(n_rej),
         "fraction_of_steps_at_dtmin": round(at_floor, 4),
@@ -617,7 +618,8 @@ def plot(data, config):
     t = data["t"]
     tp = t[1:]
     scale = balance_scale(data)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.4))
+    fig = Figure(figsize=(15, 8.4))
+    axes = fig.subplots(2, 3)
     fig.subplots_adjust(left=0.065, right=0.985, top=0.89, bottom=0.07, wspace=0.3, hspace=0.42)
 
     ax = axes[0, 0]
@@ -666,7 +668,7 @@ def plot(data, config):
                 tp,
                 bal[:, u],
                 lw=1.1,
-                color=plt.cm.viridis(u / max(n_units - 1, 1)),
+                color=matplotlib.colormaps["viridis"](u / max(n_units - 1, 1)),
                 ls="-" if u < half else "--",
                 label=("layer-1 units" if u == 0 else "layer-2 units" if u == half else None),
             )

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from curvdyn._precision import require_float64
 from curvdyn._validate import check_q
 from curvdyn.theory._common import _check_depth
 
@@ -43,6 +44,7 @@ def effective_depth(d, q) -> float:
 
 def balanced_map_velocity(sigma_bar, p, target, *, eta_bar: float = 1.0):
     """Eq. (21): ``σ̄̇ = −η̄ (σ̄ − σ̄*) |σ̄|^p`` (``|σ̄|^p = σ̄^p`` for the paper's σ̄ ≥ 0)."""
+    require_float64("curvdyn.theory.balanced_map_velocity")
     sb = jnp.asarray(sigma_bar, dtype=jnp.float64)
     return -eta_bar * (sb - target) * jnp.abs(sb) ** p
 

@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn._precision import require_float64
 from curvdyn._validate import check_positive
+from curvdyn.integrators import OUTCOME_MAX_STEPS, OUTCOME_SUCCESSFUL, solve_outcome
 from curvdyn.simulate import save_times
 from curvdyn.theory._common import _as_rule
 from curvdyn.theory.modes import _rule_params, _velocity_core, constant_of_motion
@@ -75,7 +77,7 @@ def _make_solver(solver: str, max_steps: int):
             max_steps=max_steps,
             throw=False,
         )
-        return sol.ys, sol.result._value, sol.stats["num_steps"]
+        return sol.ys, solve_outcome(sol.result), sol.stats["num_steps"]
 
     return jax.jit(run)
 
@@ -121,6 +123,7 @@ def simulate_modes(
       a :class:`ModeTrajectory`.
     """
     rule = _as_rule(rule)
+    require_float64("curvdyn.theory.simulate_modes")
     s0 = np.asarray(sigmas0, dtype=np.float64)
     single = s0.ndim == 1
     s0 = np.atleast_2d(s0)
@@ -153,12 +156,15 @@ def simulate_modes(
     )
     ys = np.asarray(ys)
     code = int(result)
-    if code == int(diffrax.RESULTS.successful._value):
+    if code == OUTCOME_SUCCESSFUL:
         status, message = "completed", f"reached t_end = {ts[-1]:.6g}"
-    elif code == int(diffrax.RESULTS.max_steps_reached._value):
+    elif code == OUTCOME_MAX_STEPS:
         status, message = "max_steps", "the ODE solver reached max_steps before t_end (later values are inf)"
     else:
-        status, message = "failed", f"the ODE solver failed (diffrax result code {code}); later values are inf"
+        status, message = (
+            "failed",
+            "the ODE solver failed (step size collapsed or non-finite values); later values are inf",
+        )
     if status != "completed":
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     maps = np.prod(ys, axis=-1)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn._precision import require_float64
 from curvdyn.rules import Rule
 from curvdyn.theory._common import _as_rule
 
@@ -85,6 +86,7 @@ _velocity_jit = jax.jit(_velocity_core)
 
 
 def _prepare_modes(sigmas, target):
+    require_float64("curvdyn.theory (mode velocities)")
     s = jnp.asarray(sigmas, dtype=jnp.float64)
     if s.ndim == 0:
         raise ValueError("sigmas must have shape (d,) or (..., d)")
@@ -160,6 +162,7 @@ def constant_of_motion(rule, sigmas) -> jax.Array:
       ValueError: a block rule with an LM shift (no closed-form constant of motion).
     """
     rule = _as_rule(rule)
+    require_float64("curvdyn.theory.constant_of_motion")
     s = jnp.asarray(sigmas, dtype=jnp.float64)
     if s.ndim == 0:
         raise ValueError("sigmas must have shape (d,) or (..., d)")
