@@ -37,6 +37,9 @@ _CODE_PATH = re.compile(r"`([\w.-]+(?:/[\w.-]+)+\.[A-Za-z0-9]+)`")
 _WRITTEN = {
     "benchmarks/results/gpu.json": "python benchmarks/gpu.py (on a CUDA machine)",
 }
+# A path under an upper-case placeholder (`OUT/manifest.json`, `OUT/FIG/data.npz`) names a file
+# of a user's output directory, not of the repository.
+_PLACEHOLDER = re.compile(r"^[A-Z][A-Z_]*/")
 # Absolute paths of this kind of machine's workspaces, wherever they appear in the text.
 _LOCAL_PATH = re.compile(r"(?<![\w.~/-])/(?:work|home|Users|root|mnt)/[\w.-]+")
 
@@ -66,7 +69,9 @@ def link_problems(path: Path, root: Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     problems = [f"local absolute path {m.group(0)!r} in the text" for m in _LOCAL_PATH.finditer(_FENCE.sub("", text))]
     for quoted in _CODE_PATH.findall(_FENCE.sub("", text)):
-        if quoted in _WRITTEN or (path.parent / quoted).exists() or (root / quoted).exists():
+        if quoted in _WRITTEN or _PLACEHOLDER.match(quoted):
+            continue
+        if (path.parent / quoted).exists() or (root / quoted).exists():
             continue
         problems.append(f"`{quoted}`: a quoted path that is not a file of the repository")
     for target in link_targets(text):
@@ -112,7 +117,7 @@ def test_the_checker_reports_each_kind_of_bad_link(tmp_path):
         '[file url](file:///tmp/x.md) <img src="figures/missing.png">\n'
         "[ref]: missing-ref.md\n"
         "The paper is in /work/shared/paper.\n"
-        "`[in code](nothere.md)` `docs/there.md` `there.md` `report.md` `paper/the-paper.txt`\n\n"
+        "`[in code](nothere.md)` `docs/there.md` `there.md` `report.md` `paper/the-paper.txt` `OUT/FIG/data.npz`\n\n"
         "```\n[in a block](nothere.md) `paper/in-a-block.txt`\n```\n"
     )
     problems = link_problems(page, tmp_path)
