@@ -30,6 +30,7 @@ import numpy as np
 
 from curvdyn._validate import check_nonneg, check_positive
 from curvdyn._version import __version__
+from curvdyn.curvature.precision import promote
 from curvdyn.integrators import ODE, SOLVERS, Euler, Integrator
 from curvdyn.network import Weights, as_weights, conserved, loss, network_map, widths_of
 from curvdyn.rules import Rule, check_compatible, direction_unchecked, get_rule
@@ -310,6 +311,7 @@ def simulate(
     batched = isinstance(weights, tuple | list) and len(weights) > 0 and np.ndim(weights[0]) == 3
     ws = as_weights(weights, batched=batched)
     check_compatible(ws, task)
+    ws, task = promote(ws, task)  # mixed float32/float64: the common dtype (docs/conventions.md)
     eta = check_positive(eta, "eta")
     widths = widths_of(ws)
     cmethod = rule.resolve_method(widths, task.identity_cov, method)

@@ -77,9 +77,11 @@ from curvdyn.curvature.precision import (
     DEFAULT_RCOND,
     DEFAULT_RCOND_F32,
     astype,
+    common_dtype,
     default_balance_tol,
     default_rcond,
     effective_rcond,
+    promote,
 )
 from curvdyn.curvature.spectral import SpectralFunction, apply_psd_function, order_after
 
@@ -107,6 +109,7 @@ __all__ = [
     "checked_direction",
     "choose_block_method",
     "choose_full_method",
+    "common_dtype",
     "condition_number",
     "default_balance_tol",
     "default_rcond",
@@ -122,6 +125,7 @@ __all__ = [
     "mapspace_grams",
     "mapspace_kernel",
     "order_after",
+    "promote",
     "shared_basis",
     "shared_basis_error",
 ]

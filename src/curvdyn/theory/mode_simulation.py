@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curvdyn._validate import check_positive
+from curvdyn._validate import check_count, check_positive, check_real
 from curvdyn.simulate import save_times
 from curvdyn.theory._common import _as_rule
 from curvdyn.theory.modes import _rule_params, _velocity_core, constant_of_motion
@@ -121,14 +121,14 @@ def simulate_modes(
       a :class:`ModeTrajectory`.
     """
     rule = _as_rule(rule)
-    s0 = np.asarray(sigmas0, dtype=np.float64)
+    s0 = np.asarray(check_real(sigmas0, "sigmas0"), dtype=np.float64)
     single = s0.ndim == 1
     s0 = np.atleast_2d(s0)
     if s0.ndim != 2 or s0.shape[-1] < 1:
         raise ValueError(f"sigmas0 must have shape (modes, d) or (d,), got {np.shape(sigmas0)}")
     if not np.all(np.isfinite(s0)):
         raise ValueError("sigmas0 has non-finite entries")
-    tg = np.broadcast_to(np.asarray(targets, dtype=np.float64), s0.shape[:1]).copy()
+    tg = np.broadcast_to(np.asarray(check_real(targets, "targets"), dtype=np.float64), s0.shape[:1]).copy()
     if not np.all(np.isfinite(tg)):
         raise ValueError("targets has non-finite entries")
     t_end = check_positive(t_end, "t_end")
@@ -137,8 +137,7 @@ def simulate_modes(
         check_positive(val, name)
     if solver not in _solvers():
         raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(_solvers())}")
-    if int(max_steps) != max_steps or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps}")
+    max_steps = check_count(max_steps, "max_steps")
 
     key = (solver, int(max_steps))
     if key not in _SOLVER_CACHE:
