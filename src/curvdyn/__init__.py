@@ -42,7 +42,7 @@ from curvdyn.network import (  # noqa: E402
     widths_of,
 )
 from curvdyn.rules import RULE_NAMES, Rule, get_rule  # noqa: E402
-from curvdyn.simulate import Trajectory, simulate  # noqa: E402
+from curvdyn.simulate import Trajectory, exactness_summary, simulate  # noqa: E402
 from curvdyn.task import StudentTeacher, Task, student_teacher  # noqa: E402
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "astype",
     "conserved",
     "displacement",
+    "exactness_summary",
     "flatten_weights",
     "get_rule",
     "gradient",

@@ -60,6 +60,7 @@ import warnings
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 
 from curvdyn import curvature as cv
 from curvdyn._names import METHODS, RULE_NAMES
@@ -215,7 +216,8 @@ class Rule:
         balance_tol: float | None = None,
         cg_tol: float | None = None,
         cg_maxiter: int | None = None,
-    ) -> Weights:
+        return_info: bool = False,
+    ) -> Weights | tuple[Weights, cv.DirectionInfo]:
         """The direction ``d`` (velocity ``ẇ = −d`` at η = 1), a tuple shaped like ``weights``.
 
         Args:
@@ -232,6 +234,15 @@ class Rule:
           cg_tol, cg_maxiter: ``cg`` only: relative error bound to stop at (default 1e-10)
             and iteration cap (default 2000). A ``cg`` direction that stops at the cap
             without meeting ``cg_tol`` warns (``RuntimeWarning``) with its error bound.
+          return_info: also return the :class:`~curvdyn.curvature.DirectionInfo` of the path
+            that ran (cut eigenvalues, conditioning, residual, error estimate; per layer block
+            for the block rules; see :mod:`curvdyn.curvature.diagnostics`).
+
+        Returns:
+          ``d``, or ``(d, info)`` with ``return_info``. Mixed float32/float64 input runs in the
+          common dtype (:func:`curvdyn.curvature.promote`). A direction the diagnostics find
+          unreliable (estimated error, or with the default ``rcond`` the cutoff's effect, above
+          :data:`curvdyn.curvature.WARN_TOL`) warns (``RuntimeWarning``) with the numbers.
         """
         ws = as_weights(weights)
         check_compatible(ws, task)
@@ -239,17 +250,27 @@ class Rule:
         resolved = self.resolve_method(widths_of(ws), task.identity_cov, method)
         opts = _options(self, resolved, balance_tol, cg_tol, cg_maxiter)
         if resolved == "cg" and not self.is_gradient:
-            out, info = _cg_jit(ws, task, self, opts[1], opts[2])
-            if not bool(info.converged):
+            out, cg_info = _cg_jit(ws, task, self, opts[1], opts[2])
+            if not bool(cg_info.converged):
                 warnings.warn(
-                    f"cg stopped after {int(info.iterations)} iterations with relative error "
-                    f"bound {float(info.error_bound):.3g} > cg_tol = {opts[1]:.3g}; raise "
+                    f"cg stopped after {int(cg_info.iterations)} iterations with relative error "
+                    f"bound {float(cg_info.error_bound):.3g} > cg_tol = {opts[1]:.3g}; raise "
                     "cg_maxiter or use an eigendecomposition method",
                     RuntimeWarning,
                     stacklevel=2,
                 )
-            return tuple(out)
-        return _direction_jit(ws, task, self, resolved, *opts)
+            out, info = tuple(out), cv.bound_info(cg_info.error_bound)
+        else:
+            out, info = _direction_info_jit(ws, task, self, resolved, *opts)
+            message = cv.describe(
+                info,
+                f"{self.label} ({resolved})",
+                rcond=self.spectral_function().cutoff(ws[0].dtype),
+                warn_cut=self.rcond == cv.DEFAULT_RCOND,  # a cutoff the user set is what they asked for
+            )
+            if message is not None:
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return (out, info) if return_info else out
 
     def resolve_method(self, widths: tuple[int, ...], identity_cov: bool, method: str) -> str:
         """The concrete (static) method ``auto`` stands for, or a validated explicit one.
@@ -372,6 +393,52 @@ def direction_unchecked(
 
 
 _direction_jit = jax.jit(direction_unchecked, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter"))
+
+
+def direction_and_info(
+    ws: Weights,
+    task: Task,
+    rule: Rule,
+    method: str,
+    balance_tol: float | None = None,
+    cg_tol: float = cv.DEFAULT_CG_TOL,
+    cg_maxiter: int = cv.DEFAULT_CG_MAXITER,
+) -> tuple[Weights, cv.DirectionInfo]:
+    """:func:`direction_unchecked` and the :class:`~curvdyn.curvature.DirectionInfo` of the path
+    that ran (traceable). The direction is the same computation as :func:`direction_unchecked`'s;
+    a method without diagnostics reports NaN (no warning)."""
+    if rule.is_gradient:
+        return gradient(ws, task), cv.exact_info(ws[0].dtype)
+    f = rule.spectral_function()
+    if rule.block:
+        if method == "mapspace":
+            out, info = cv.block_direction_mapspace_info(ws, task, f)
+        elif method == "kronecker":
+            out, info = cv.block_direction_kronecker_info(ws, task, f, gradient(ws, task))
+        else:
+            out, info = cv.block_direction_dense_info(ws, task, f, gradient(ws, task))
+        return tuple(s * o for s, o in zip(rule.layer_scales(len(ws)), out)), info
+    if method == "mapspace":
+        return cv.mapspace_direction_info(ws, task, f)
+    if method == "kronsum":
+        return cv.kronsum_direction_info(ws, task, f)
+    if method == "balanced":
+        return cv.balanced_direction_info(ws, task, f)
+    if method == "balanced-checked":
+        fallback = cv.choose_full_method(widths_of(ws), task.identity_cov)
+        return cv.checked_direction_info(ws, task, f, fallback, balance_tol)
+    if method == "cg":
+        out, cg_info = cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)
+        return out, cv.bound_info(cg_info.error_bound)
+    if method == "dense":
+        return cv.dense_direction_info(ws, task, f, gradient(ws, task))
+    out = direction_unchecked(ws, task, rule, method, balance_tol, cg_tol, cg_maxiter)
+    return out, cv.bound_info(jnp.full((), jnp.nan, ws[0].dtype))
+
+
+_direction_info_jit = jax.jit(
+    direction_and_info, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter")
+)
 
 
 def _cg_with_info(ws, task, rule, cg_tol, cg_maxiter):

@@ -30,10 +30,11 @@ import numpy as np
 
 from curvdyn._validate import check_nonneg, check_positive
 from curvdyn._version import __version__
-from curvdyn.curvature.precision import promote
+from curvdyn.curvature.diagnostics import WARN_TOL, summarize
+from curvdyn.curvature.precision import DEFAULT_RCOND, promote
 from curvdyn.integrators import ODE, SOLVERS, Euler, Integrator
 from curvdyn.network import Weights, as_weights, conserved, loss, network_map, widths_of
-from curvdyn.rules import Rule, check_compatible, direction_unchecked, get_rule
+from curvdyn.rules import Rule, check_compatible, direction_and_info, direction_unchecked, get_rule
 from curvdyn.task import Task
 
 # Status codes shared by the compiled loops and the Trajectory.
@@ -237,16 +238,19 @@ def _compiled(kind: str, batched: bool, **static):
 
 
 def _observables(ws_t: Weights, task: Task, rule: Rule, method: str, eta: float):
+    # The direction at each recorded time with its diagnostics (curvdyn.curvature.diagnostics);
+    # one time after another (lax.map), so the diagnostics' work arrays exist for one time at once.
     def at(w):
-        d = direction_unchecked(w, task, rule, method)
+        d, info = direction_and_info(w, task, rule, method)
         return (
             loss(w, task),
             network_map(w),
             conserved(w),
             eta * jnp.sqrt(sum(jnp.sum(v * v) for v in d)),
+            info,
         )
 
-    return jax.vmap(at)(ws_t)
+    return jax.lax.map(at, ws_t)
 
 
 _observables_jit = jax.jit(_observables, static_argnames=("rule", "method"))
@@ -415,10 +419,20 @@ def simulate(
     else:
         t_rec, w_rec, status, message = finish(t_out, w_out, result)
         obs = _observables_jit(tuple(map(jnp.asarray, w_rec)), task, rule, cmethod, eta)
-    loss_t, map_t, cons_t, unorm_t = jax.tree_util.tree_map(np.asarray, obs)
+    loss_t, map_t, cons_t, unorm_t, info_t = jax.tree_util.tree_map(np.asarray, obs)
+    # the worst exactness diagnostics of the run, at the recorded times (exactness_summary)
+    config["exactness"] = summarize(
+        info_t,
+        t_rec,
+        what=f"{rule.label} ({cmethod})",
+        rcond=rule.spectral_function().cutoff(ws[0].dtype),
+        warn_cut=rule.rcond == DEFAULT_RCOND,
+    )
     for s, m in zip(status if batched else [status], message if batched else [message]):
         if s in ("diverged", "max_steps", "failed"):
             warnings.warn(m, RuntimeWarning, stacklevel=2)
+    if not config["exactness"]["reliable"]:
+        warnings.warn(f"simulate: {config['exactness']['warning']}", RuntimeWarning, stacklevel=2)
     return Trajectory(
         t=t_rec,
         weights=w_rec,
@@ -430,6 +444,34 @@ def simulate(
         message=message,
         config=config,
     )
+
+
+def exactness_summary(traj: Trajectory) -> dict:
+    """What the report shows about a run's exactness: the worst diagnostics at its recorded times.
+
+    The dict of :func:`curvdyn.curvature.summarize` that :func:`simulate` stores in
+    ``traj.config["exactness"]`` (worst ``n_cut``, ``n_cut_resolved``, ``largest_cut``,
+    ``cut_residual``, ``cut_effect``, ``cut_eig_error``, ``cond``, ``residual``,
+    ``error_estimate``, ``floor``; ``worst_at``, ``reliable``, ``warning``), plus ``verdict``: a
+    short phrase — ``"exact (est. error 1e-12)"``, ``"cutoff decides the answer"``,
+    ``"ill-conditioned (est. error …)"`` or ``"not recorded"`` for a trajectory saved before
+    diagnostics existed.
+    """
+    summary = dict(traj.config.get("exactness") or {})
+    if not summary:
+        return {"verdict": "not recorded"}
+    cut = summary.get("cut_effect") or 0.0
+    err = summary.get("error_estimate")
+    if cut > WARN_TOL:
+        verdict = f"cutoff decides the answer (cut effect {cut:.2g})"
+    elif err is not None and err > WARN_TOL:
+        verdict = f"ill-conditioned (est. error {err:.2g}, cond {summary.get('cond') or float('nan'):.2g})"
+    elif err is None:
+        verdict = "no estimate (method without diagnostics)"
+    else:
+        verdict = f"exact (est. error {err:.1g})"
+    summary["verdict"] = verdict
+    return summary
 
 
 def _stderr_is_terminal() -> bool:
