@@ -12,7 +12,10 @@
 
 For every case and method it prints the relative error ``‖d − d_ref‖/‖d_ref‖`` and, where
 this curvdyn has them (``return_info=True``), the direction's own diagnostics and whether it
-warned. Nothing is timed. Writes a table to stdout and JSON to ``--out``.
+warned. With ``--timing`` it also times what refinement and diagnostics cost: one NGD direction
+(N = 8, d = 4; spread and balanced weights) with ``REFINE_STEPS = 0`` against the default (2),
+and the direction with its diagnostics, calls interleaved, medians. Writes a table to stdout and
+JSON to ``--out``.
 """
 
 from __future__ import annotations
@@ -77,10 +80,57 @@ def info_row(info) -> dict:
     return {k: np.asarray(v).tolist() for k, v in info._asdict().items()}
 
 
+def timing(log, repeats: int) -> None:
+    """Side-by-side cost of refinement and of the diagnostics (compiled ahead of time)."""
+    import curvdyn.curvature.refine as refine
+    from curvdyn.rules import direction_and_info, direction_unchecked
+
+    rng = np.random.default_rng(0)
+    spread = []
+    for _ in range(4):
+        u, v = (np.linalg.qr(rng.standard_normal((8, 8)))[0] for _ in range(2))
+        spread.append((u * rng.uniform(0.5, 1.5, 8)) @ v.T)
+    balanced = cd.init_balanced(jax.random.PRNGKey(0), (8,) * 5, np.linspace(0.6, 1.4, 8))
+    task = cd.Task(rng.standard_normal((8, 8)))
+    print(
+        f"\n{'weights':<9} {'rule':<6} {'method':<10} {'unrefined':>10} {'refined':>10} {'ratio':>6} {'+ info':>10} {'ratio':>6}"
+    )
+    for label, ws in (("spread", tuple(spread)), ("balanced", tuple(balanced))):
+        for name, method in (("ngd", "mapspace"), ("ngd", "auto"), ("ngd-d", "kronecker"), ("ngd", "dense")):
+            rule = cd.get_rule(name)
+            resolved = rule.resolve_method(cd.widths_of(ws), True, method)
+            saved = refine.REFINE_STEPS
+            try:
+                refine.REFINE_STEPS = 0
+                plain, _ = T.compiled(lambda w, r=rule, m=resolved: direction_unchecked(w, task, r, m), ws)
+            finally:
+                refine.REFINE_STEPS = saved
+            refined, _ = T.compiled(lambda w, r=rule, m=resolved: direction_unchecked(w, task, r, m), ws)
+            info, _ = T.compiled(lambda w, r=rule, m=resolved: direction_and_info(w, task, r, m), ws)
+            t = T.time_interleaved({"plain": plain, "refined": refined, "info": info}, repeats)
+            p_, r_, i_ = (t[k]["median"] for k in ("plain", "refined", "info"))
+            print(
+                f"{label:<9} {name:<6} {method:<10} {p_ * 1e3:>8.3f}ms {r_ * 1e3:>8.3f}ms {r_ / p_:>5.2f}× {i_ * 1e3:>8.3f}ms {i_ / p_:>5.2f}×"
+            )
+            log.add(
+                {
+                    "timing": True,
+                    "weights": label,
+                    "rule": name,
+                    "method": method,
+                    "unrefined_s": p_,
+                    "refined_s": r_,
+                    "with_info_s": i_,
+                }
+            )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "exactness.json"))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--timing", action="store_true", help="also time refinement and diagnostics")
+    ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args(argv)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     log = T.JsonLog(args.out, {"benchmark": "exactness", "curvdyn": cd.__version__, "machine": T.machine_info()})
@@ -130,6 +180,9 @@ def main(argv=None):
                         "warnings": warned,
                     }
                 )
+
+    if args.timing:
+        timing(log, args.repeats)
 
 
 if __name__ == "__main__":

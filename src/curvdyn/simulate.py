@@ -61,7 +61,8 @@ class Trajectory:
       status: ``"completed"`` (reached t_end), ``"converged"`` (loss < loss_tol),
         ``"diverged"`` (loss above max_loss or non-finite), ``"max_steps"`` or ``"failed"``.
       message: what happened, in words.
-      config: the run's configuration (rule, method, tolerances, seed, package version, ...).
+      config: the run's configuration (rule, method, tolerances, seed, package version, ...)
+        and ``"exactness"``, the worst diagnostics at the recorded times (:func:`exactness_summary`).
     """
 
     t: np.ndarray
@@ -297,7 +298,11 @@ def simulate(
 
     Returns:
       A :class:`Trajectory`. A run that stops early warns (``RuntimeWarning``) when it
-      diverged or ran out of steps, and returns what was recorded up to the stop.
+      diverged or ran out of steps, and returns what was recorded up to the stop. The worst
+      exactness diagnostics of the directions at the recorded times are in
+      ``traj.config["exactness"]`` (:func:`exactness_summary`); a run with a recorded direction
+      not exact to :data:`curvdyn.curvature.WARN_TOL` warns once, with the numbers. Mixed
+      float32/float64 input runs in the common dtype (:func:`curvdyn.curvature.promote`).
 
     Raises:
       ValueError: bad or conflicting options (e.g. ``save_at`` with Euler, ``save_at`` that

@@ -44,7 +44,7 @@ def effective_depth(d, q) -> float:
 def balanced_map_velocity(sigma_bar, p, target, *, eta_bar: float = 1.0):
     """Eq. (21): ``σ̄̇ = −η̄ (σ̄ − σ̄*) |σ̄|^p`` (``|σ̄|^p = σ̄^p`` for the paper's σ̄ ≥ 0)."""
     sb = jnp.asarray(check_real(sigma_bar, "sigma_bar"), dtype=jnp.float64)
-    target = check_finite(target, "target")
+    target = check_real(target, "target")  # (traced under jit: an array check, not a float())
     return -eta_bar * (sb - target) * jnp.abs(sb) ** p
 
 
