@@ -44,6 +44,7 @@ _LAZY = {
     "student_teacher": "curvdyn.task",
     "Trajectory": "curvdyn.simulate",
     "simulate": "curvdyn.simulate",
+    "exactness_summary": "curvdyn.simulate",
     "astype": "curvdyn.curvature",
     "init_aligned": "curvdyn.init",
     "init_balanced": "curvdyn.init",

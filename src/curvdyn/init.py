@@ -15,23 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from curvdyn._precision import resolve_dtype
+from curvdyn._validate import check_positive, check_real, check_widths
 from curvdyn.network import Weights
-
-
-def _check_widths(widths: Sequence[int]) -> tuple[int, ...]:
-    widths = tuple(int(n) for n in widths)
-    if len(widths) < 2:
-        raise ValueError(f"widths must list n_0, ..., n_d with d >= 1 (at least two), got {widths}")
-    if any(n < 1 for n in widths):
-        raise ValueError(f"every width must be a positive integer, got {widths}")
-    return widths
-
-
-def _check_scale(scale: float, name: str) -> float:
-    scale = float(scale)
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"{name} must be positive and finite, got {scale}")
-    return scale
 
 
 def init_random(key: jax.Array, widths: Sequence[int], scale: float = 0.05, *, dtype=None) -> Weights:
@@ -40,8 +25,8 @@ def init_random(key: jax.Array, widths: Sequence[int], scale: float = 0.05, *, d
     The paper's section 4 initializes "weight matrices to have maximum singular value of
     0.05"; that is ``init_random(key, (16,)*5, 0.05)``.
     """
-    widths = _check_widths(widths)
-    scale = _check_scale(scale, "scale")
+    widths = check_widths(widths)
+    scale = check_positive(scale, "scale")
     dtype = resolve_dtype(dtype=dtype, what="init_random")
     keys = jax.random.split(key, len(widths) - 1)
     ws = []
@@ -56,8 +41,8 @@ def init_xavier(key: jax.Array, widths: Sequence[int], alpha: float = 1.0, *, dt
 
     This is the random-weights setting of the scaling-law figure (S.I.3, Fig. S.I.1).
     """
-    widths = _check_widths(widths)
-    alpha = _check_scale(alpha, "alpha")
+    widths = check_widths(widths)
+    alpha = check_positive(alpha, "alpha")
     dtype = resolve_dtype(dtype=dtype, what="init_xavier")
     keys = jax.random.split(key, len(widths) - 1)
     return tuple(
@@ -86,11 +71,12 @@ def init_balanced(
       scale: a number (all ``r`` per-layer singular values equal to it) or a sequence of
         ``r`` positive per-mode values.
     """
-    widths = _check_widths(widths)
+    widths = check_widths(widths)
     r = min(widths)
-    vals = np.broadcast_to(np.asarray(scale, dtype=np.float64), (r,)).copy()
-    if vals.shape != (r,) or not np.all(np.isfinite(vals)) or np.any(vals <= 0):
+    vals = np.asarray(check_real(scale, "scale"), dtype=np.float64)
+    if vals.ndim > 1 or vals.size not in (1, r) or not np.all(np.isfinite(vals)) or np.any(vals <= 0):
         raise ValueError(f"scale must be a positive number or {r} positive numbers, got {scale}")
+    vals = np.broadcast_to(vals, (r,)).copy()
     dtype = resolve_dtype(dtype=dtype, what="init_balanced")
     keys = jax.random.split(key, len(widths))
     us = [_haar_orthonormal(k, n, r, dtype) for k, n in zip(keys, widths)]
@@ -122,13 +108,16 @@ def init_aligned(
       dtype: of the weights; ``None`` follows ``target`` (float32 for a float32 target, else
         float64). The construction runs in float64 (NumPy) either way.
     """
-    widths = _check_widths(widths)
+    widths = check_widths(widths)
+    target = check_real(target, "target")
     dtype = resolve_dtype(target, dtype=dtype, what="init_aligned")
     target = np.asarray(target, dtype=np.float64)
+    if target.ndim != 2 or not np.all(np.isfinite(target)):
+        raise ValueError(f"target must be a finite matrix, got shape {target.shape}")
     if target.shape != (widths[-1], widths[0]):
         raise ValueError(f"target has shape {target.shape} but widths give a map of shape ({widths[-1]}, {widths[0]})")
     d = len(widths) - 1
-    vals = np.asarray(mode_values, dtype=np.float64)
+    vals = np.asarray(check_real(mode_values, "mode_values"), dtype=np.float64)
     if vals.ndim == 1:
         vals = np.broadcast_to(vals, (d, vals.shape[0]))
     if vals.ndim != 2 or vals.shape[0] != d:

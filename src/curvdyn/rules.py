@@ -60,10 +60,11 @@ import warnings
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 
 from curvdyn import curvature as cv
 from curvdyn._names import METHODS, RULE_NAMES
-from curvdyn._validate import check_nonneg, check_q
+from curvdyn._validate import check_count, check_nonneg, check_number, check_q
 from curvdyn.network import Weights, as_weights, gradient, widths_of
 from curvdyn.task import Task
 
@@ -83,7 +84,11 @@ _FULL_ONLY = ("kronsum", "balanced", "balanced-checked", "cg")
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """A learning rule: build it with :func:`get_rule`.
+    """A learning rule: build it with :func:`get_rule` (or directly: ``Rule(name="frac-ngd", q=3)``).
+
+    However it is built, a rule is validated (:meth:`__post_init__`): the name is known and every
+    field is consistent with it and in range, so ``Rule(name="ngd", q=0.5)`` raises instead of
+    running another rule under NGD's name.
 
     Attributes:
       name: registry name.
@@ -102,6 +107,64 @@ class Rule:
     layer_rates: tuple[float, ...] | None = None
     lm_damping: float = 0.0
     rcond: float = cv.DEFAULT_RCOND
+
+    def __post_init__(self) -> None:
+        """Check the fields against the name (the one set of checks; :func:`get_rule` relies on it).
+
+        Raises:
+          ValueError: unknown name; a field the rule does not take set to a non-default value, or
+            (``q``, ``block``) inconsistent with the name; ``q < 1``; negative ``eps``,
+            ``lm_damping``, ``rcond`` or layer rate; ``rcond ≥ 1``; empty ``layer_rates``.
+          TypeError: a field that is not a number (or ``layer_rates`` not a sequence of numbers).
+        """
+        name = self.name
+        if not isinstance(name, str) or name not in RULE_NAMES:
+            raise ValueError(f"unknown rule {name!r}; known rules: {', '.join(RULE_NAMES)}")
+        set_ = lambda field, value: object.__setattr__(self, field, value)
+        block = name.endswith("-d")
+        if self.block is not block:
+            raise ValueError(f"rule {name!r} has block={block}, got block={self.block!r}")
+        if name in _FIXED_Q:
+            q = check_number(self.q, "q")
+            if q != _FIXED_Q[name]:
+                raise ValueError(
+                    f"rule {name!r} has q = {_FIXED_Q[name]:g}, got q = {self.q!r}; for another order use "
+                    f"get_rule('frac-ngd{'-d' if block else ''}', q=...)"
+                )
+            set_("q", _FIXED_Q[name])
+        elif name == "damped-ngd":
+            if check_number(self.q, "q") != 1.0:
+                raise ValueError(f"rule 'damped-ngd' has q = 1 (eq. 17), got q = {self.q!r}")
+            set_("q", 1.0)
+        else:
+            set_("q", check_q(self.q))
+        if name == "damped-ngd":
+            if self.eps is None:
+                raise ValueError("rule 'damped-ngd' needs eps (eps >= 0)")
+            set_("eps", check_nonneg(self.eps, "eps"))
+        elif self.eps is not None:
+            raise ValueError(f"rule {name!r} takes no eps (only damped-ngd does), got eps = {self.eps!r}")
+        allowed = _PARAMS[name]
+        lm = check_nonneg(self.lm_damping, "lm_damping")
+        if lm and "lm_damping" not in allowed:
+            raise ValueError(f"rule {name!r} takes no lm_damping, got lm_damping = {self.lm_damping!r}")
+        set_("lm_damping", lm)
+        rcond = check_nonneg(self.rcond, "rcond")
+        if rcond >= 1:
+            raise ValueError(f"rcond is a relative cutoff and must be < 1, got {rcond}")
+        if rcond != cv.DEFAULT_RCOND and "rcond" not in allowed:
+            raise ValueError(f"rule {name!r} takes no rcond, got rcond = {self.rcond!r}")
+        set_("rcond", rcond)
+        rates = self.layer_rates
+        if rates is not None:
+            if not block:
+                raise ValueError(f"rule {name!r} takes no layer_rates (only the block rules, -d, do)")
+            if isinstance(rates, (str, bytes)) or not hasattr(rates, "__len__"):
+                raise TypeError(f"layer_rates must be a sequence of numbers, got {rates!r}")
+            rates = tuple(check_nonneg(x, "each layer rate") for x in rates)
+            if not rates:
+                raise ValueError("layer_rates must not be empty")
+            set_("layer_rates", rates)
 
     @property
     def label(self) -> str:
@@ -153,7 +216,8 @@ class Rule:
         balance_tol: float | None = None,
         cg_tol: float | None = None,
         cg_maxiter: int | None = None,
-    ) -> Weights:
+        return_info: bool = False,
+    ) -> Weights | tuple[Weights, cv.DirectionInfo]:
         """The direction ``d`` (velocity ``ẇ = −d`` at η = 1), a tuple shaped like ``weights``.
 
         Args:
@@ -170,23 +234,43 @@ class Rule:
           cg_tol, cg_maxiter: ``cg`` only: relative error bound to stop at (default 1e-10)
             and iteration cap (default 2000). A ``cg`` direction that stops at the cap
             without meeting ``cg_tol`` warns (``RuntimeWarning``) with its error bound.
+          return_info: also return the :class:`~curvdyn.curvature.DirectionInfo` of the path
+            that ran (cut eigenvalues, conditioning, residual, error estimate; per layer block
+            for the block rules; see :mod:`curvdyn.curvature.diagnostics`).
+
+        Returns:
+          ``d``, or ``(d, info)`` with ``return_info``. Mixed float32/float64 input runs in the
+          common dtype (:func:`curvdyn.curvature.promote`). A direction the diagnostics find
+          unreliable (estimated error, or with the default ``rcond`` the cutoff's effect, above
+          :data:`curvdyn.curvature.WARN_TOL`) warns (``RuntimeWarning``) with the numbers.
         """
         ws = as_weights(weights)
         check_compatible(ws, task)
+        ws, task = cv.promote(ws, task)
         resolved = self.resolve_method(widths_of(ws), task.identity_cov, method)
-        opts = _options(balance_tol, cg_tol, cg_maxiter)
+        opts = _options(self, resolved, balance_tol, cg_tol, cg_maxiter)
         if resolved == "cg" and not self.is_gradient:
-            out, info = _cg_jit(ws, task, self, opts[1], opts[2])
-            if not bool(info.converged):
+            out, cg_info = _cg_jit(ws, task, self, opts[1], opts[2])
+            if not bool(cg_info.converged):
                 warnings.warn(
-                    f"cg stopped after {int(info.iterations)} iterations with relative error "
-                    f"bound {float(info.error_bound):.3g} > cg_tol = {opts[1]:.3g}; raise "
+                    f"cg stopped after {int(cg_info.iterations)} iterations with relative error "
+                    f"bound {float(cg_info.error_bound):.3g} > cg_tol = {opts[1]:.3g}; raise "
                     "cg_maxiter or use an eigendecomposition method",
                     RuntimeWarning,
                     stacklevel=2,
                 )
-            return tuple(out)
-        return _direction_jit(ws, task, self, resolved, *opts)
+            out, info = tuple(out), cv.bound_info(cg_info.error_bound)
+        else:
+            out, info = _direction_info_jit(ws, task, self, resolved, *opts)
+            message = cv.describe(
+                info,
+                f"{self.label} ({resolved})",
+                rcond=self.spectral_function().cutoff(ws[0].dtype),
+                warn_cut=self.rcond == cv.DEFAULT_RCOND,  # a cutoff the user set is what they asked for
+            )
+            if message is not None:
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return (out, info) if return_info else out
 
     def resolve_method(self, widths: tuple[int, ...], identity_cov: bool, method: str) -> str:
         """The concrete (static) method ``auto`` stands for, or a validated explicit one.
@@ -227,23 +311,39 @@ class Rule:
         ``balanced-checked`` resolved to ``balanced`` or its fallback by evaluating the check."""
         ws = as_weights(weights)
         check_compatible(ws, task)
+        ws, task = cv.promote(ws, task)
         resolved = self.resolve_method(widths_of(ws), task.identity_cov, method)
+        balance_tol = _options(self, resolved, balance_tol, None, None)[0]
         if resolved != "balanced-checked" or self.is_gradient:
             return "gradient" if self.is_gradient else resolved
         f = self.spectral_function()
         err = float(cv.shared_basis_error(ws, task, f))
-        tol = cv.default_balance_tol(ws[0].dtype) if balance_tol is None else float(balance_tol)
+        tol = cv.default_balance_tol(ws[0].dtype) if balance_tol is None else balance_tol
         return "balanced" if err <= tol else cv.choose_full_method(widths_of(ws), task.identity_cov)
 
 
-def _options(balance_tol, cg_tol, cg_maxiter) -> tuple:
+def _options(rule: Rule, resolved: str, balance_tol, cg_tol, cg_maxiter) -> tuple:
+    """The method options, checked, with defaults; an option the resolved method ignores raises.
+
+    ``balance_tol`` is used only by ``balanced-checked`` (what ``auto`` resolves to for the full
+    rules unless d = 2 with Σ = I), ``cg_tol``/``cg_maxiter`` only by ``cg``; the plain gradient
+    uses none of them.
+    """
+    runs = "gradient" if rule.is_gradient else resolved
     if balance_tol is not None:
+        if runs != "balanced-checked":
+            raise ValueError(
+                f"balance_tol is an option of method 'balanced-checked' (and 'auto' where it resolves to it); "
+                f"rule {rule.label} runs {runs!r} here, which does not use it"
+            )
         balance_tol = check_nonneg(balance_tol, "balance_tol")
+    if (cg_tol is not None or cg_maxiter is not None) and runs != "cg":
+        given = ", ".join(n for n, v in (("cg_tol", cg_tol), ("cg_maxiter", cg_maxiter)) if v is not None)
+        raise ValueError(
+            f"{given}: option(s) of method 'cg'; rule {rule.label} runs {runs!r} here, which does not use them"
+        )
     cg_tol = cv.DEFAULT_CG_TOL if cg_tol is None else check_nonneg(cg_tol, "cg_tol")
-    if cg_maxiter is None:
-        cg_maxiter = cv.DEFAULT_CG_MAXITER
-    elif int(cg_maxiter) != cg_maxiter or cg_maxiter < 1:
-        raise ValueError(f"cg_maxiter must be a positive integer, got {cg_maxiter}")
+    cg_maxiter = cv.DEFAULT_CG_MAXITER if cg_maxiter is None else check_count(cg_maxiter, "cg_maxiter")
     return balance_tol, float(cg_tol), int(cg_maxiter)
 
 
@@ -295,6 +395,52 @@ def direction_unchecked(
 _direction_jit = jax.jit(direction_unchecked, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter"))
 
 
+def direction_and_info(
+    ws: Weights,
+    task: Task,
+    rule: Rule,
+    method: str,
+    balance_tol: float | None = None,
+    cg_tol: float = cv.DEFAULT_CG_TOL,
+    cg_maxiter: int = cv.DEFAULT_CG_MAXITER,
+) -> tuple[Weights, cv.DirectionInfo]:
+    """:func:`direction_unchecked` and the :class:`~curvdyn.curvature.DirectionInfo` of the path
+    that ran (traceable). The direction is the same computation as :func:`direction_unchecked`'s;
+    a method without diagnostics reports NaN (no warning)."""
+    if rule.is_gradient:
+        return gradient(ws, task), cv.exact_info(ws[0].dtype)
+    f = rule.spectral_function()
+    if rule.block:
+        if method == "mapspace":
+            out, info = cv.block_direction_mapspace_info(ws, task, f)
+        elif method == "kronecker":
+            out, info = cv.block_direction_kronecker_info(ws, task, f, gradient(ws, task))
+        else:
+            out, info = cv.block_direction_dense_info(ws, task, f, gradient(ws, task))
+        return tuple(s * o for s, o in zip(rule.layer_scales(len(ws)), out)), info
+    if method == "mapspace":
+        return cv.mapspace_direction_info(ws, task, f)
+    if method == "kronsum":
+        return cv.kronsum_direction_info(ws, task, f)
+    if method == "balanced":
+        return cv.balanced_direction_info(ws, task, f)
+    if method == "balanced-checked":
+        fallback = cv.choose_full_method(widths_of(ws), task.identity_cov)
+        return cv.checked_direction_info(ws, task, f, fallback, balance_tol)
+    if method == "cg":
+        out, cg_info = cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)
+        return out, cv.bound_info(cg_info.error_bound)
+    if method == "dense":
+        return cv.dense_direction_info(ws, task, f, gradient(ws, task))
+    out = direction_unchecked(ws, task, rule, method, balance_tol, cg_tol, cg_maxiter)
+    return out, cv.bound_info(jnp.full((), jnp.nan, ws[0].dtype))
+
+
+_direction_info_jit = jax.jit(
+    direction_and_info, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter")
+)
+
+
 def _cg_with_info(ws, task, rule, cg_tol, cg_maxiter):
     return cv.cg_direction(ws, task, rule.spectral_function(), tol=cg_tol, maxiter=cg_maxiter)
 
@@ -323,30 +469,13 @@ def get_rule(name: str, **params) -> Rule:
     extra = sorted(set(params) - set(allowed))
     if extra:
         raise TypeError(f"rule {name!r} takes no parameter(s) {extra}; it takes {list(allowed) or 'none'}")
-    kwargs: dict = {"name": name, "block": name.endswith("-d")}
+    if name in ("frac-ngd", "frac-ngd-d") and "q" not in params:
+        raise TypeError(f"rule {name!r} needs the parameter q (q >= 1)")
+    if name == "damped-ngd" and "eps" not in params:
+        raise TypeError("rule 'damped-ngd' needs the parameter eps (eps >= 0)")
+    kwargs: dict = {"name": name, "block": name.endswith("-d"), **params}
     if name in _FIXED_Q:
         kwargs["q"] = _FIXED_Q[name]
-    if name in ("frac-ngd", "frac-ngd-d"):
-        if "q" not in params:
-            raise TypeError(f"rule {name!r} needs the parameter q (q >= 1)")
-        kwargs["q"] = check_q(params["q"])
-    if name == "damped-ngd":
-        if "eps" not in params:
-            raise TypeError("rule 'damped-ngd' needs the parameter eps (eps >= 0)")
-        kwargs["eps"] = check_nonneg(params["eps"], "eps")
+    elif name == "damped-ngd":
         kwargs["q"] = 1.0
-    if "lm_damping" in params:
-        kwargs["lm_damping"] = check_nonneg(params["lm_damping"], "lm_damping")
-    if "rcond" in params:
-        rcond = check_nonneg(params["rcond"], "rcond")
-        if rcond >= 1:
-            raise ValueError(f"rcond is a relative cutoff and must be < 1, got {rcond}")
-        kwargs["rcond"] = rcond
-    if params.get("layer_rates") is not None:
-        rates = params["layer_rates"]
-        if isinstance(rates, (str, bytes)) or not hasattr(rates, "__len__"):
-            raise TypeError(f"layer_rates must be a sequence of numbers, got {rates!r}")
-        kwargs["layer_rates"] = tuple(check_nonneg(r, "each layer rate") for r in rates)
-        if not kwargs["layer_rates"]:
-            raise ValueError("layer_rates must not be empty")
-    return Rule(**kwargs)
+    return Rule(**kwargs)  # the value checks: Rule.__post_init__

@@ -30,6 +30,8 @@ import numpy as np
 from curvdyn._progress import stderr_is_terminal
 from curvdyn._validate import check_nonneg, check_positive
 from curvdyn._version import __version__
+from curvdyn.curvature.diagnostics import WARN_TOL, summarize
+from curvdyn.curvature.precision import DEFAULT_RCOND, promote
 from curvdyn.integrators import (
     ODE,
     OUTCOME_EVENT,
@@ -41,7 +43,7 @@ from curvdyn.integrators import (
     solve_outcome,
 )
 from curvdyn.network import Weights, as_weights, conserved, loss, network_map, widths_of
-from curvdyn.rules import Rule, check_compatible, direction_unchecked, get_rule
+from curvdyn.rules import Rule, check_compatible, direction_and_info, direction_unchecked, get_rule
 from curvdyn.task import Task
 
 # Status codes shared by the compiled loops and the Trajectory.
@@ -68,7 +70,8 @@ class Trajectory:
       status: ``"completed"`` (reached t_end), ``"converged"`` (loss < loss_tol),
         ``"diverged"`` (loss above max_loss or non-finite), ``"max_steps"`` or ``"failed"``.
       message: what happened, in words.
-      config: the run's configuration (rule, method, tolerances, seed, package version, ...).
+      config: the run's configuration (rule, method, tolerances, seed, package version, ...)
+        and ``"exactness"``, the worst diagnostics at the recorded times (:func:`exactness_summary`).
       record: the run record (:func:`curvdyn.io.run_record`) written with it by :meth:`save`
         (made at the first save when the trajectory has none; read back by :meth:`load`;
         ``None`` for a file written before curvdyn kept records).
@@ -347,16 +350,19 @@ def _compiled(kind: str, batched: bool, **static):
 
 
 def _observables(ws_t: Weights, task: Task, rule: Rule, method: str, eta: float):
+    # The direction at each recorded time with its diagnostics (curvdyn.curvature.diagnostics);
+    # one time after another (lax.map), so the diagnostics' work arrays exist for one time at once.
     def at(w):
-        d = direction_unchecked(w, task, rule, method)
+        d, info = direction_and_info(w, task, rule, method)
         return (
             loss(w, task),
             network_map(w),
             conserved(w),
             eta * jnp.sqrt(sum(jnp.sum(v * v) for v in d)),
+            info,
         )
 
-    return jax.vmap(at)(ws_t)
+    return jax.lax.map(at, ws_t)
 
 
 _observables_jit = jax.jit(_observables, static_argnames=("rule", "method"))
@@ -403,7 +409,11 @@ def simulate(
 
     Returns:
       A :class:`Trajectory`. A run that stops early warns (``RuntimeWarning``) when it
-      diverged or ran out of steps, and returns what was recorded up to the stop.
+      diverged or ran out of steps, and returns what was recorded up to the stop. The worst
+      exactness diagnostics of the directions at the recorded times are in
+      ``traj.config["exactness"]`` (:func:`exactness_summary`); a run with a recorded direction
+      not exact to :data:`curvdyn.curvature.WARN_TOL` warns once, with the numbers. Mixed
+      float32/float64 input runs in the common dtype (:func:`curvdyn.curvature.promote`).
 
     Raises:
       ValueError: bad or conflicting options (e.g. ``save_at`` with Euler, ``save_at`` that
@@ -421,6 +431,7 @@ def simulate(
     batched = isinstance(weights, tuple | list) and len(weights) > 0 and np.ndim(weights[0]) == 3
     ws = as_weights(weights, batched=batched)
     check_compatible(ws, task)
+    ws, task = promote(ws, task)  # mixed float32/float64: the common dtype (docs/conventions.md)
     eta = check_positive(eta, "eta")
     widths = widths_of(ws)
     cmethod = rule.resolve_method(widths, task.identity_cov, method)
@@ -524,10 +535,20 @@ def simulate(
     else:
         t_rec, w_rec, status, message = finish(t_out, w_out, result)
         obs = _observables_jit(tuple(map(jnp.asarray, w_rec)), task, rule, cmethod, eta)
-    loss_t, map_t, cons_t, unorm_t = jax.tree_util.tree_map(np.asarray, obs)
+    loss_t, map_t, cons_t, unorm_t, info_t = jax.tree_util.tree_map(np.asarray, obs)
+    # the worst exactness diagnostics of the run, at the recorded times (exactness_summary)
+    config["exactness"] = summarize(
+        info_t,
+        t_rec,
+        what=f"{rule.label} ({cmethod})",
+        rcond=rule.spectral_function().cutoff(ws[0].dtype),
+        warn_cut=rule.rcond == DEFAULT_RCOND,
+    )
     for s, m in zip(status if batched else [status], message if batched else [message]):
         if s in ("diverged", "max_steps", "failed"):
             warnings.warn(m, RuntimeWarning, stacklevel=2)
+    if not config["exactness"]["reliable"]:
+        warnings.warn(f"simulate: {config['exactness']['warning']}", RuntimeWarning, stacklevel=2)
     return Trajectory(
         t=t_rec,
         weights=w_rec,
@@ -539,6 +560,34 @@ def simulate(
         message=message,
         config=config,
     )
+
+
+def exactness_summary(traj: Trajectory) -> dict:
+    """What the report shows about a run's exactness: the worst diagnostics at its recorded times.
+
+    The dict of :func:`curvdyn.curvature.summarize` that :func:`simulate` stores in
+    ``traj.config["exactness"]`` (worst ``n_cut``, ``n_cut_resolved``, ``largest_cut``,
+    ``cut_residual``, ``cut_effect``, ``cut_eig_error``, ``cond``, ``residual``,
+    ``error_estimate``, ``floor``; ``worst_at``, ``reliable``, ``warning``), plus ``verdict``: a
+    short phrase — ``"exact (est. error 1e-12)"``, ``"cutoff decides the answer"``,
+    ``"ill-conditioned (est. error …)"`` or ``"not recorded"`` for a trajectory saved before
+    diagnostics existed.
+    """
+    summary = dict(traj.config.get("exactness") or {})
+    if not summary:
+        return {"verdict": "not recorded"}
+    cut = summary.get("cut_effect") or 0.0
+    err = summary.get("error_estimate")
+    if cut > WARN_TOL:
+        verdict = f"cutoff decides the answer (cut effect {cut:.2g})"
+    elif err is not None and err > WARN_TOL:
+        verdict = f"ill-conditioned (est. error {err:.2g}, cond {summary.get('cond') or float('nan'):.2g})"
+    elif err is None:
+        verdict = "no estimate (method without diagnostics)"
+    else:
+        verdict = f"exact (est. error {err:.1g})"
+    summary["verdict"] = verdict
+    return summary
 
 
 def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_tol: float, max_loss: float):

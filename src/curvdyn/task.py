@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from curvdyn._precision import resolve_dtype
+from curvdyn._validate import check_count, check_positive, check_real
 
 # Relative tolerances for accepting a user's covariance: asymmetry and negative eigenvalues
 # beyond round-off are errors, not something to silently symmetrize or clip.
@@ -23,10 +24,7 @@ _PSD_RTOL = 1e-10
 
 
 def _finite_matrix(x, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a numeric array: {exc}") from None
+    arr = np.asarray(check_real(x, name), dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a matrix, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -34,10 +32,26 @@ def _finite_matrix(x, name: str) -> np.ndarray:
     return arr
 
 
+def _finite_scalar(value, name: str) -> float:
+    value = check_real(value, name)
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
 def psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """Symmetric square root ``S = Σ^{1/2}`` of a PSD matrix (eigenvalues clipped at 0)."""
+    """Symmetric square root ``S = Σ^{1/2}`` of a PSD matrix.
+
+    Eigenvalues at or below the eigensolver's round-off level (``n · eps · λ_max``) are set to
+    zero: they are not resolved, and their square roots (``~√eps``) would put spurious singular
+    values into ``Ĵ = (I ⊗ S) J`` that the exactness diagnostics would rightly flag.
+    """
     evals, evecs = np.linalg.eigh(cov)
-    return (evecs * np.sqrt(np.clip(evals, 0.0, None))) @ evecs.T
+    floor = cov.shape[0] * np.finfo(np.float64).eps * max(float(evals[-1]), 0.0)
+    return (evecs * np.sqrt(np.where(evals > floor, evals, 0.0))) @ evecs.T
 
 
 @jax.tree_util.register_pytree_node_class
@@ -56,6 +70,7 @@ class Task:
     mode (see :mod:`curvdyn`). The checks and ``Σ^{1/2}`` are computed in float64 (NumPy) either way.
 
     Raises:
+      TypeError: ``target`` or ``input_cov`` is complex or not numeric.
       ValueError: shapes do not match, entries are not finite, ``Σ`` is not symmetric PSD, or
         ``dtype`` is not a floating type.
       curvdyn.Float64DisabledError: a float64 task while 64-bit mode is off.
@@ -90,8 +105,7 @@ class Task:
                     "an input covariance must be symmetric positive semi-definite"
                 )
             identity = bool(np.array_equal(cov, np.eye(n_in)))
-        if not np.isfinite(loss_offset):
-            raise ValueError(f"loss_offset must be finite, got {loss_offset}")
+        loss_offset = _finite_scalar(loss_offset, "loss_offset")
         self.target = jnp.asarray(target, dtype=dtype)
         self.input_cov = jnp.asarray(cov, dtype=dtype)
         self.sqrt_cov = jnp.asarray(np.eye(n_in) if identity else psd_sqrt(cov), dtype=dtype)
@@ -218,21 +232,20 @@ def student_teacher(
         mode; ``jnp.float32`` draws float32 numbers, a different data set for the same key).
     """
     dtype = resolve_dtype(dtype=dtype, what="student_teacher")
-    n_out = n_in if n_out is None else n_out
-    n_train = n_in if n_train is None else n_train
-    for name, val in (("n_in", n_in), ("n_out", n_out), ("n_train", n_train), ("rank", rank)):
-        if int(val) != val or val < 1:
-            raise ValueError(f"{name} must be a positive integer, got {val}")
-    if n_test < 0:
-        raise ValueError(f"n_test must be >= 0, got {n_test}")
+    n_in = check_count(n_in, "n_in")
+    n_out = n_in if n_out is None else check_count(n_out, "n_out")
+    n_train = n_in if n_train is None else check_count(n_train, "n_train")
+    rank = check_count(rank, "rank")
+    n_test = check_count(n_test, "n_test", minimum=0)
     if rank > min(n_in, n_out):
         raise ValueError(f"rank {rank} exceeds min(n_in, n_out) = {min(n_in, n_out)}")
-    if not (snr > 0 and np.isfinite(snr)):
-        raise ValueError(f"snr must be positive and finite, got {snr}")
-    if not (noise_std > 0 and np.isfinite(noise_std)):
-        raise ValueError(f"noise_std must be positive and finite, got {noise_std}")
-    profile = np.ones(rank) if teacher_profile is None else np.asarray(teacher_profile, float)
-    if profile.shape != (rank,) or np.any(profile <= 0):
+    snr = check_positive(snr, "snr")
+    noise_std = check_positive(noise_std, "noise_std")
+    if teacher_profile is None:
+        profile = np.ones(rank)
+    else:
+        profile = np.asarray(check_real(teacher_profile, "teacher_profile"), dtype=np.float64)
+    if profile.shape != (rank,) or not np.all(np.isfinite(profile)) or np.any(profile <= 0):
         raise ValueError(f"teacher_profile must hold {rank} positive numbers, got {profile}")
 
     k_u, k_v, k_x, k_z, k_xt, k_zt = jax.random.split(key, 6)

@@ -54,33 +54,49 @@ from curvdyn.curvature._mapspace_ops import mapspace_grams, mapspace_kernel
 from curvdyn.curvature.balanced import (
     SharedBasis,
     balanced_direction,
+    balanced_direction_info,
     checked_direction,
+    checked_direction_info,
     shared_basis,
     shared_basis_error,
 )
 from curvdyn.curvature.blocks import (
     block_direction_dense,
+    block_direction_dense_info,
     block_direction_kronecker,
+    block_direction_kronecker_info,
     block_direction_mapspace,
+    block_direction_mapspace_info,
     block_matrix,
     layer_factors,
 )
 from curvdyn.curvature.cg import DEFAULT_CG_MAXITER, DEFAULT_CG_TOL, CGInfo, cg_direction, cg_solve
 from curvdyn.curvature.choose import BLOCK_METHODS, FULL_METHODS, choose_block_method, choose_full_method
-from curvdyn.curvature.dense import dense_apply, dense_direction, hessian_plus, jacobian_matrix
-from curvdyn.curvature.diagnostics import condition_number
-from curvdyn.curvature.kronsum import kronsum_direction
-from curvdyn.curvature.mapspace import mapspace_apply, mapspace_direction
+from curvdyn.curvature.dense import dense_apply, dense_direction, dense_direction_info, hessian_plus, jacobian_matrix
+from curvdyn.curvature.diagnostics import (
+    WARN_TOL,
+    DirectionInfo,
+    bound_info,
+    condition_number,
+    describe,
+    exact_info,
+    summarize,
+)
+from curvdyn.curvature.kronsum import kronsum_direction, kronsum_direction_info
+from curvdyn.curvature.mapspace import mapspace_apply, mapspace_direction, mapspace_direction_info
 from curvdyn.curvature.precision import (
     DEFAULT_BALANCE_TOL,
     DEFAULT_BALANCE_TOL_F32,
     DEFAULT_RCOND,
     DEFAULT_RCOND_F32,
     astype,
+    common_dtype,
     default_balance_tol,
     default_rcond,
     effective_rcond,
+    promote,
 )
+from curvdyn.curvature.refine import REFINE_STEPS
 from curvdyn.curvature.spectral import SpectralFunction, apply_psd_function, order_after
 
 __all__ = [
@@ -92,36 +108,53 @@ __all__ = [
     "DEFAULT_RCOND",
     "DEFAULT_RCOND_F32",
     "FULL_METHODS",
+    "REFINE_STEPS",
+    "WARN_TOL",
     "CGInfo",
+    "DirectionInfo",
     "SharedBasis",
     "SpectralFunction",
     "apply_psd_function",
     "astype",
     "balanced_direction",
+    "balanced_direction_info",
     "block_direction_dense",
+    "block_direction_dense_info",
     "block_direction_kronecker",
+    "block_direction_kronecker_info",
     "block_direction_mapspace",
+    "block_direction_mapspace_info",
     "block_matrix",
+    "bound_info",
     "cg_direction",
     "cg_solve",
     "checked_direction",
+    "checked_direction_info",
     "choose_block_method",
     "choose_full_method",
+    "common_dtype",
     "condition_number",
     "default_balance_tol",
     "default_rcond",
     "dense_apply",
     "dense_direction",
+    "dense_direction_info",
+    "describe",
     "effective_rcond",
+    "exact_info",
     "hessian_plus",
     "jacobian_matrix",
     "kronsum_direction",
+    "kronsum_direction_info",
     "layer_factors",
     "mapspace_apply",
     "mapspace_direction",
+    "mapspace_direction_info",
     "mapspace_grams",
     "mapspace_kernel",
     "order_after",
+    "promote",
     "shared_basis",
     "shared_basis_error",
+    "summarize",
 ]

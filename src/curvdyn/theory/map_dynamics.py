@@ -9,7 +9,7 @@ import numpy as np
 from scipy import special
 
 from curvdyn._precision import require_float64
-from curvdyn._validate import check_q
+from curvdyn._validate import check_finite, check_nonneg, check_positive, check_q, check_real
 from curvdyn.theory._common import _check_depth
 
 
@@ -45,7 +45,8 @@ def effective_depth(d, q) -> float:
 def balanced_map_velocity(sigma_bar, p, target, *, eta_bar: float = 1.0):
     """Eq. (21): ``σ̄̇ = −η̄ (σ̄ − σ̄*) |σ̄|^p`` (``|σ̄|^p = σ̄^p`` for the paper's σ̄ ≥ 0)."""
     require_float64("curvdyn.theory.balanced_map_velocity")
-    sb = jnp.asarray(sigma_bar, dtype=jnp.float64)
+    sb = jnp.asarray(check_real(sigma_bar, "sigma_bar"), dtype=jnp.float64)
+    target = check_real(target, "target")  # (traced under jit: an array check, not a float())
     return -eta_bar * (sb - target) * jnp.abs(sb) ** p
 
 
@@ -198,15 +199,9 @@ class _MapIntegral:
 
 
 def _normalize_problem(p, target, eta_bar, init):
-    p = float(p)
-    if not (math.isfinite(p) and p >= 0):
-        raise ValueError(f"p must be finite and >= 0, got {p}")
-    target, eta_bar, init = float(target), float(eta_bar), float(init)
-    for name, v in (("target", target), ("init", init)):
-        if not math.isfinite(v):
-            raise ValueError(f"{name} must be finite, got {v}")
-    if not (math.isfinite(eta_bar) and eta_bar > 0):
-        raise ValueError(f"eta_bar must be positive and finite, got {eta_bar}")
+    p = check_nonneg(p, "p")
+    target, init = check_finite(target, "target"), check_finite(init, "init")
+    eta_bar = check_positive(eta_bar, "eta_bar")
     sign = 1.0
     if target < 0 or (target == 0 and init < 0):  # σ̄ → −σ̄ is a symmetry of eq. (21)
         sign, target, init = -1.0, -target, -init
@@ -257,7 +252,7 @@ def map_solution(t, p, target, *, eta_bar: float = 1.0, init: float = 0.0, metho
       ``σ̄(t)``, a float64 array of the shape of ``t``.
     """
     p, target, eta_bar, init, sign = _normalize_problem(p, target, eta_bar, init)
-    t = np.asarray(t, dtype=np.float64)
+    t = np.asarray(check_real(t, "t"), dtype=np.float64)
     if np.any(~np.isfinite(t)) or np.any(t < 0):
         raise ValueError("times must be finite and >= 0")
     if method not in ("auto", "closed", "general"):
@@ -320,7 +315,7 @@ def map_time(sigma_bar, p, target, *, eta_bar: float = 1.0, init: float = 0.0, m
         raise ValueError(f"closed forms exist for p = 0, 1/2, 1 only, got p = {p}")
     if target == 0.0:
         raise ValueError("map_time needs a nonzero target")
-    sb = sign * np.asarray(sigma_bar, dtype=np.float64)
+    sb = sign * np.asarray(check_real(sigma_bar, "sigma_bar"), dtype=np.float64)
     x, x0 = sb / target, init / target
     scale = eta_bar * target**p
     out = np.full(x.shape, np.nan)

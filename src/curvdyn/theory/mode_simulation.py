@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from curvdyn._precision import require_float64
-from curvdyn._validate import check_positive
+from curvdyn._validate import check_count, check_positive, check_real
 from curvdyn.integrators import OUTCOME_MAX_STEPS, OUTCOME_SUCCESSFUL, solve_outcome
 from curvdyn.simulate import save_times
 from curvdyn.theory._common import _as_rule
@@ -124,14 +124,14 @@ def simulate_modes(
     """
     rule = _as_rule(rule)
     require_float64("curvdyn.theory.simulate_modes")
-    s0 = np.asarray(sigmas0, dtype=np.float64)
+    s0 = np.asarray(check_real(sigmas0, "sigmas0"), dtype=np.float64)
     single = s0.ndim == 1
     s0 = np.atleast_2d(s0)
     if s0.ndim != 2 or s0.shape[-1] < 1:
         raise ValueError(f"sigmas0 must have shape (modes, d) or (d,), got {np.shape(sigmas0)}")
     if not np.all(np.isfinite(s0)):
         raise ValueError("sigmas0 has non-finite entries")
-    tg = np.broadcast_to(np.asarray(targets, dtype=np.float64), s0.shape[:1]).copy()
+    tg = np.broadcast_to(np.asarray(check_real(targets, "targets"), dtype=np.float64), s0.shape[:1]).copy()
     if not np.all(np.isfinite(tg)):
         raise ValueError("targets has non-finite entries")
     t_end = check_positive(t_end, "t_end")
@@ -140,8 +140,7 @@ def simulate_modes(
         check_positive(val, name)
     if solver not in _solvers():
         raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(_solvers())}")
-    if int(max_steps) != max_steps or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps}")
+    max_steps = check_count(max_steps, "max_steps")
 
     key = (solver, int(max_steps))
     if key not in _SOLVER_CACHE:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from curvdyn._precision import require_float64
+from curvdyn._validate import check_real
 from curvdyn.rules import Rule
 from curvdyn.theory._common import _as_rule
 
@@ -25,7 +26,7 @@ def coupling(sigmas) -> jax.Array:
     Returns:
       ``j``, the same shape as ``sigmas``.
     """
-    s = jnp.asarray(sigmas, dtype=jnp.result_type(float))
+    s = jnp.asarray(check_real(sigmas, "sigmas"), dtype=jnp.result_type(float))
     if s.ndim == 0:
         raise ValueError("sigmas must have a last axis of length d (one value per layer)")
     ones = jnp.ones_like(s[..., :1])
@@ -87,10 +88,10 @@ _velocity_jit = jax.jit(_velocity_core)
 
 def _prepare_modes(sigmas, target):
     require_float64("curvdyn.theory (mode velocities)")
-    s = jnp.asarray(sigmas, dtype=jnp.float64)
+    s = jnp.asarray(check_real(sigmas, "sigmas"), dtype=jnp.float64)
     if s.ndim == 0:
         raise ValueError("sigmas must have shape (d,) or (..., d)")
-    tgt = jnp.broadcast_to(jnp.asarray(target, dtype=jnp.float64), s.shape[:-1])
+    tgt = jnp.broadcast_to(jnp.asarray(check_real(target, "target"), dtype=jnp.float64), s.shape[:-1])
     return s, tgt
 
 
@@ -163,7 +164,7 @@ def constant_of_motion(rule, sigmas) -> jax.Array:
     """
     rule = _as_rule(rule)
     require_float64("curvdyn.theory.constant_of_motion")
-    s = jnp.asarray(sigmas, dtype=jnp.float64)
+    s = jnp.asarray(check_real(sigmas, "sigmas"), dtype=jnp.float64)
     if s.ndim == 0:
         raise ValueError("sigmas must have shape (d,) or (..., d)")
     d = s.shape[-1]

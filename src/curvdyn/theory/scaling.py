@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curvdyn._validate import check_q
+from curvdyn._validate import check_positive, check_q
 from curvdyn.network import as_weights, gradient, loss
 from curvdyn.rules import check_compatible
 from curvdyn.task import Task
@@ -55,9 +55,7 @@ def balanced_update_rates(rule, d, alpha, *, eta: float = 1.0) -> tuple[float, f
     """
     rule = _as_rule(rule)
     d = _check_depth(d)
-    alpha = float(alpha)
-    if not (math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be positive and finite, got {alpha}")
+    alpha = check_positive(alpha, "alpha")
     gain, shift, power, block, scales = _rule_params(rule, d)
     j2 = alpha ** (2 * (d - 1))
     if block:
@@ -111,9 +109,7 @@ def measure_scaling_exponents(
     """
     rule = _as_rule(rule)
     ws = as_weights(weights)
-    h = float(step)
-    if not (h > 0 and math.isfinite(h)):
-        raise ValueError(f"step must be positive, got {step}")
+    h = check_positive(step, "step")
     up = measure_update_rates(tuple(math.exp(h) * w for w in ws), task, rule, method=method)
     down = measure_update_rates(tuple(math.exp(-h) * w for w in ws), task, rule, method=method)
     return tuple((math.log(u) - math.log(v)) / (2 * h) for u, v in zip(up, down))
