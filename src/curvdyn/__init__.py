@@ -45,6 +45,7 @@ _LAZY = {
     "Trajectory": "curvdyn.simulate",
     "simulate": "curvdyn.simulate",
     "astype": "curvdyn.curvature",
+    "haar_orthogonal": "curvdyn.init",
     "init_aligned": "curvdyn.init",
     "init_balanced": "curvdyn.init",
     "init_random": "curvdyn.init",

@@ -81,7 +81,13 @@ from curvdyn.curvature.precision import (
     default_rcond,
     effective_rcond,
 )
-from curvdyn.curvature.spectral import SpectralFunction, apply_psd_function, order_after
+from curvdyn.curvature.spectral import (
+    SpectralFunction,
+    apply_psd_function,
+    block_scale,
+    curvature_power,
+    order_after,
+)
 
 __all__ = [
     "BLOCK_METHODS",
@@ -102,12 +108,14 @@ __all__ = [
     "block_direction_kronecker",
     "block_direction_mapspace",
     "block_matrix",
+    "block_scale",
     "cg_direction",
     "cg_solve",
     "checked_direction",
     "choose_block_method",
     "choose_full_method",
     "condition_number",
+    "curvature_power",
     "default_balance_tol",
     "default_rcond",
     "dense_apply",
