@@ -65,6 +65,11 @@ def test_every_former_copy_draws_with_the_one_sampler():
     s = np.array([3.0, 1.0, 0.5])
     want = (cd.haar_orthogonal(k_u, 3) * s) @ cd.haar_orthogonal(k_v, 3).T
     np.testing.assert_array_equal(random_target(key, s), want)
+    # student_teacher: the teacher's singular vectors are the first `rank` Haar columns
+    st = cd.student_teacher(jax.random.PRNGKey(5), 6, rank=2, snr=4.0, noise_std=0.5)
+    k_u, k_v = jax.random.split(jax.random.PRNGKey(5), 6)[:2]
+    u, v = cd.haar_orthogonal(k_u, 6, 2), cd.haar_orthogonal(k_v, 6, 2)
+    np.testing.assert_allclose(np.asarray(st.teacher), (u * 2.0) @ v.T, rtol=0, atol=1e-15)
     # init_balanced: w_i = U_i D U_{i-1}ᵀ with Haar U_i
     ws = cd.init_balanced(jax.random.PRNGKey(2), (3, 4, 3), 0.5)
     keys = jax.random.split(jax.random.PRNGKey(2), 3)

@@ -32,7 +32,7 @@ from matplotlib.ticker import LogLocator, NullLocator
 
 from curvdyn import theory
 from curvdyn.experiments.base import Claim, Config, Data, at_least, at_most, measure
-from curvdyn.experiments.common import log_times, relative_drift, rule_label
+from curvdyn.experiments.common import log_times, random_target, relative_drift, rule_label
 from curvdyn.experiments.common import progress as progress_bar
 from curvdyn.init import init_aligned, init_random
 from curvdyn.integrators import ODE
@@ -74,18 +74,10 @@ DEFAULT = Settings()
 QUICK = dataclasses.replace(DEFAULT, n_save=120, ode=dataclasses.replace(DEFAULT.ode, rtol=1e-10, atol=1e-12))
 
 
-def _target(key, singular_values) -> np.ndarray:
-    k_u, k_v = jax.random.split(key)
-    n = len(singular_values)
-    u = np.linalg.qr(np.asarray(jax.random.normal(k_u, (n, n))))[0]
-    v = np.linalg.qr(np.asarray(jax.random.normal(k_v, (n, n))))[0]
-    return (u * np.asarray(singular_values, float)) @ v.T
-
-
 def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     s = settings
     k_target, k_init = jax.random.split(jax.random.PRNGKey(seed))
-    target = _target(k_target, s.target_singular_values)
+    target = random_target(k_target, s.target_singular_values)
     task = Task(target)
     ws0 = init_random(k_init, s.widths, s.init_scale)
     wa0 = init_aligned(target, s.widths, np.asarray(s.aligned_mode_values))
