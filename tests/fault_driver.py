@@ -19,6 +19,7 @@ Environment (inherited by the workers):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -40,13 +41,20 @@ def _sleep_for(name: str) -> float:
     return 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class StandInSettings:
+    n: int = 16
+
+
 def standin(name: str) -> types.ModuleType:
     """A stand-in experiment module ``name`` (fast, seed-dependent data, one claim)."""
     module = types.ModuleType(f"curvdyn.experiments.{name}")
     module.NAME = name
     module.TITLE = f"stand-in experiment {name}"
+    module.DEFAULT = StandInSettings()
+    module.QUICK = StandInSettings(n=16)
 
-    def compute(*, quick, seed, progress):
+    def compute(settings, *, seed, progress):
         pid_dir = os.environ.get("FAULT_PIDS")
         if pid_dir:
             with open(os.path.join(pid_dir, f"{name}.pid.tmp"), "w") as fh:
@@ -57,7 +65,7 @@ def standin(name: str) -> types.ModuleType:
 
         x = np.random.default_rng(seed).standard_normal(16)
         seen = {k: np.array(getattr(jax.config, k)) for k in ("jax_enable_x64", "jax_threefry_partitionable")}
-        return {"x": x, "seed_seen": np.array(seed), "pid": np.array(os.getpid()), **seen}, {"n": 16}
+        return {"x": x, "seed_seen": np.array(seed), "pid": np.array(os.getpid()), **seen}, {"n": settings.n}
 
     def plot(data, config):
         import matplotlib.pyplot as plt

@@ -228,7 +228,7 @@ def _interrupt_in(name: str):
     module = sys.modules[f"curvdyn.experiments.{name}"]
     original = module.compute
 
-    def compute(**kwargs):
+    def compute(*args, **kwargs):
         raise KeyboardInterrupt
 
     module.compute = compute

@@ -6,6 +6,7 @@ shared with the rest of the session), on every experiment registered at test tim
 """
 
 import base64
+import dataclasses
 import json
 import re
 import sys
@@ -148,16 +149,23 @@ def test_replot_reuses_the_saved_data(quick_run, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class StandInSettings:
+    quick: bool = False
+
+
 def _fake_module(name, *, measured=1.0, bound=0.5, raise_in=None):
     module = types.ModuleType(f"curvdyn.experiments.{name}")
     module.NAME = name
     module.TITLE = f"stand-in experiment {name}"
+    module.DEFAULT = StandInSettings()
+    module.QUICK = dataclasses.replace(module.DEFAULT, quick=True)
 
-    def compute(*, quick, seed, progress):
+    def compute(settings, *, seed, progress):
         if raise_in == "compute":
             raise RuntimeError("boom in compute")
         x = np.linspace(0.0, 1.0, 5)
-        return {"x": x, "y": x * measured}, {"measured": measured, "quick": quick}
+        return {"x": x, "y": x * measured}, {"measured": measured, "quick": settings.quick}
 
     def plot(data, config):
         fig, ax = plt.subplots(figsize=(3, 2))

@@ -46,6 +46,7 @@ _LAZY = {
     "simulate": "curvdyn.simulate",
     "exactness_summary": "curvdyn.simulate",
     "astype": "curvdyn.curvature",
+    "haar_orthogonal": "curvdyn.init",
     "init_aligned": "curvdyn.init",
     "init_balanced": "curvdyn.init",
     "init_random": "curvdyn.init",

@@ -1,8 +1,13 @@
 """Checks of options and array arguments shared by the whole package: one message per kind of mistake.
 
-Scalars: :func:`check_nonneg`, :func:`check_positive`, :func:`check_q`, :func:`check_count`.
+Scalars: :func:`check_nonneg`, :func:`check_positive`, :func:`check_unit_interval`, :func:`check_q`,
+:func:`check_count`.
 Arrays: :func:`check_real` (every public function that takes arrays calls it: complex input
 is refused, never silently cut to its real part). Widths: :func:`check_widths`.
+
+Every check of curvdyn calls these: the library's arguments, the optimizers' hyperparameters
+(:mod:`curvdyn.optim._checks` adds only the traced-value cases), the experiments' settings and
+the command line's argument types.
 """
 
 from __future__ import annotations
@@ -70,6 +75,14 @@ def check_positive(value: Any, name: str) -> float:
     value = check_nonneg(value, name)
     if value == 0:
         raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_unit_interval(value: Any, name: str) -> float:
+    """A number in ``[0, 1)`` (a decay factor, a relative cutoff)."""
+    value = check_nonneg(value, name)
+    if value >= 1:
+        raise ValueError(f"{name} must lie in [0, 1), got {value}")
     return value
 
 

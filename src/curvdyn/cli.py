@@ -55,64 +55,56 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
-def _positive_int(text: str) -> int:
+def _v():
+    from curvdyn import _validate
+
+    return _validate
+
+
+def _parsed(text: str, parse, kind: str):
     try:
-        value = int(text)
+        return parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+
+
+def _checked(check, value, *args):
+    """``check(value, "value", *args)`` of :mod:`curvdyn._validate`, its error as argparse's."""
+    try:
+        return check(value, "value", *args)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# The argument types parse the text and check the number with curvdyn._validate (the checks
+# every library function uses), so the command line accepts what the library accepts. It is
+# imported when an argument is converted, not for --help (it imports NumPy).
+def _positive_int(text: str) -> int:
+    return _checked(_v().check_count, _parsed(text, int, "an integer"), 1)
 
 
 def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+    return _checked(_v().check_count, _parsed(text, int, "an integer"), 0)
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return value
+    return _checked(_v().check_positive, _parsed(text, float, "a number"))
 
 
 def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
+    return _checked(_v().check_nonneg, _parsed(text, float, "a number"))
 
 
 def _q_value(text: str) -> float:
+    value = _parsed(text, float, "a number >= 1 or 'inf'")
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1 or 'inf', got {text!r}") from None
-    if math.isnan(value) or value < 1:
-        raise argparse.ArgumentTypeError(f"q must be >= 1 (1 = NGD, 2 = sqrt-NGD, inf = SGD), got {text}")
-    return value
+        return _v().check_q(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _n_save(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2 (the first and the last time), got {value}")
-    return value
+def _n_save(text: str) -> int:  # the first and the last time at least
+    return _checked(_v().check_count, _parsed(text, int, "an integer"), 2)
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -122,9 +114,10 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"widths must be comma-separated integers like 16,16,16,16,16, got {text!r}"
         ) from None
-    if len(widths) < 2 or any(n < 1 for n in widths):
-        raise argparse.ArgumentTypeError(f"widths must list n_0,...,n_d (at least two positive integers), got {text!r}")
-    return widths
+    try:
+        return _v().check_widths(widths)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _formats(text: str) -> list[str]:
@@ -689,7 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.print_help()
                 return EXIT_USAGE
             _enable_float64()
-            sub = parser._subparsers._group_actions[0].choices[args.command]  # for error messages
+            commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            sub = commands.choices[args.command]  # for error messages
             prog = sub.prog
             return (_cmd_reproduce if args.command == "reproduce" else _cmd_simulate)(args, sub)
     except UsageError as exc:

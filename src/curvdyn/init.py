@@ -1,4 +1,5 @@
-"""Initial weights: small random, Xavier·α, balanced, and aligned with a target (footnote 2).
+"""Initial weights: small random, Xavier·α, balanced, and aligned with a target (footnote 2), and
+the one Haar-random orthogonal sampler (:func:`haar_orthogonal`).
 
 Every initializer takes the widths ``(n_0, n_1, ..., n_d)`` and returns a tuple
 ``(w_1, ..., w_d)`` with ``w_i`` of shape ``(n_i, n_{i-1})``, deterministic in the ``jax.random``
@@ -51,11 +52,18 @@ def init_xavier(key: jax.Array, widths: Sequence[int], alpha: float = 1.0, *, dt
     )
 
 
-def _haar_orthonormal(key: jax.Array, n: int, k: int, dtype=np.float64) -> np.ndarray:
-    """An ``n × k`` float64 matrix with Haar-random orthonormal columns (Gaussian draws in ``dtype``)."""
-    q, r = np.linalg.qr(np.asarray(jax.random.normal(key, (n, n), dtype=dtype), dtype=np.float64))
-    q = q * np.sign(np.diag(r))
-    return q[:, :k]
+def haar_orthogonal(key: jax.Array, n: int, k: int | None = None, *, dtype=None) -> np.ndarray:
+    """The first ``k`` columns (all ``n`` by default) of a Haar-random orthogonal ``n × n`` matrix.
+
+    The one sampler of curvdyn: :func:`jax.random.orthogonal` (QR of an ``n × n`` Gaussian matrix
+    with the sign correction ``Q diag(sign(diag R))`` that makes ``Q`` Haar-distributed;
+    Mezzadri 2007), drawn in ``dtype`` (``None``: float64, which needs JAX's 64-bit mode) and
+    returned as a float64 NumPy array. The first ``k`` columns of a Haar matrix are Haar-random
+    orthonormal columns (``n × k``).
+    """
+    dtype = resolve_dtype(dtype=dtype, what="haar_orthogonal")
+    q = np.asarray(jax.random.orthogonal(key, int(n), dtype=dtype), dtype=np.float64)
+    return q if k is None else q[:, : int(k)]
 
 
 def init_balanced(
@@ -79,7 +87,7 @@ def init_balanced(
     vals = np.broadcast_to(vals, (r,)).copy()
     dtype = resolve_dtype(dtype=dtype, what="init_balanced")
     keys = jax.random.split(key, len(widths))
-    us = [_haar_orthonormal(k, n, r, dtype) for k, n in zip(keys, widths)]
+    us = [haar_orthogonal(k, n, r, dtype=dtype) for k, n in zip(keys, widths)]
     return tuple(jnp.asarray((us[i + 1] * vals) @ us[i].T, dtype=dtype) for i in range(len(widths) - 1))
 
 
@@ -129,11 +137,11 @@ def init_aligned(
         raise ValueError(f"{r} modes do not fit: need r <= min(widths) = {min(widths)} and <= min(target.shape)")
     left, _, right_t = np.linalg.svd(target)
     us = [right_t.T[:, :r]]
-    hidden_keys = jax.random.split(key, d) if key is not None else [None] * d
+    hidden_keys = jax.random.split(key, d) if key is not None else None
     for i in range(1, d):
-        if key is None:
+        if hidden_keys is None:
             us.append(np.eye(widths[i])[:, :r])
         else:
-            us.append(_haar_orthonormal(hidden_keys[i], widths[i], r, dtype))
+            us.append(haar_orthogonal(hidden_keys[i], widths[i], r, dtype=dtype))
     us.append(left[:, :r])
     return tuple(jnp.asarray((us[i + 1] * vals[i]) @ us[i].T, dtype=dtype) for i in range(d))

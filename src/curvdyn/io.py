@@ -119,8 +119,8 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None) -> Iter
     try:
         with contextlib.suppress(OSError):  # e.g. file systems without permissions
             os.fchmod(fd, _file_mode())
-        kwargs = {"encoding": encoding or "utf-8", "newline": ""} if mode == "w" else {}
-        with os.fdopen(fd, mode, **kwargs) as fh:
+        text = mode == "w"
+        with os.fdopen(fd, mode, encoding=encoding or "utf-8", newline="") if text else os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -338,7 +338,7 @@ def save_npz(path, arrays: Mapping[str, Any], *, record: dict | None, compress: 
       json_entries: further JSON documents, each stored as a string entry ``__<name>__``
         (non-finite floats kept as such: see :func:`json_text`).
     """
-    entries = {}
+    entries: dict[str, Any] = {}
     for key, value in arrays.items():
         if not isinstance(key, str) or not key or key.startswith("__"):
             raise ValueError(f"array names must be non-empty strings not starting with '__', got {key!r}")

@@ -6,9 +6,11 @@ run id, seed, resolution, versions, JAX settings), marks the directory in progre
 (``OUT/manifest.json``) and replaces the report by an "in progress" one. Then for each
 experiment (a module following :mod:`curvdyn.experiments.base`) it
 
-1. calls ``compute(quick=..., seed=..., progress=...)``;
+1. calls ``compute(settings, seed=..., progress=...)`` with the module's ``DEFAULT`` settings
+   (``QUICK`` for the quick resolution);
 2. saves ``<out>/<name>/data.npz`` (the raw arrays and the run record) and
-   ``<out>/<name>/config.json`` (the experiment's configuration, the run record and the wall
+   ``<out>/<name>/config.json`` (the experiment's configuration — its settings and the run's
+   outcome, :meth:`curvdyn.experiments.base.Config.as_json` —, the run record and the wall
    time);
 3. reloads both files (checking that both carry this run's record), and from the reloaded
    data alone
@@ -43,8 +45,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from curvdyn import _workers, experiments, io, rundir
+from curvdyn._validate import check_count
 from curvdyn._version import __version__
-from curvdyn.experiments.base import Claim
+from curvdyn.experiments.base import Claim, Config, settings_for, settings_type
 
 FORMATS = ("png", "pdf", "svg")
 DATA_FILE = "data.npz"
@@ -205,7 +208,7 @@ def load_record(path: Path) -> dict:
     Raises:
       curvdyn.io.RecordError: the file has none (written by an older curvdyn) or a bad one.
     """
-    return io.load_npz(path)[1]
+    return io.check_record(io.load_npz(path)[1], str(path))
 
 
 write_json = io.write_json
@@ -217,11 +220,16 @@ read_json = io.read_json
 # ---------------------------------------------------------------------------------------
 
 
+def load_config(module, meta: dict) -> Config:
+    """The typed :class:`~curvdyn.experiments.base.Config` of a saved ``config.json`` (``meta``)."""
+    return Config.from_json(settings_type(module), meta["config"])
+
+
 def claims_from_files(module, exp_dir: Path) -> list[Claim]:
     """Measure an experiment's claims from its saved ``data.npz`` and ``config.json`` alone."""
     data = load_data(exp_dir / DATA_FILE)
     meta = read_json(exp_dir / CONFIG_FILE)
-    claims = list(module.claims(data, meta["config"]))
+    claims = list(module.claims(data, load_config(module, meta)))
     for c in claims:
         if not isinstance(c, Claim):
             raise TypeError(f"{module.NAME}.claims() must return Claim objects, got {type(c).__name__}")
@@ -235,8 +243,7 @@ def recompute_claims(out: Path, name: str) -> list[Claim]:
 
 def _check_same_run(exp_dir: Path, data_record: dict, meta: dict) -> None:
     """data.npz and config.json of one figure must come from one run (a kill between them does not)."""
-    meta_record = meta.get("run") if isinstance(meta, dict) else None
-    io.check_record(meta_record, str(exp_dir / CONFIG_FILE))
+    meta_record = io.check_record(meta.get("run") if isinstance(meta, dict) else None, str(exp_dir / CONFIG_FILE))
     if meta_record["run_id"] != data_record["run_id"]:
         raise io.RecordError(
             f"{exp_dir.name}: {DATA_FILE} is from run {data_record['run_id']} but {CONFIG_FILE} from run "
@@ -269,7 +276,7 @@ def run_experiment(
         module = experiments.get(name)
         title = module.TITLE
         if not replot:
-            io.check_record(record, "the run")
+            record = io.check_record(record, "the run")
             if len(record["seeds"]) != 1:
                 raise ValueError(f"an experiment runs one seed per call, the record lists {record['seeds']}")
             here = io.jax_settings()
@@ -277,16 +284,15 @@ def run_experiment(
                 raise RuntimeError(f"this process's JAX settings {here} differ from the run's {record['jax_config']}")
             exp_dir.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
-            data, config = module.compute(
-                quick=record["resolution"] == "quick", seed=record["seeds"][0], progress=progress
-            )
+            settings = settings_for(module, quick=record["resolution"] == "quick")
+            data, outcome = module.compute(settings, seed=record["seeds"][0], progress=progress)
             wall = time.perf_counter() - start
             meta = {
                 "experiment": name,
                 "title": module.TITLE,
                 "run": record,
                 "wall_time_s": round(wall, 3),
-                "config": config,
+                "config": Config(settings, outcome).as_json(),
             }
             save_data(exp_dir / DATA_FILE, data, record)
             write_json(exp_dir / CONFIG_FILE, meta)
@@ -295,17 +301,19 @@ def run_experiment(
                 raise FileNotFoundError(f"{exp_dir / fname} is missing (run without --replot first)")
             files.append(f"{name}/{fname}")
         # From here on only the files are used.
-        data, data_record, _ = io.load_npz(exp_dir / DATA_FILE)
+        data, found_record, _ = io.load_npz(exp_dir / DATA_FILE)
+        data_record = io.check_record(found_record, str(exp_dir / DATA_FILE))
         meta = read_json(exp_dir / CONFIG_FILE)
         _check_same_run(exp_dir, data_record, meta)
-        if not replot and data_record["run_id"] != record["run_id"]:
+        if not replot and record is not None and data_record["run_id"] != record["run_id"]:
             raise io.RecordError(f"{exp_dir / DATA_FILE} was overwritten by run {data_record['run_id']}")
         timings["compute_s"] = meta.get("wall_time_s")
+        config = load_config(module, meta)
         if hasattr(module, "describe"):
-            description = str(module.describe(meta["config"]))
+            description = str(module.describe(config))
 
         start = time.perf_counter()
-        fig = module.plot(data, meta["config"])  # a matplotlib.figure.Figure: no pyplot state to close
+        fig = module.plot(data, config)  # a matplotlib.figure.Figure: no pyplot state to close
         for fmt in ("png",) + tuple(f for f in formats if f != "png"):
             path = exp_dir / f"{name}.{fmt}"
             io.save_figure(
@@ -527,8 +535,7 @@ def reproduce(
     require_float64("curvdyn reproduce")
     selected = check_names(names)
     formats = check_formats(formats)
-    if isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs}")
+    jobs = check_count(jobs, "jobs")
     out = Path(out)
     if replot:
         if quick is not None or seed is not None:
@@ -544,10 +551,10 @@ def reproduce(
     with rundir.DirectoryLock(out, command=command, run_id=record["run_id"] if record else ""):
         for directory in [out] + [out / n for n in selected if (out / n).is_dir()]:
             io.remove_leftovers(directory)
-        if replot:
-            return _replot(selected, out, formats=formats, progress=progress, jobs=int(jobs), command=command,
+        if record is None:  # a re-plot
+            return _replot(selected, out, formats=formats, progress=progress, jobs=jobs, command=command,
                            allow_mixed=allow_mixed)  # fmt: skip
-        return _compute(selected, out, record, formats=formats, progress=progress, jobs=int(jobs), command=command)
+        return _compute(selected, out, record, formats=formats, progress=progress, jobs=jobs, command=command)
 
 
 def _execute(selected, out, *, jobs: int, progress: bool, on_done: Done, **kwargs) -> None:

@@ -63,7 +63,7 @@ import jax
 import jax.numpy as jnp
 
 from curvdyn import curvature as cv
-from curvdyn._names import METHODS, RULE_NAMES
+from curvdyn._names import METHODS, RULE_NAMES, STYLES
 from curvdyn._validate import check_count, check_nonneg, check_number, check_q
 from curvdyn.network import Weights, as_weights, gradient, widths_of
 from curvdyn.task import Task
@@ -168,18 +168,13 @@ class Rule:
 
     @property
     def label(self) -> str:
-        """A short human-readable name, e.g. ``sqrt-NGD-d`` or ``q-NGD (q=3)``."""
-        base = {
-            "sgd": "SGD",
-            "ngd": "NGD",
-            "sqrt-ngd": "sqrt-NGD",
-            "ngd-d": "NGD-d",
-            "sqrt-ngd-d": "sqrt-NGD-d",
-        }.get(self.name)
-        if base is None and self.name == "damped-ngd":
-            base = f"damped NGD (eps={self.eps:g})"
-        elif base is None:
-            base = f"q-NGD{'-d' if self.block else ''} (q={self.q:g})"
+        """A short plain-text name from :data:`curvdyn._names.STYLES`, e.g. ``sqrt-NGD-d`` or
+        ``q-NGD (q=3)`` (figures use the same table's typeset ``display`` names)."""
+        base = STYLES[self.name].text
+        if self.name == "damped-ngd":
+            base += f" (eps={self.eps:g})"
+        elif self.name in ("frac-ngd", "frac-ngd-d"):
+            base += f" (q={self.q:g})"
         return base + (f", LM {self.lm_damping:g}" if self.lm_damping else "")
 
     @property
@@ -194,8 +189,7 @@ class Rule:
             if self.eps > 0:
                 return cv.SpectralFunction(power=1.0, shift=self.eps, gain=self.eps + 1.0, rcond=self.rcond)
             return cv.SpectralFunction(power=1.0, rcond=self.rcond)
-        power = 0.0 if math.isinf(self.q) else 1.0 / self.q
-        return cv.SpectralFunction(power=power, shift=self.lm_damping, rcond=self.rcond)
+        return cv.SpectralFunction(power=cv.curvature_power(self.q), shift=self.lm_damping, rcond=self.rcond)
 
     def layer_scales(self, depth: int) -> tuple[float, ...]:
         """The factor multiplying layer i's block direction: η_i, or ``d^{−1/q}``."""
@@ -205,7 +199,7 @@ class Rule:
                     f"rule {self.name} has {len(self.layer_rates)} layer_rates but the network has depth {depth}"
                 )
             return self.layer_rates
-        return (1.0 if math.isinf(self.q) else depth ** (-1.0 / self.q),) * depth
+        return (cv.block_scale(depth, cv.curvature_power(self.q)),) * depth
 
     def direction(
         self,

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from curvdyn._progress import stderr_is_terminal
-from curvdyn._validate import check_nonneg, check_positive
+from curvdyn._validate import check_count, check_nonneg, check_positive
 from curvdyn._version import __version__
 from curvdyn.curvature.diagnostics import WARN_TOL, summarize
 from curvdyn.curvature.precision import DEFAULT_RCOND, promote
@@ -248,7 +248,7 @@ def _check_contents(path: Path, arrays: dict, meta: dict) -> None:
             )
 
 
-def save_times(t_end: float | None, n_save: int, save_at: Sequence[float] | None = None) -> np.ndarray:
+def save_times(t_end: float | None, n_save: int, save_at: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
     """The recorded times of a continuous-time run, shape ``(n,)``, float64.
 
     ``save_at`` as given (checked: finite, strictly increasing, starting at 0, at least 2 times),
@@ -262,9 +262,10 @@ def save_times(t_end: float | None, n_save: int, save_at: Sequence[float] | None
         if ts.ndim != 1 or ts.size < 2 or ts[0] != 0 or np.any(np.diff(ts) <= 0) or not np.all(np.isfinite(ts)):
             raise ValueError("save_at must be finite, strictly increasing, start at 0 and hold >= 2 times")
         return ts
-    if int(n_save) != n_save or n_save < 2:
-        raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
-    return np.linspace(0.0, t_end, int(n_save))
+    n_save = check_count(n_save, "n_save", 2)
+    if t_end is None:
+        raise ValueError("equally spaced save times (n_save) need t_end")
+    return np.linspace(0.0, t_end, n_save)
 
 
 def _loss_and_finite(ws: Weights, task: Task):
@@ -377,7 +378,7 @@ def simulate(
     integrator: Integrator | None = None,
     eta: float = 1.0,
     n_save: int | None = None,
-    save_at: Sequence[float] | None = None,
+    save_at: Sequence[float] | np.ndarray | None = None,
     loss_tol: float = 0.0,
     max_loss: float | None = None,
     method: str = "auto",
@@ -442,9 +443,7 @@ def simulate(
     loss_tol = check_nonneg(loss_tol, "loss_tol")
     if save_at is not None and n_save is not None:
         raise ValueError("give n_save or save_at, not both")
-    n_save = DEFAULT_N_SAVE if n_save is None else n_save
-    if isinstance(n_save, bool) or int(n_save) != n_save or n_save < 2:
-        raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
+    n_save = check_count(DEFAULT_N_SAVE if n_save is None else n_save, "n_save", 2)
 
     config: dict = {
         "rule": dataclasses.asdict(rule),

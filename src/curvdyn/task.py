@@ -16,6 +16,7 @@ import numpy as np
 
 from curvdyn._precision import resolve_dtype
 from curvdyn._validate import check_count, check_positive, check_real
+from curvdyn.init import haar_orthogonal
 
 # Relative tolerances for accepting a user's covariance: asymmetry and negative eigenvalues
 # beyond round-off are errors, not something to silently symmetrize or clip.
@@ -253,8 +254,8 @@ def student_teacher(
     def normal(k, shape) -> np.ndarray:  # drawn in dtype, then computed with in float64
         return np.asarray(jax.random.normal(k, shape, dtype=dtype), dtype=np.float64)
 
-    u = np.linalg.qr(normal(k_u, (n_out, n_out)))[0][:, :rank]
-    v = np.linalg.qr(normal(k_v, (n_in, n_in)))[0][:, :rank]
+    u = haar_orthogonal(k_u, n_out, rank, dtype=dtype)
+    v = haar_orthogonal(k_v, n_in, rank, dtype=dtype)
     teacher = (u * (snr * noise_std * profile)) @ v.T
 
     x = normal(k_x, (n_in, n_train))

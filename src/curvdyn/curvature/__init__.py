@@ -97,7 +97,13 @@ from curvdyn.curvature.precision import (
     promote,
 )
 from curvdyn.curvature.refine import REFINE_STEPS
-from curvdyn.curvature.spectral import SpectralFunction, apply_psd_function, order_after
+from curvdyn.curvature.spectral import (
+    SpectralFunction,
+    apply_psd_function,
+    block_scale,
+    curvature_power,
+    order_after,
+)
 
 __all__ = [
     "BLOCK_METHODS",
@@ -125,6 +131,7 @@ __all__ = [
     "block_direction_mapspace",
     "block_direction_mapspace_info",
     "block_matrix",
+    "block_scale",
     "bound_info",
     "cg_direction",
     "cg_solve",
@@ -134,6 +141,7 @@ __all__ = [
     "choose_full_method",
     "common_dtype",
     "condition_number",
+    "curvature_power",
     "default_balance_tol",
     "default_rcond",
     "dense_apply",

@@ -1,9 +1,12 @@
 """Spectral functions of symmetric PSD operators: the one place for ``gain · (λ + shift)^(−power)``
-with its pseudo-inverse cutoff, and the small dense linear-algebra helpers every method shares."""
+with its pseudo-inverse cutoff, the power ``1/q`` of a correction of order q and the block rules'
+layer factor ``d^{−1/q}``, and the small dense linear-algebra helpers every method shares."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +48,23 @@ class SpectralFunction:
 
     def _shifted(self, evals: jax.Array) -> jax.Array:
         return self.gain * (evals + self.shift) ** (-self.power)
+
+
+def curvature_power(q: Any) -> Any:
+    """The power ``1/q`` of the curvature that a correction of order ``q`` applies (eq. 14):
+    1 for NGD, ½ for sqrt-NGD, 0 for ``q = ∞`` (SGD: the plain gradient). ``q`` may be traced."""
+    if isinstance(q, jax.core.Tracer):
+        return 1.0 / q
+    return 0.0 if math.isinf(q) else 1.0 / q
+
+
+def block_scale(depth: int, power: Any) -> Any:
+    """The layer factor ``d^{−power}`` of the block-diagonal rules: ``d^{−1/q}`` of eq. (25) with
+    ``power = 1/q`` (:func:`curvature_power`), ``d`` the number of layer blocks. ``power`` may be
+    traced (then a JAX scalar is returned), otherwise the factor is a Python float."""
+    if isinstance(power, jax.core.Tracer):
+        return jnp.power(float(depth), -power)
+    return float(depth) ** (-float(power))
 
 
 def _eigh(m: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from curvdyn._validate import check_nonneg, check_positive, check_q
+from curvdyn._validate import check_count, check_nonneg, check_positive, check_q, check_unit_interval
 from curvdyn.curvature.precision import DEFAULT_RCOND
 
 REDUCTIONS = ("mean", "sum")
@@ -44,14 +44,6 @@ def q_value(value: Any) -> Any:
     return _scalar(value, "q", lambda v, _name: check_q(v))
 
 
-def check_unit_interval(value: Any, name: str) -> float:
-    """A number in ``[0, 1)``."""
-    value = check_nonneg(value, name)
-    if value >= 1:
-        raise ValueError(f"{name} must lie in [0, 1), got {value}")
-    return value
-
-
 def unit_interval(value: Any, name: str) -> Any:
     """A number in ``[0, 1)``, possibly an array or traced."""
     return _scalar(value, name, check_unit_interval)
@@ -72,9 +64,9 @@ def check_period(value: Any, name: str) -> Any:
         return value
     if isinstance(value, (jax.Array, np.ndarray)) and value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    if not isinstance(value, bool | int | np.integer):  # a period counts steps: even 2.0 is not one
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return check_count(value, name)
 
 
 def check_learning_rate(learning_rate: Any) -> Any:
@@ -124,7 +116,8 @@ def check_finite_tree(tree: Any, name: str) -> None:
 
 def same_shapes(tree: Any, like: Any) -> bool:
     """Whether ``tree`` has the structure of ``like`` and every leaf the same shape."""
-    if jax.tree_util.tree_structure(tree) != jax.tree_util.tree_structure(like):
+    structure: Any = jax.tree_util.tree_structure(tree)  # a PyTreeDef (untyped in jaxlib's stubs)
+    if structure != jax.tree_util.tree_structure(like):
         return False
     return all(
         np.shape(a) == np.shape(b) for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(like))

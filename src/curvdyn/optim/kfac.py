@@ -73,7 +73,7 @@ class FractionalKFACState(NamedTuple):
         field unchanged — when the gradient, the step's statistics or the new roots are not finite.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter (shadows tuple.count)
     ema_weight: jax.Array
     output_sums: tuple[jax.Array, ...]
     input_sums: tuple[jax.Array, ...]
@@ -166,13 +166,6 @@ def _check_options(q, damping, damping_mode, rcond):
     return q, damping, damping_mode, _checks.cutoff(rcond)
 
 
-def _power(q: Numeric) -> Numeric:
-    """``1/q`` (0 for ``q = ∞``, also when traced)."""
-    if _checks.is_traced(q):
-        return 1.0 / q
-    return 0.0 if math.isinf(q) else 1.0 / q
-
-
 def _is_inf(q: Numeric) -> Any:
     """Whether ``q = ∞``: a Python bool for a concrete number, a traced bool otherwise."""
     return jnp.isinf(q) if _checks.is_traced(q) else math.isinf(q)
@@ -205,7 +198,8 @@ def _precondition(grads: Params, layers_g, us, ws, fs, scale: Numeric, q: Numeri
 
 
 def _depth_scale(depth: int, power: Numeric, depth_scaling: bool) -> Numeric:
-    return jnp.power(float(depth), -power) if depth_scaling else 1.0
+    """The layer factor ``d^{-1/q}`` (:func:`curvdyn.curvature.block_scale`) when ``depth_scaling``, else 1."""
+    return cv.block_scale(depth, power) if depth_scaling else 1.0
 
 
 def fractional_kfac_direction(
@@ -249,7 +243,7 @@ def fractional_kfac_direction(
 def _direction_jit(grads, stats, q, damping, rcond, damping_mode, pi_adjusted, depth_scaling):
     # q, damping and rcond are traced (one compilation serves every value); the rest is static.
     layers_g = dense_layers(grads)
-    power = 1.0 / q
+    power = cv.curvature_power(q)
     us, ws, fs = _roots(
         stats.output_factors,
         stats.input_factors,
@@ -332,7 +326,7 @@ def scale_by_fractional_kfac(
     decay = _checks.unit_interval(decay, "decay")
     factor_every = _checks.check_period(factor_update_every, "factor_update_every")
     root_every = _checks.check_period(root_update_every, "root_update_every")
-    power = _power(q)
+    power = cv.curvature_power(q)
     root_kw = dict(power=power, damping=damping, damping_mode=damping_mode, pi_adjusted=pi_adjusted, rcond=rcond)
 
     def init_fn(params: Params) -> FractionalKFACState:
@@ -434,7 +428,9 @@ def scale_by_fractional_kfac(
         )
         return out, new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # optax's stubs type update as TransformUpdateFn; this one takes its extra argument by keyword,
+    # which GradientTransformationExtraArgs is for.
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # type: ignore[arg-type]
 
 
 def fractional_kfac(

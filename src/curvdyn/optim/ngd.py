@@ -191,7 +191,7 @@ class FractionalNGDState(NamedTuple):
         not count in ``count``.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter (shadows tuple.count)
     notfinite_count: jax.Array
     last_finite: jax.Array
     total_notfinite: jax.Array
@@ -254,7 +254,9 @@ def scale_by_fractional_ngd(
             total_notfinite=jnp.where(ok, state.total_notfinite, optax.safe_increment(state.total_notfinite)),
         )
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # optax's stubs type update as TransformUpdateFn; this one takes its extra argument by keyword,
+    # which GradientTransformationExtraArgs is for.
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # type: ignore[arg-type]
 
 
 def fractional_ngd(
