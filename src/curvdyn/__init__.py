@@ -44,6 +44,8 @@ _LAZY = {
     "student_teacher": "curvdyn.task",
     "Trajectory": "curvdyn.simulate",
     "simulate": "curvdyn.simulate",
+    "Sweep": "curvdyn.sweep",
+    "sweep": "curvdyn.sweep",
     "astype": "curvdyn.curvature",
     "init_aligned": "curvdyn.init",
     "init_balanced": "curvdyn.init",
