@@ -26,7 +26,8 @@ member, split over the local devices), at most ``batch_size`` members per progra
     OUT/manifest.json       in-progress | complete | interrupted | failed, with the run record
     OUT/sweep.json          the definition, its hash and the run record that created the directory
     OUT/cells/CELL.json     one per finished cell: its coordinates, measurements, the definition
-                            hash and the run record (each written atomically, as the cell finishes)
+                            hash, the run record and the host and pid that computed it (each
+                            written atomically, as the cell finishes)
     OUT/cells/CELL.npz      its trajectory (with ``save_trajectories``; :meth:`Trajectory.load`)
     OUT/table.parquet       the table (written last, atomically; :func:`load_table`)
 
@@ -44,6 +45,8 @@ import hashlib
 import io as _stdio
 import json
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, as_completed
@@ -459,7 +462,8 @@ def run_group(definition: Mapping, members: Sequence[Mapping], options: Mapping)
         caller), and whether to return each cell's :class:`~curvdyn.simulate.Trajectory`.
 
     Returns:
-      Per cell ``{"key", "cell", "measurements", "trajectory"}`` (``trajectory`` ``None`` unless asked).
+      Per cell ``{"key", "cell", "measurements", "computed_by", "trajectory"}``: ``computed_by`` is
+      ``{"host", "pid"}`` of the process that ran it; ``trajectory`` is ``None`` unless asked.
     """
     import warnings
 
@@ -514,6 +518,7 @@ def run_group(definition: Mapping, members: Sequence[Mapping], options: Mapping)
                 "key": cell_key(cell),
                 "cell": {k: cell[k] for k in AXES},
                 "measurements": values,
+                "computed_by": {"host": socket.gethostname(), "pid": os.getpid()},
                 "trajectory": member if options.get("trajectories") else None,
             }
         )
@@ -586,6 +591,7 @@ def _write_cell(out: Path, result: Mapping, definition_hash: str, record: dict) 
             "definition_hash": definition_hash,
             "cell": result["cell"],
             "measurements": result["measurements"],
+            "computed_by": result.get("computed_by"),
             "run": record,
         },
     )
