@@ -31,7 +31,7 @@ BASE = dict(
     init_scales=[0.1, 0.3],
     seeds=[0, 1, 2],
     t_end=8.0,
-    integrator={"kind": "ode", "rtol": 1e-8, "atol": 1e-10},
+    integrator={"kind": "euler", "dt": 0.02},  # Euler: quick to compile
     n_save=17,
     loss_fraction=0.05,
 )
@@ -42,7 +42,7 @@ widths = [3]
 init_scales = [0.1, 0.3]
 seeds = [0, 1, 2]
 t_end = 8.0
-integrator = {kind = "ode", rtol = 1e-8, atol = 1e-10}
+integrator = {kind = "euler", dt = 0.02}
 n_save = 17
 loss_fraction = 0.05
 """
@@ -77,18 +77,18 @@ def test_the_table_holds_every_cell_with_its_coordinates_and_measurements(base):
     key = jax.random.fold_in(jax.random.PRNGKey(2), 1)
     task = cd.Task(np.asarray(jax.random.normal(key, (3, 3))) * (1.0 / math.sqrt(3)))  # N(0, 1/n) entries
     ws = cd.init_random(jax.random.PRNGKey(2), (3, 3, 3), 0.3)
-    single = cd.simulate(ws, task, "sqrt-ngd-d", 8.0, integrator=cd.ODE(rtol=1e-8, atol=1e-10), n_save=17)
+    single = cd.simulate(ws, task, "sqrt-ngd-d", 8.0, integrator=cd.Euler(dt=0.02), n_save=17)
     assert row["final_loss"] == single.loss[-1]  # the mapped batch is bitwise the separate run
     assert row["max_update_norm"] == np.max(single.update_norm)
-    assert row["steps"] == single.config["solver_steps"]
+    assert row["steps"] == single.config["n_steps"] == 400
     assert row["time_to_fraction"] == time_to_fraction(single.t, single.loss, 0.05)
     # the saved trajectory is that cell's run
     traj = cd.Trajectory.load(out / CELLS_DIR / f"{row['cell']}.npz")
     np.testing.assert_array_equal(traj.loss, single.loss)
     assert traj.record["run_id"] == table.attrs["run"]["run_id"]
-    # conservation (eq. 4): SGD's drift is the ODE error, the block rule's is not small
-    assert table.loc[table["rule"] == "sgd", "conserved_drift"].max() < 1e-6
-    assert table.loc[table["rule"] == "sqrt-ngd-d", "conserved_drift"].min() > 1e-3
+    # conservation (eq. 4): SGD's drift is Euler's O(dt) error, the block rule's is not small
+    sgd_drift = table.loc[table["rule"] == "sgd", "conserved_drift"].max()
+    assert sgd_drift < 2e-3 and table.loc[table["rule"] == "sqrt-ngd-d", "conserved_drift"].min() > 10 * sgd_drift
     # the file holds the same table and its attributes
     back = load_table(out)
     assert back.equals(table) and back.attrs["definition"] == Sweep(**BASE).as_dict()
