@@ -45,6 +45,8 @@ _LAZY = {
     "Trajectory": "curvdyn.simulate",
     "simulate": "curvdyn.simulate",
     "exactness_summary": "curvdyn.simulate",
+    "Sweep": "curvdyn.sweep",
+    "sweep": "curvdyn.sweep",
     "astype": "curvdyn.curvature",
     "haar_orthogonal": "curvdyn.init",
     "init_aligned": "curvdyn.init",

@@ -1,6 +1,6 @@
-"""The ``curvdyn`` command line: ``curvdyn reproduce`` and ``curvdyn simulate``.
+"""The ``curvdyn`` command line: ``curvdyn reproduce``, ``curvdyn simulate`` and ``curvdyn sweep``.
 
-Run ``curvdyn --help``, ``curvdyn reproduce --help`` or ``curvdyn simulate --help``.
+Run ``curvdyn --help``, ``curvdyn reproduce --help``, ``curvdyn simulate --help`` or ``curvdyn sweep --help``.
 Exit status: 0 on success; 1 when an experiment raised, when ``--check`` finds a failed
 claim or a directory that is not one complete run, when a simulation diverged or failed, or
 when a file cannot be written; 2 for invalid options (one line on stderr, never a traceback),
@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
               reproduce   reproduce the paper's figures, check its claims, run the relu and
                           digits studies (report.md/.html)
               simulate    run one simulation and write its trajectory and a loss/map plot
+              sweep       run a grid of simulations (rules, depths, widths, scales, tasks,
+                          seeds) from a TOML file into one table (resumable)
             """
         ),
         epilog="Run 'curvdyn COMMAND --help' for the options of each command.",
@@ -370,6 +372,68 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="random seed (initial weights and task)")
     sim.add_argument("--out", metavar="DIR", default="results/simulation", help="output directory (created if missing)")
     sim.add_argument("--no-plot", action="store_true", help="write the trajectory only")
+
+    swp = sub.add_parser(
+        "sweep",
+        formatter_class=_Formatter,
+        help="run a grid of simulations from a TOML file into one table (resumable)",
+        description=textwrap.dedent(
+            """\
+            Run every cell of a grid - rules x depths x widths x initial scales x tasks x seeds -
+            defined in a TOML file whose keys are the fields of curvdyn.sweep.Sweep, e.g.
+
+              rules = ["sgd", "sqrt-ngd", {name = "frac-ngd", q = 3}]
+              depths = [2, 4]
+              widths = [8]
+              init_scales = [0.01, 0.05, 0.2]
+              tasks = [{kind = "student-teacher", rank = 3, snr = 10}]
+              seeds = [0, 1, 2, 3]
+              t_end = 50.0
+              integrator = {kind = "ode", rtol = 1e-7}
+
+            and write OUT/table.parquet: one row per cell with its coordinates and measurements
+            (status, initial and final loss, time to reach loss_fraction of the initial loss,
+            largest update norm, drift of the conserved quantity, solver steps, wall time).
+            Cells of one rule and shape run as one batched program, split over the local
+            devices. Every finished cell is written at once (OUT/cells/); re-running the same
+            command continues an interrupted sweep without recomputing finished cells; a
+            changed definition is refused. OUT/manifest.json and OUT/curvdyn.lock follow
+            'curvdyn reproduce'. With --workers or --scheduler the groups of cells run on Dask
+            workers (needs dask[distributed]); the definition stays the same.
+            """
+        ),
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              curvdyn sweep grid.toml --out results/grid
+              curvdyn sweep grid.toml --out results/grid --workers 2          # a local Dask cluster
+              curvdyn sweep grid.toml --out /shared/grid --scheduler tcp://head:8786
+            """
+        ),
+    )
+    swp.add_argument("config", metavar="CONFIG", help="the sweep definition, a TOML file")
+    swp.add_argument("--out", metavar="DIR", default="results/sweep", help="the sweep directory (created if missing)")
+    swp.add_argument(
+        "--batch",
+        choices=("auto", "vmap", "map"),
+        default="auto",
+        help="how the cells of one program run: vmap (in lock-step), map (one after the other), auto (measured best)",
+    )
+    swp.add_argument(
+        "--batch-size", type=_positive_int, default=64, metavar="N", help="the most cells one program runs"
+    )
+    engine = swp.add_mutually_exclusive_group()
+    engine.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="run the groups of cells on a local Dask cluster of N processes",
+    )
+    engine.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run the groups of cells on the Dask cluster whose scheduler is ADDRESS"
+    )
+    swp.add_argument("--save-trajectories", action="store_true", help="also write each cell's trajectory (.npz)")
+    swp.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return parser
 
 
@@ -590,6 +654,50 @@ def _cmd_simulate(args, parser) -> int:
     return EXIT_OK
 
 
+def _cmd_sweep(args, parser) -> int:
+    from curvdyn import rundir
+    from curvdyn.sweep import TABLE_FILE, Sweep, SweepMismatch, dask_executor, run
+
+    config = Path(args.config)
+    if not config.is_file():
+        parser.error(f"no sweep definition {config}")
+    try:
+        definition = Sweep.from_toml(config)
+    except (ValueError, TypeError) as exc:
+        parser.error(f"{config}: {exc}")
+    out = _output_dir(args.out, create=True)
+    command = "curvdyn " + " ".join(shlex.quote(a) for a in args.argv)
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if args.workers or args.scheduler:
+            try:
+                executor = stack.enter_context(dask_executor(workers=args.workers, scheduler=args.scheduler))
+            except (ImportError, OSError) as exc:
+                parser.error(str(exc))
+        try:
+            table = run(
+                definition,
+                out=out,
+                executor=executor,
+                batch=args.batch,
+                batch_size=args.batch_size,
+                progress=not args.no_progress,
+                save_trajectories=args.save_trajectories,
+                command=command,
+            )
+        except (rundir.DirectoryBusy, SweepMismatch) as exc:
+            parser.error(str(exc))
+    shown = table.drop(columns=["cell", "wall_time_s", "batch_size"])
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    counts = table["status"].value_counts()
+    print(
+        f"{len(table)} cells ({table.attrs['computed_cells']} computed now, the rest read back); "
+        + ", ".join(f"{n} {status}" for status, n in counts.items())
+        + f"; wrote {out / TABLE_FILE}"
+    )
+    return EXIT_OK
+
+
 def plot_trajectory(traj, task, *, title: str = ""):
     """A loss / map / update-norm figure of one :class:`~curvdyn.simulate.Trajectory`.
 
@@ -685,7 +793,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
             sub = commands.choices[args.command]  # for error messages
             prog = sub.prog
-            return (_cmd_reproduce if args.command == "reproduce" else _cmd_simulate)(args, sub)
+            commands = {"reproduce": _cmd_reproduce, "simulate": _cmd_simulate, "sweep": _cmd_sweep}
+            return commands[args.command](args, sub)
     except UsageError as exc:
         _error_line(f"{prog}: error: {exc}")
         return EXIT_USAGE

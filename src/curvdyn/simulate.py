@@ -8,8 +8,9 @@ the plain learning-rate step ``w ← w − η d``), with optional update-norm cl
 when the loss falls below ``loss_tol`` or the run diverges, and then return what was
 recorded with a message instead of raising.
 
-Weights with a leading batch axis ``(B, n_i, n_{i−1})`` run B initial conditions in one
-vectorized (``vmap``) call.
+Weights with a leading batch axis ``(B, n_i, n_{i−1})`` run B initial conditions (with one
+task, or one task each) in one compiled call: vectorized or one member after the other, and
+split over the local devices (:mod:`curvdyn.batch`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn import batch as batch_lib
 from curvdyn._progress import stderr_is_terminal
 from curvdyn._validate import check_count, check_nonneg, check_positive
 from curvdyn._version import __version__
@@ -338,16 +340,19 @@ def _euler_run(
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(kind: str, batched: bool, **static):
-    """A jitted (and, for batches, vmapped) runner for one static configuration.
+def _compiled(kind: str, strategy: str | None, task_batched: bool, **static):
+    """A jitted runner for one static configuration.
 
+    ``strategy`` ``None`` runs one member; ``"vmap"`` or ``"map"`` a batch (weights with a
+    leading axis, and the task too when ``task_batched``; :func:`curvdyn.batch.batched_program`).
     Cached so that repeated simulations with the same rule, shapes and options compile once.
     """
     fn = functools.partial(_ode_run if kind == "ode" else _euler_run, **static)
-    if batched:
-        n_dynamic = 6 if kind == "ode" else 7
-        fn = jax.vmap(fn, in_axes=(0,) + (None,) * (n_dynamic - 1))
-    return jax.jit(fn)
+    if strategy is None:
+        return jax.jit(fn)
+    n_dynamic = 6 if kind == "ode" else 7
+    batched_args = (True, task_batched) + (False,) * (n_dynamic - 2)
+    return batch_lib.batched_program(fn, strategy=strategy, batched_args=batched_args)
 
 
 def _observables(ws_t: Weights, task: Task, rule: Rule, method: str, eta: float):
@@ -383,13 +388,16 @@ def simulate(
     max_loss: float | None = None,
     method: str = "auto",
     seed: int | None = None,
+    batch: str = "auto",
+    devices: Sequence | None = None,
 ) -> Trajectory:
     """Run a rule's learning dynamics from ``weights`` on ``task``.
 
     Args:
       weights: ``(w_1, ..., w_d)``, ``w_i`` of shape ``(n_i, n_{i−1})``; or with a leading
-        batch axis ``(B, n_i, n_{i−1})`` to run B initial conditions in one vectorized call.
-      task: the :class:`~curvdyn.task.Task`.
+        batch axis ``(B, n_i, n_{i−1})`` to run B initial conditions in one compiled call.
+      task: the :class:`~curvdyn.task.Task`; with batched weights also a sequence of B tasks of
+        one shape (one per member).
       rule: a :class:`~curvdyn.rules.Rule` or a rule name (default parameters).
       t_end: final time. With :class:`~curvdyn.integrators.ODE` it is required (or taken from
         ``save_at[-1]``); with :class:`~curvdyn.integrators.Euler` the step count is
@@ -407,6 +415,12 @@ def simulate(
         default ``1e6 · max(L(0), 1)``.
       method: how the curvature directions are computed (see :meth:`Rule.direction`).
       seed: recorded in the configuration (the seed that made ``weights``), for provenance.
+      batch: how a batch runs inside its one program (:mod:`curvdyn.batch`): ``"vmap"``
+        (members step together), ``"map"`` (one after the other, each with its own adaptive
+        steps), or ``"auto"`` (the measured faster one for the rule and integrator,
+        :func:`curvdyn.batch.choose_strategy`). Ignored for a single run.
+      devices: the devices a batch is split over (default: every local device); the numbers
+        are those of a single-device run.
 
     Returns:
       A :class:`Trajectory`. A run that stops early warns (``RuntimeWarning``) when it
@@ -424,6 +438,9 @@ def simulate(
         rule = get_rule(rule)
     if not isinstance(rule, Rule):
         raise TypeError(f"rule must be a Rule (from get_rule) or a rule name, got {type(rule).__name__}")
+    member_tasks = None if isinstance(task, Task) else _member_tasks(task, weights)
+    if member_tasks is not None:
+        task = member_tasks[0]
     if not isinstance(task, Task):
         raise TypeError(f"task must be a curvdyn.Task, got {type(task).__name__}")
     integrator = ODE() if integrator is None else integrator
@@ -433,10 +450,25 @@ def simulate(
     ws = as_weights(weights, batched=batched)
     check_compatible(ws, task)
     ws, task = promote(ws, task)  # mixed float32/float64: the common dtype (docs/conventions.md)
+    if member_tasks is not None:
+        member_tasks = [promote(ws, t)[1] for t in member_tasks]
+    if member_tasks is not None and len(member_tasks) != ws[0].shape[0]:
+        raise ValueError(f"{len(member_tasks)} tasks for a batch of {ws[0].shape[0]} members; give one per member")
+    # the task the compiled program sees: shared, or stacked along the batch axis
+    run_task = task if member_tasks is None else jax.tree_util.tree_map(lambda *x: jnp.stack(x), *member_tasks)
+    strategy, devs = batch_lib.check_strategy(batch), None
+    if not batched:
+        strategy = None
+    else:
+        devs = batch_lib.local_devices(devices)
+        if strategy == "auto":
+            strategy = batch_lib.choose_strategy(rule, integrator.kind, devs)
+        batch_lib.check_split(strategy, rule, devs)
     eta = check_positive(eta, "eta")
     widths = widths_of(ws)
     cmethod = rule.resolve_method(widths, task.identity_cov, method)
-    loss0 = jax.vmap(loss, in_axes=(0, None))(ws, task) if batched else loss(ws, task)
+    task_axis = None if member_tasks is None else 0
+    loss0 = jax.vmap(loss, in_axes=(0, task_axis))(ws, run_task) if batched else loss(ws, task)
     if max_loss is None:
         max_loss = 1e6 * max(float(jnp.max(loss0)), 1.0)
     max_loss = check_positive(max_loss, "max_loss")
@@ -456,11 +488,8 @@ def simulate(
         "max_loss": max_loss,
         "seed": seed,
         "curvdyn_version": __version__,
-        "task": {
-            "target": np.asarray(task.target).tolist(),
-            "input_cov": None if task.identity_cov else np.asarray(task.input_cov).tolist(),
-            "loss_offset": float(task.loss_offset),
-        },
+        "task": _task_config(task) if member_tasks is None else [_task_config(t) for t in member_tasks],
+        "batch_strategy": strategy,
     }
     if config["rule"]["layer_rates"] is not None:
         config["rule"]["layer_rates"] = list(config["rule"]["layer_rates"])
@@ -477,24 +506,25 @@ def simulate(
         config["t_end"] = float(ts[-1])
         run = _compiled(
             "ode",
-            batched,
+            strategy,
+            member_tasks is not None,
             rule=rule,
             method=cmethod,
             rtol=integrator.rtol,
             atol=integrator.atol,
             solver=integrator.solver,
             max_steps=integrator.max_steps,
-            progress=integrator.progress and stderr_is_terminal(),
+            progress=integrator.progress and not batched and stderr_is_terminal(),
         )
         # times in the weights' precision: diffrax promotes the state to the time dtype
         t_dev = jnp.asarray(ts, dtype=jnp.asarray(ws[0]).dtype)
-        t_out, w_out, result, n_solver_steps = run(ws, task, eta, t_dev, loss_tol, max_loss)
+        t_out, w_out, result, n_solver_steps = _call(run, batched, devs, ws, run_task, eta, t_dev, loss_tol, max_loss)
         t_out, result = np.asarray(t_out), np.asarray(result)
         w_out = tuple(np.asarray(w) for w in w_out)
         config["solver_steps"] = np.asarray(n_solver_steps).tolist()
 
-        def finish(ts_b, ws_b, result_b):
-            return _finish_ode(ts_b, ws_b, result_b, task, loss_tol, max_loss)
+        def finish(ts_b, ws_b, result_b, task_b=task):
+            return _finish_ode(ts_b, ws_b, result_b, task_b, loss_tol, max_loss)
     else:
         if save_at is not None:
             raise ValueError("save_at is for the ODE integrator; an Euler run records every n-th step (n_save)")
@@ -505,7 +535,8 @@ def simulate(
         config.update(t_end=n_steps * dt, n_steps=n_steps)
         run = _compiled(
             "euler",
-            batched,
+            strategy,
+            member_tasks is not None,
             rule=rule,
             method=cmethod,
             n_steps=n_steps,
@@ -514,13 +545,16 @@ def simulate(
             use_clip=integrator.clip is not None,
         )
         clip = 0.0 if integrator.clip is None else integrator.clip
-        w_out, k_out, code_out = run(ws, task, eta, dt, clip, loss_tol, max_loss)
+        w_out, k_out, code_out = _call(run, batched, devs, ws, run_task, eta, dt, clip, loss_tol, max_loss)
         w_out = tuple(np.asarray(w) for w in w_out)
         t_out, result = np.asarray(k_out) * dt, np.asarray(code_out)
-        finish = _finish_euler
+
+        def finish(ts_b, ws_b, result_b, task_b=task):
+            return _finish_euler(ts_b, ws_b, result_b)
 
     if batched:
-        parts = [finish(t_out[b], tuple(w[b] for w in w_out), result[b]) for b in range(ws[0].shape[0])]
+        tasks = member_tasks or [task] * ws[0].shape[0]
+        parts = [finish(t_out[b], tuple(w[b] for w in w_out), result[b], tasks[b]) for b in range(len(tasks))]
         length = max(len(p[0]) for p in parts)
         t_rec = np.full((len(parts), length), np.nan)
         w_rec = tuple(np.full((len(parts), length) + w.shape[2:], np.nan) for w in w_out)
@@ -530,7 +564,9 @@ def simulate(
                 w_rec[i][b, : len(tb)] = w
         status = [p[2] for p in parts]
         message = [p[3] for p in parts]
-        obs = jax.vmap(lambda w: _observables_jit(w, task, rule, cmethod, eta))(tuple(map(jnp.asarray, w_rec)))
+        obs = jax.vmap(lambda w, t: _observables_jit(w, t, rule, cmethod, eta), in_axes=(0, task_axis))(
+            tuple(map(jnp.asarray, w_rec)), run_task
+        )
     else:
         t_rec, w_rec, status, message = finish(t_out, w_out, result)
         obs = _observables_jit(tuple(map(jnp.asarray, w_rec)), task, rule, cmethod, eta)
@@ -587,6 +623,42 @@ def exactness_summary(traj: Trajectory) -> dict:
         verdict = f"exact (est. error {err:.1g})"
     summary["verdict"] = verdict
     return summary
+
+
+def _task_config(task: Task) -> dict:
+    return {
+        "target": np.asarray(task.target).tolist(),
+        "input_cov": None if task.identity_cov else np.asarray(task.input_cov).tolist(),
+        "loss_offset": float(task.loss_offset),
+    }
+
+
+def _member_tasks(tasks, weights) -> list[Task]:
+    """A sequence of per-member tasks (batched weights only), checked: one shape, one kind of Σ."""
+    batched = isinstance(weights, tuple | list) and len(weights) > 0 and np.ndim(weights[0]) == 3
+    if not isinstance(tasks, tuple | list) or not tasks or not all(isinstance(t, Task) for t in tasks):
+        raise TypeError(f"task must be a curvdyn.Task (or, for batched weights, a list of them), got {tasks!r:.80}")
+    if not batched:
+        raise TypeError("a list of tasks needs batched weights (a leading batch axis), one task per member")
+    first = tasks[0]
+    for t in tasks[1:]:
+        if t.target.shape != first.target.shape or t.identity_cov != first.identity_cov:
+            raise ValueError(
+                f"the tasks of one batch must share the target's shape and whether Σ = I; got {first!r} and {t!r}"
+            )
+    return list(tasks)
+
+
+def _call(run, batched: bool, devices, ws, task, *shared):
+    """Call a compiled runner; a batch over several devices is split over them
+    (:func:`curvdyn.batch.run_split`)."""
+    if not batched:
+        return run(ws, task, *shared)
+    if len(devices) == 1:
+        active = np.ones(ws[0].shape[0], dtype=bool)
+        return run(*jax.device_put((active, ws, task, *shared), devices[0]))
+    flags = (True, np.ndim(task.target) == 3) + (False,) * len(shared)
+    return batch_lib.run_split(run, (ws, task, *shared), flags, devices)
 
 
 def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_tol: float, max_loss: float):
