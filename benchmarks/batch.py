@@ -13,7 +13,8 @@ once, in turn; medians over repeats):
 * ``map``: the same with ``batch="map"``;
 * ``auto``: what ``batch="auto"`` picks (one of the two; its ratio is that one's).
 
-A ratio is ``separate ÷ batched`` (> 1: the batch is faster). Every batched member is checked
+A ratio is ``separate ÷ batched`` (> 1: the batch is faster), the median over repeats of the
+ratio within one repeat (paired: the variants of one repeat run back to back, in rotating order). Every batched member is checked
 against its separate run (relative difference of the final weights), so a strategy that is fast
 because it computes something else would show here.
 
@@ -48,10 +49,11 @@ jax.config.update("jax_enable_x64", True)  # curvdyn's exact paths in float64 (i
 
 ODE_INTEGRATOR = cd.ODE(rtol=1e-6, atol=1e-9, max_steps=20_000)
 # name: (rule, eta, Euler steps, Euler clip, ODE t_end) — the settings of curvature.py's simulate section
+# (sqrt-ngd's ODE run half as long: 8 separate runs of it take ~6 s here)
 CASES = {
     "sgd": (lambda: cd.get_rule("sgd"), 0.05, 2000, None, 20.0),
     "ngd": (lambda: cd.get_rule("ngd", lm_damping=1e-5), 0.05, 30, 0.1, 2e-4),
-    "sqrt-ngd": (lambda: cd.get_rule("sqrt-ngd"), 0.05, 30, None, 0.02),
+    "sqrt-ngd": (lambda: cd.get_rule("sqrt-ngd"), 0.05, 30, None, 0.01),
     "sqrt-ngd-d": (lambda: cd.get_rule("sqrt-ngd-d"), 0.05, 300, None, 5.0),
 }
 
@@ -101,13 +103,9 @@ def measure_case(name, integrator, n_seeds, repeats, quick) -> dict:
         t0 = time.perf_counter()
         first = {k: c() for k, c in calls.items()}  # compiles each variant once
         compile_s = time.perf_counter() - t0
-        times: dict[str, list[float]] = {k: [] for k in calls}
-        for _ in range(repeats):
-            for k, c in calls.items():
-                t = time.perf_counter()
-                c()
-                times[k].append(time.perf_counter() - t)
+        times = _paired_times(calls, repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = {k: statistics.median(s / v for s, v in zip(times["separate"], times[k])) for k in ("vmap", "map")}
     auto = choose_strategy(rule, integrator)
     row = {
         "rule": name,
@@ -120,10 +118,10 @@ def measure_case(name, integrator, n_seeds, repeats, quick) -> dict:
         "separate_s": med["separate"],
         "vmap_s": med["vmap"],
         "map_s": med["map"],
-        "vmap_speedup": med["separate"] / med["vmap"],
-        "map_speedup": med["separate"] / med["map"],
+        "vmap_speedup": ratio["vmap"],
+        "map_speedup": ratio["map"],
         "auto": auto,
-        "auto_speedup": med["separate"] / med[auto],
+        "auto_speedup": ratio[auto],
         "times": times,
         "warmup_s": compile_s,
         "vmap_max_rel_diff": _max_rel_diff(first["vmap"], first["separate"]),
@@ -133,6 +131,20 @@ def measure_case(name, integrator, n_seeds, repeats, quick) -> dict:
     if integrator == "ode":
         row["solver_steps"] = [s.config["solver_steps"] for s in first["separate"]]
     return row
+
+
+def _paired_times(calls: dict, repeats: int) -> dict[str, list[float]]:
+    """Each repeat calls every variant once, back to back, starting one later each time (a rotation:
+    no variant always runs first); a ratio is then the median over repeats of the ratio within one
+    repeat — paired, so the machine's load, which drifts over minutes here, cancels."""
+    names = list(calls)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            t = time.perf_counter()
+            calls[k]()
+            times[k].append(time.perf_counter() - t)
+    return times
 
 
 def measure_devices(name, integrator, n_seeds, repeats, quick) -> dict:
@@ -148,12 +160,7 @@ def measure_devices(name, integrator, n_seeds, repeats, quick) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         first = {k: c() for k, c in calls.items()}
-        times: dict[str, list[float]] = {k: [] for k in calls}
-        for _ in range(repeats):
-            for k, c in calls.items():
-                t = time.perf_counter()
-                c()
-                times[k].append(time.perf_counter() - t)
+        times = _paired_times(calls, repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
     same = all(
         np.array_equal(a, b, equal_nan=True)
@@ -170,7 +177,7 @@ def measure_devices(name, integrator, n_seeds, repeats, quick) -> dict:
         "n_devices": len(devs),
         "one_device_s": med["one_device"],
         "all_devices_s": med["all_devices"],
-        "speedup": med["one_device"] / med["all_devices"],
+        "speedup": statistics.median(a / b for a, b in zip(times["one_device"], times["all_devices"])),
         "identical": bool(same),
     }
 
@@ -229,7 +236,7 @@ def _device_rows(args) -> list[dict]:
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.devices}").strip()
     cmd = [sys.executable, __file__, "--_device-child", "--seeds", str(args.seeds), "--repeats", str(args.repeats)]
-    cmd += ["--cases", args.cases] + (["--quick"] if args.quick else [])
+    cmd += ["--cases", args.device_cases, "--integrators", args.integrators] + (["--quick"] if args.quick else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -243,6 +250,7 @@ def main(argv=None):
     ap.add_argument("--cases", default="sgd,ngd,sqrt-ngd,sqrt-ngd-d", help="rules, comma-separated")
     ap.add_argument("--integrators", default="euler,ode")
     ap.add_argument("--devices", type=int, default=0, help="also split the batch over N forced host devices")
+    ap.add_argument("--device-cases", default="sgd,sqrt-ngd-d", help="the rules of the --devices rows")
     ap.add_argument("--_device-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     cases = args.cases.split(",")
