@@ -39,9 +39,13 @@ method                 how                                                 cost
 ``balanced-checked``   ``balanced`` if its error estimate ≤ balance_tol,   same + the check
                        else ``mapspace`` (or ``dense`` when P < n_d n_0)
 ``cg``                 damped rules: matrix-free CG on ``K + shift``       iterations × O(d n³)
+``krylov``             every full rule: preconditioned CG, rational         iterations × O(d n³)
+                       approximation for q > 1, checked error (default
+                       1e-10), fallback to ``mapspace`` when uncertified
 ``kronecker``          block rules: layer factors                          O(Σ n_i³)
-``auto``               full rules: ``kronsum`` for d = 2, Σ = I, else
-                       ``balanced-checked``; block rules: the cheaper of
+``auto``               full rules: ``kronsum`` for d = 2, Σ = I, ``krylov``
+                       from n_d n_0 ≥ 400, else ``balanced-checked``;
+                       block rules: the cheaper of
                        ``kronecker`` and ``mapspace``
 =====================  ==================================================  ==================
 
@@ -60,6 +64,7 @@ import warnings
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 
 from curvdyn import curvature as cv
 from curvdyn._names import METHODS, RULE_NAMES
@@ -78,7 +83,7 @@ _PARAMS = {
     "sqrt-ngd-d": ("layer_rates", "lm_damping", "rcond"),
     "frac-ngd-d": ("q", "layer_rates", "lm_damping", "rcond"),
 }
-_FULL_ONLY = ("kronsum", "balanced", "balanced-checked", "cg")
+_FULL_ONLY = ("kronsum", "balanced", "balanced-checked", "cg", "krylov")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +158,8 @@ class Rule:
         balance_tol: float | None = None,
         cg_tol: float | None = None,
         cg_maxiter: int | None = None,
+        krylov_tol: float | None = None,
+        krylov_maxiter: int | None = None,
     ) -> Weights:
         """The direction ``d`` (velocity ``ẇ = −d`` at η = 1), a tuple shaped like ``weights``.
 
@@ -163,13 +170,19 @@ class Rule:
             (explicit ``H₊`` or blocks, the reference), ``"mapspace"`` (DESIGN.md identity),
             ``"kronsum"`` (full rules, d = 2 and Σ = I), ``"balanced"`` (full rules, declared
             shared eigenbasis), ``"balanced-checked"`` (that, checked at run time),
-            ``"cg"`` (damped full rules, matrix-free), ``"kronecker"`` (block rules:
-            layer factors).
+            ``"cg"`` (damped full rules, matrix-free), ``"krylov"`` (full rules,
+            matrix-free, checked), ``"kronecker"`` (block rules: layer factors).
           balance_tol: tolerance of the shared-basis check (``balanced-checked`` and
             ``auto``); default :func:`curvdyn.curvature.default_balance_tol` of the dtype.
           cg_tol, cg_maxiter: ``cg`` only: relative error bound to stop at (default 1e-10)
             and iteration cap (default 2000). A ``cg`` direction that stops at the cap
             without meeting ``cg_tol`` warns (``RuntimeWarning``) with its error bound.
+          krylov_tol, krylov_maxiter: ``krylov`` only: relative error tolerance in parameter
+            space (default :func:`curvdyn.curvature.default_krylov_tol`: 1e-10 in float64) and
+            the iteration cap of each solve. An uncertified direction (cutoff zone not cleared,
+            or a solve that did not converge) warns and is replaced by the ``mapspace`` one; a
+            converged one whose estimate exceeds ``krylov_tol`` (the float64 round-off floor of
+            an ill-conditioned K) warns and is kept (the eigh path would be less accurate).
         """
         ws = as_weights(weights)
         check_compatible(ws, task)
@@ -186,6 +199,8 @@ class Rule:
                     stacklevel=2,
                 )
             return tuple(out)
+        if resolved == "krylov" and not self.is_gradient:
+            return _krylov_checked(ws, task, self, krylov_tol, krylov_maxiter)
         return _direction_jit(ws, task, self, resolved, *opts)
 
     def resolve_method(self, widths: tuple[int, ...], identity_cov: bool, method: str) -> str:
@@ -206,6 +221,8 @@ class Rule:
             raise ValueError("method 'kronecker' is for the block-diagonal rules (-d)")
         if method == "kronsum" and (len(widths) != 3 or not identity_cov):
             raise ValueError("method 'kronsum' needs depth d = 2 and an identity input covariance")
+        if method == "krylov" and not self.is_gradient and self.spectral_function().power > 1.0:
+            raise ValueError(f"method 'krylov' needs q >= 1; rule {self.label} has q = {self.q:g}")
         if method == "cg" and not self.is_gradient:
             f = self.spectral_function()
             if not (f.shift > 0 and f.power == 1.0):
@@ -216,7 +233,7 @@ class Rule:
         if method != "auto":
             return method
         shape_choice = cv.choose_full_method(widths, identity_cov)
-        if shape_choice == "kronsum" or self.is_gradient:
+        if shape_choice in ("kronsum", "krylov") or self.is_gradient:
             return shape_choice
         return "balanced-checked"
 
@@ -233,7 +250,7 @@ class Rule:
         f = self.spectral_function()
         err = float(cv.shared_basis_error(ws, task, f))
         tol = cv.default_balance_tol(ws[0].dtype) if balance_tol is None else float(balance_tol)
-        return "balanced" if err <= tol else cv.choose_full_method(widths_of(ws), task.identity_cov)
+        return "balanced" if err <= tol else _eigh_fallback(widths_of(ws), task.identity_cov)
 
 
 def _options(balance_tol, cg_tol, cg_maxiter) -> tuple:
@@ -285,11 +302,61 @@ def direction_unchecked(
     if method == "balanced":
         return cv.balanced_direction(ws, task, f)
     if method == "balanced-checked":
-        fallback = cv.choose_full_method(widths_of(ws), task.identity_cov)
+        fallback = _eigh_fallback(widths_of(ws), task.identity_cov)
         return cv.checked_direction(ws, task, f, fallback, balance_tol)
     if method == "cg":
         return cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)[0]
+    if method == "krylov":
+        # inside a compiled caller: the eigh fallback travels in the program up to a size
+        fallback = ws[-1].shape[-2] * ws[0].shape[-1] <= cv.IN_GRAPH_FALLBACK_MAX_MAP
+        return cv.krylov_direction(ws, task, f, fallback=fallback)[0]
     return cv.dense_direction(ws, task, f, gradient(ws, task))
+
+
+#: Entries of the per-run statistics of :func:`direction_warm` (summed over directions, the last
+#: one a maximum).
+WARM_STATS = ("directions", "fallbacks", "uncertified", "over_tol", "iterations", "max_estimate")
+
+
+def warm_state(ws: Weights, task: Task, rule: Rule, method: str):
+    """The initial warm-start state of :func:`direction_warm` (empty except for ``krylov``)."""
+    if method == "krylov" and not rule.is_gradient:
+        return cv.krylov_init_state(ws, task, rule.spectral_function())
+    return ()
+
+
+def direction_warm(ws: Weights, task: Task, rule: Rule, method: str, state):
+    """``(direction, new_state, stats)``: :func:`direction_unchecked` that carries a warm start.
+
+    For ``krylov`` the state holds the last solutions of the shifted solves (a step along a
+    trajectory then costs a handful of iterations), an uncertified direction is replaced by the
+    eigh one inside the program when ``n_d n_0 ≤`` :data:`curvdyn.curvature.IN_GRAPH_FALLBACK_MAX_MAP`,
+    and ``stats`` (:data:`WARM_STATS`) counts what happened. Other methods pass the state through.
+    """
+    dtype = ws[0].dtype
+    if method != "krylov" or rule.is_gradient:
+        return direction_unchecked(ws, task, rule, method), state, jnp.zeros(len(WARM_STATS), dtype).at[0].set(1.0)
+    fallback = ws[-1].shape[-2] * ws[0].shape[-1] <= cv.IN_GRAPH_FALLBACK_MAX_MAP
+    out, info, new = cv.krylov_direction(ws, task, rule.spectral_function(), state=state, fallback=fallback)
+    new = new._replace(valid=info.converged)
+    as_f = lambda x: jnp.asarray(x, dtype)
+    stats = jnp.stack(
+        [
+            as_f(1.0),
+            as_f(info.fallback),
+            as_f(~info.converged & (not fallback)),
+            as_f(info.converged & ~info.certified),
+            as_f(info.iterations),
+            jnp.where(info.converged, info.error_estimate, 0.0).astype(dtype),
+        ]
+    )
+    return tuple(out), new, stats
+
+
+def _eigh_fallback(widths: tuple[int, ...], identity_cov: bool) -> str:
+    """The eigendecomposition method ``balanced-checked`` falls back to (never ``krylov``)."""
+    choice = cv.choose_full_method(widths, identity_cov)
+    return "mapspace" if choice == "krylov" else choice
 
 
 _direction_jit = jax.jit(direction_unchecked, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter"))
@@ -300,6 +367,43 @@ def _cg_with_info(ws, task, rule, cg_tol, cg_maxiter):
 
 
 _cg_jit = jax.jit(_cg_with_info, static_argnames=("rule", "cg_tol", "cg_maxiter"))
+
+
+def _krylov_with_info(ws, task, rule, tol, maxiter):
+    return cv.krylov_direction(ws, task, rule.spectral_function(), tol=tol, maxiter=maxiter)
+
+
+_krylov_jit = jax.jit(_krylov_with_info, static_argnames=("rule", "tol", "maxiter"))
+
+
+def _krylov_checked(ws: Weights, task: Task, rule: Rule, tol, maxiter) -> Weights:
+    """The ``krylov`` direction of :meth:`Rule.direction`, with its warnings and the fallback to
+    ``mapspace`` run outside the Krylov program (no eigendecomposition of ``K`` compiled in)."""
+    tol = cv.default_krylov_tol(ws[0].dtype) if tol is None else check_nonneg(tol, "krylov_tol")
+    if maxiter is None:
+        maxiter = cv.DEFAULT_KRYLOV_MAXITER
+    elif int(maxiter) != maxiter or maxiter < 1:
+        raise ValueError(f"krylov_maxiter must be a positive integer, got {maxiter}")
+    out, info = _krylov_jit(ws, task, rule, float(tol), int(maxiter))
+    numbers = (
+        f"{int(info.iterations)} CG iterations, {int(info.poles)} shifted solve(s), spectrum certified "
+        f"in [{float(info.lam_lo):.3g}, {float(info.lam_hi):.3g}], cutoff certified: {bool(info.cutoff_certified)}"
+    )
+    if not bool(info.converged):
+        warnings.warn(
+            f"krylov could not certify the direction ({numbers}); falling back to the eigh path (mapspace)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return tuple(_direction_jit(ws, task, rule, "mapspace", None, cv.DEFAULT_CG_TOL, cv.DEFAULT_CG_MAXITER))
+    if not bool(info.certified):
+        warnings.warn(
+            f"krylov direction error estimate {float(info.error_estimate):.3g} exceeds krylov_tol = {tol:.3g} "
+            f"(round-off floor {float(info.floor):.3g}; {numbers}); kept: the eigh path is less accurate here",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return tuple(out)
 
 
 def get_rule(name: str, **params) -> Rule:
