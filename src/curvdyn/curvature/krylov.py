@@ -307,12 +307,20 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
     need = lo_m <= tau_t * (1.0 + 1e3 * u)
     # --- Schur certificate on the SCHUR_MAX lowest coordinates of W (run only when needed) ----
     ell = min(pc.SCHUR_MAX, n_map - 1) if n_map > 1 else 0
+    if ell == 1:  # a 1 × 1 map: M̃_0 = K̃ on the single coordinate (d ≤ 2) or nothing to certify
+        ell = 0
     if ell == 0:
         lam_lo_t = lo_m
         return _Spectrum(zmask, jnp.sum(zmask), coupling, lam_lo_t, jnp.asarray(False), ~need, jnp.asarray(0))
     flat = m_w.reshape(-1)
-    neg_top, idx = jax.lax.top_k(-flat, ell + 1)
-    low = -neg_top  # ascending
+    # the ell + 1 smallest (ell ≤ 2): repeated argmin, cheaper to compile than a sort
+    picks, rest = [], flat
+    for _ in range(ell + 1):
+        i = jnp.argmin(rest)
+        picks.append(i)
+        rest = rest.at[i].set(jnp.inf)
+    idx = jnp.stack(picks)
+    low = flat[idx]  # ascending
     theta_l = pc.SCHUR_GAP * tau_t
     active = (low[:ell] < theta_l) & need
     enough = low[ell] >= theta_l  # the complement sits above the gap
