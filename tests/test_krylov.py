@@ -10,8 +10,6 @@ against the dense ``H₊`` to round-off).
 
 from __future__ import annotations
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
