@@ -202,16 +202,18 @@ def _deep_xavier():
 
 
 def test_eigenvalues_under_the_cutoff_make_it_fall_back_with_a_warning():
-    """Depth 8, Xavier (N = 12): K has an eigenvalue under rcond · λ_max, the certificate fails, and
-    ``Rule.direction`` falls back to the eigh path, saying so with the numbers."""
+    """Depth 8, Xavier (N = 12): K has eigenvalues under rcond · λ_max; the path cannot certify its
+    answer (the two deflated lowest eigenvectors clear the cutoff, but a shifted solve does not
+    reach the tolerance), and ``Rule.direction`` falls back to the eigh path, saying so with the
+    numbers."""
     ws, task = _deep_xavier()
     evals = np.linalg.eigvalsh(np.asarray(cv.mapspace_kernel(ws, task)))
     assert evals[0] < 1e-13 * evals[-1]  # the premise: eigenvalues in the cutoff zone
     rule = cd.get_rule("sqrt-ngd")
     _, info = krylov(ws, task, rule)
-    assert not bool(info.converged) and not bool(info.cutoff_certified)
+    assert not bool(info.converged)
     assert not np.isfinite(float(info.error_estimate))
-    with pytest.warns(RuntimeWarning, match=r"could not certify.*cutoff certified: False"):
+    with pytest.warns(RuntimeWarning, match=r"could not certify.*cutoff certified"):
         got = rule.direction(ws, task, method="krylov")
     assert R.rel_err(got, rule.direction(ws, task, method="mapspace")) == 0.0
 
@@ -232,27 +234,31 @@ def test_non_identity_covariance_with_a_null_space_falls_back():
 
 
 def test_jit_and_vmap_equal_single_calls_and_fall_back_per_member():
-    """A batch under ``vmap``: converged members equal their single calls; a member with K
-    eigenvalues under the cutoff (one layer with singular values down to 1e-9) takes the
-    in-program eigh fallback, the others do not."""
+    """A batch under ``vmap``: converged members equal their single calls; a member with
+    singular values 1e-4, 1e-7, 1e-9 in the middle layer is certified (the Schur step and the
+    deflation of its lowest eigenvector) and equals the eigh path; a member the certificate
+    cannot clear (three singular values 1e-9: the Kronecker-sum bound and the two-coordinate
+    Schur step leave λ_min(K) unproven) takes the in-program eigh fallback, the others do not."""
     widths = (4, 5, 5, 4)
     members = [cd.init_xavier(jax.random.PRNGKey(k), widths, 1.0) for k in range(2)]
     u, _, vt = np.linalg.svd(np.asarray(members[0][1]))
-    bad = list(members[0])
-    bad[1] = jnp.asarray((u * np.array([1.0, 0.5, 1e-4, 1e-7, 1e-9])) @ vt)
-    members.append(tuple(bad))
+    for svs in ([1.0, 0.5, 1e-4, 1e-7, 1e-9], [1.0, 0.5, 1e-9, 1e-9, 1e-9]):
+        low = list(members[0])
+        low[1] = jnp.asarray((u * np.array(svs)) @ vt)
+        members.append(tuple(low))
     batch = tuple(jnp.stack([m[i] for m in members]) for i in range(3))
     task = cd.Task(np.random.default_rng(0).standard_normal((4, 4)))
     rule = cd.get_rule("sqrt-ngd")
     f = rule.spectral_function()
     out, info = jax.jit(jax.vmap(lambda w: cv.krylov_direction(w, task, f, fallback=True)))(batch)
-    assert info.converged.tolist() == [True, True, False]
-    assert info.fallback.tolist() == [False, False, True]
-    for b, ws in enumerate(members[:2]):
+    assert info.converged.tolist() == [True, True, True, False]
+    assert info.fallback.tolist() == [False, False, False, True]
+    for b, ws in enumerate(members[:3]):
         single, _ = krylov(ws, task, rule)
         assert R.rel_err([o[b] for o in out], single) <= 1e-10
-    eigh = rule.direction(members[2], task, method="mapspace")
-    assert R.rel_err([o[2] for o in out], eigh) <= 1e-12
+    for b in (2, 3):
+        eigh = rule.direction(members[b], task, method="mapspace")
+        assert R.rel_err([o[b] for o in out], eigh) <= (1e-10 if b == 2 else 1e-12)
 
 
 def test_warm_start_equals_cold_and_saves_iterations():

@@ -54,10 +54,15 @@ is not amplified). It returns its answer only when every other eigenvalue is cer
 above ``rcond · λ_hi ≥ rcond · λ_max``: then both paths apply the same function. The certificate
 is the lower bound ``K̃ ⪰ M̃_0`` on the complement of ``Z``, and where that is too weak (Xavier
 weights from N ≈ 64 on: ``λ_min(M̃_0)`` falls under the cutoff while ``λ_min(K)`` does not) a
-Schur-complement certificate on the few lowest coordinates of ``M̃_0``
-(:func:`curvdyn.curvature.precond.schur_lower_bound`). Eigenvalues that may lie in the zone —
-the certificate fails — make the direction *uncertified*; callers then fall back to the eigh
-path with a warning (depth 8, Xavier: ``λ_min(K) = 5.5e-15 λ_max``). Damped rules (``s > 0``)
+Schur-complement certificate on the two lowest coordinates of ``M̃_0``
+(:func:`curvdyn.curvature.precond.schur_lower_bounds`, lower bounds of ``λ_1`` and ``λ_2``).
+With Σ = I, an approximate eigenvector from that Schur step whose Rayleigh quotient plus
+residual is under ``rcond · λ_max`` (so an eigenvalue of ``K`` lies in the zone) is *deflated*
+(``K + γ z zᵀ``, removed from the right-hand side, as the eigh path cuts it; up to two, the
+first-order effect of its angle to the true eigenvector is added to the estimate) when the
+next certified bound clears the cutoff. Eigenvalues that may lie in the zone otherwise — the
+certificate fails — make the direction *uncertified*; callers then fall back to the eigh path
+with a warning (depth 8, Xavier: ``λ_min(K) = 5.5e-15 λ_max``). Damped rules (``s > 0``)
 have no cutoff and need no certificate.
 
 Everything is traceable (``jax.jit``, ``jax.vmap``): loops are ``lax.while_loop``/``lax.scan``,
@@ -274,13 +279,30 @@ def _tree_axpy(a, x, y):
 
 
 class _Spectrum(NamedTuple):
-    zmask: jax.Array  # (n_d, n_0) bool: null set Z in the σ = 0 frame
-    null_dim: jax.Array
-    coupling: jax.Array  # bound of ‖K̃_{Z,·}‖_F (whitened): the rows of the null set
-    lam_lo_t: jax.Array  # certified lower bound of λ_min(K̃_W) (whitened)
+    zmask: jax.Array  # (n_d, n_0) bool: exact null set Z in the σ = 0 frame
+    null_dim: jax.Array  # dim Z + number of deflated eigenvectors
+    coupling: jax.Array  # bound of ‖K̃_{Z,·}‖_F (whitened): the rows of the exact null set
+    lam_lo_t: jax.Array  # certified lower bound of the kept spectrum (whitened)
     improved: jax.Array  # the Schur bound raised lam_lo_t above min_W m_0
     cutoff_ok: jax.Array
     iterations: jax.Array
+    defl: jax.Array  # (2, n_d, n_0) orthonormal deflation vectors in the frame (zero when unused)
+    defl_angle: jax.Array  # bound of the angle between their span and K's eigenvectors there
+
+
+def _eig2(a, b, c):
+    """Eigenvalues (ascending) and unit eigenvectors (columns) of ``[[a, b], [b, c]]``."""
+    mean, half = 0.5 * (a + c), 0.5 * (a - c)
+    rad = jnp.sqrt(half * half + b * b)
+    lo, hi = mean - rad, mean + rad
+    # eigenvector of lo: (b, lo − a) or (lo − c, b), whichever is better conditioned
+    v1 = jnp.where(
+        jnp.abs(lo - a) + jnp.abs(b) >= jnp.abs(lo - c) + jnp.abs(b), jnp.stack([b, lo - a]), jnp.stack([lo - c, b])
+    )
+    n1 = jnp.sqrt(jnp.sum(v1 * v1))
+    v1 = jnp.where(n1 > 0, v1 / jnp.where(n1 > 0, n1, 1.0), jnp.array([1.0, 0.0], a.dtype))
+    v2 = jnp.stack([-v1[1], v1[0]])
+    return jnp.stack([lo, hi]), jnp.stack([v1, v2], axis=1)
 
 
 def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
@@ -288,34 +310,39 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
     f0 = prob.f0
     n_map = f0.m.size
     u = jnp.finfo(dtype).eps
+    no_defl = jnp.zeros((2,) + f0.m.shape, dtype)
+    zero_d = jnp.asarray(0.0, dtype)
     if f.shift > 0:
         # damped rules: no cutoff; the whole spectrum [0, λ_hi] is approximated
         lo = jnp.maximum(jnp.min(f0.m), 0.0)
         false = jnp.zeros(f0.m.shape, bool)
         zero = jnp.asarray(0, jnp.int32)
-        return _Spectrum(false, zero, jnp.asarray(0.0, dtype), lo, jnp.asarray(False), jnp.asarray(True), zero)
+        return _Spectrum(false, zero, zero_d, lo, jnp.asarray(False), jnp.asarray(True), zero, no_defl, zero_d)
     rcond = f.cutoff(dtype)
     s2min, s2max = prob.wh.s_min**2, prob.wh.s_max**2
     tau_lo = rcond * prob.lam_max_lo
     tau_hi = rcond * prob.lam_hi
     kd = pc.kernel_diagonal(f0)
-    zmask = kd <= tau_lo / (s2max * n_map)
+    # the exact null set: a diagonal under the cutoff and a coupling to the rest at round-off
+    # level (bottlenecks, exact null spaces); near-null coordinates with a real coupling are left
+    # to the Schur step, which deflates K's eigenvector there
+    rows = pc.pair_row_norms(f0)
+    lam_hi_t = prob.lam_hi / s2max
+    zmask = (kd <= tau_lo / (s2max * n_map)) & (rows <= 1e3 * u * lam_hi_t)
     coupling = pc.null_rows_norm(f0, zmask)
     m_w = jnp.where(zmask, jnp.inf, f0.m)
     lo_m = jnp.min(m_w)
     tau_t = tau_hi / s2min  # the cutoff in whitened units
+    tau_lo_t = tau_lo / s2max
     need = lo_m <= tau_t * (1.0 + 1e3 * u)
-    # --- Schur certificate on the SCHUR_MAX lowest coordinates of W (run only when needed) ----
-    ell = min(pc.SCHUR_MAX, n_map - 1) if n_map > 1 else 0
-    if ell == 1:  # a 1 × 1 map: M̃_0 = K̃ on the single coordinate (d ≤ 2) or nothing to certify
-        ell = 0
+    ell = pc.SCHUR_MAX if n_map > pc.SCHUR_MAX else 0
     if ell == 0:
-        lam_lo_t = lo_m
-        return _Spectrum(zmask, jnp.sum(zmask), coupling, lam_lo_t, jnp.asarray(False), ~need, jnp.asarray(0))
+        zd = jnp.sum(zmask)
+        return _Spectrum(zmask, zd, coupling, lo_m, jnp.asarray(False), ~need, jnp.asarray(0), no_defl, zero_d)
+    # --- Schur complement on the two lowest coordinates L of W ------------------------------
     flat = m_w.reshape(-1)
-    # the ell + 1 smallest (ell ≤ 2): repeated argmin, cheaper to compile than a sort
     picks, rest = [], flat
-    for _ in range(ell + 1):
+    for _ in range(ell + 1):  # repeated argmin: cheaper to compile than a sort
         i = jnp.argmin(rest)
         picks.append(i)
         rest = rest.at[i].set(jnp.inf)
@@ -324,50 +351,78 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
     theta_l = pc.SCHUR_GAP * tau_t
     active = (low[:ell] < theta_l) & need
     enough = low[ell] >= theta_l  # the complement sits above the gap
-    rows, cols = idx[:ell] // f0.m.shape[1], idx[:ell] % f0.m.shape[1]
-    # θ: the smallest m_0 outside Z ∪ L_active
-    theta = jnp.min(jnp.where(active, jnp.inf, low[:ell]))
-    theta = jnp.minimum(theta, low[ell])
-    lmask = jnp.zeros(f0.m.shape, bool).at[rows, cols].set(active)
+    ncol = f0.m.shape[1]
+    r_idx, c_idx = idx[:ell] // ncol, idx[:ell] % ncol
+    theta = jnp.minimum(jnp.min(jnp.where(active, jnp.inf, low[:ell])), low[ell])
+    lmask = jnp.zeros(f0.m.shape, bool).at[r_idx, c_idx].set(active)
     rmask = ~(zmask | lmask)
     prec_r = jnp.where(rmask, 1.0 / jnp.where(rmask, f0.m, 1.0), 0.0)
 
     def op_r(x):
         return jnp.where(rmask, pc.apply_frame(f0, jnp.where(rmask, x, 0.0)), 0.0)
 
-    # K_LL and the columns C_l = (K e_l)_R
-    ph, qh = f0.ph, f0.qh
-    k_ll = jnp.diag(jnp.where(active, f0.m[rows, cols], 2.0 * theta))
-    if ph.shape[0]:
-        mid = jnp.einsum("iab,iab->ab", ph[:, rows][:, :, rows], qh[:, cols][:, :, cols])
+    big = 2.0 * jnp.where(jnp.isfinite(theta), theta, jnp.max(f0.m) + lam_hi_t + 1.0)
+    k_ll = jnp.diag(jnp.where(active, f0.m[r_idx, c_idx], big))
+    if f0.ph.shape[0]:
+        sub_p = f0.ph[:, r_idx][:, :, r_idx]
+        sub_q = f0.qh[:, c_idx][:, :, c_idx]
         both = active[:, None] & active[None, :]
-        k_ll = k_ll + jnp.where(both, mid, 0.0)
+        k_ll = k_ll + jnp.where(both, jnp.einsum("iab,iab->ab", sub_p, sub_q), 0.0)
 
-    def column(l):
-        e = jnp.zeros(f0.m.shape, dtype).at[rows[l], cols[l]].set(1.0)
-        return jnp.where(rmask & active[l], pc.apply_frame(f0, e), 0.0)
+    def unit(l):
+        return jnp.zeros(f0.m.shape, dtype).at[r_idx[l], c_idx[l]].set(jnp.where(active[l], 1.0, 0.0))
 
     def solve_one(l):
-        c = column(l)
-        # relative accuracy 1e-4 in the energy (1e-8 on the Schur entries)
-        target = lambda x, r: 1e-8 * jnp.maximum(_dot(x, c - r), 0.0)
+        c = jnp.where(rmask, pc.apply_frame(f0, unit(l)), 0.0)
+        # relative accuracy 1e-5 in the energy (1e-10 on the Schur entries)
+        target = lambda x, r: 1e-10 * jnp.maximum(_dot(x, c - r), 0.0)
         y, k, _ = _pcg(op_r, prec_r, c, jnp.zeros_like(c), target, jnp.where(active[l], maxiter, 0))
         r = c - op_r(y)
         return c, y, _dot(r, prec_r * r), k
 
-    # all slots in one vectorized loop; inactive ones (or all, when M̃_0 already clears the
-    # cutoff) take no iteration
+    # both slots in one vectorized loop; inactive ones (all, when M̃_0 already clears the cutoff)
+    # take no iteration
     cs, ys, err2, ks = jax.vmap(solve_one)(jnp.arange(ell))
     gk = _sym(jnp.einsum("lab,kab->lk", cs, ys))
     gdiag = jnp.maximum(jnp.diagonal(gk), 0.0) + err2
     delta_f = jnp.sqrt(jnp.sum(gdiag[:, None] * err2[None, :]))
     g_up = gk + delta_f * jnp.eye(ell, dtype=dtype)
-    mu, ok = pc.schur_lower_bound(k_ll, g_up, theta, jnp.maximum(lo_m, 0.0), tau_t * (1.0 + 1e3 * u))
-    lam_lo_t = jnp.where(need & ok & enough & jnp.any(active), jnp.maximum(mu, lo_m), lo_m)
+    # certified lower bounds of λ_1 and λ_2 (inertia of the 2 × 2 Schur complement on a grid)
+    bounds = pc.schur_lower_bounds(k_ll, g_up, theta, jnp.maximum(lo_m, 0.0), tau_t * (1.0 + 1e3 * u))
+    usable = need & enough & jnp.any(active)
+    lam1 = jnp.where(usable, jnp.maximum(bounds[0], lo_m), lo_m)
+    lam2 = jnp.where(usable, bounds[1], lo_m)
+    # --- deflation (Σ = I): eigenvectors of K whose eigenvalue is certainly under the cutoff --
+    _, s_vecs = _eig2(*(k_ll - gk)[jnp.array([0, 0, 1]), jnp.array([0, 1, 1])])
+    if prob.g is None:
+        cand = []
+        for j in range(2):
+            v = s_vecs[:, j]
+            z = sum(v[l] * (unit(l) - ys[l]) for l in range(ell))
+            nz = jnp.sqrt(_dot(z, z))
+            z = z / jnp.maximum(nz, jnp.finfo(dtype).tiny)
+            kz = pc.apply_frame(f0, jnp.where(zmask, 0.0, z))
+            rho = _dot(z, kz)
+            res = jnp.sqrt(jnp.maximum(_dot(kz, kz) - rho * rho, 0.0))
+            cand.append((z, rho, res))
+        # deflate j when its Rayleigh quotient is under the cutoff's lower end (an eigenvalue
+        # ≤ ρ + res exists there) and the next certified bound clears the cutoff's upper end
+        d1 = usable & active[0] & (cand[0][1] + cand[0][2] <= tau_lo_t) & (lam2 > tau_t * (1.0 + 1e3 * u))
+        d2 = d1 & usable & jnp.all(active) & (cand[1][1] + cand[1][2] <= tau_lo_t) & (theta > tau_t * (1.0 + 1e3 * u))
+        z1 = jnp.where(d1, cand[0][0], 0.0)
+        z2 = cand[1][0] - _dot(cand[1][0], z1) * z1
+        z2 = jnp.where(d2, z2 / jnp.maximum(jnp.sqrt(_dot(z2, z2)), jnp.finfo(dtype).tiny), 0.0)
+        defl = jnp.stack([z1, z2])
+        lam_kept = jnp.where(d2, theta, jnp.where(d1, lam2, lam1))
+        gap = jnp.maximum(lam_kept - jnp.where(d1, cand[0][1], 0.0), jnp.finfo(dtype).tiny)
+        angle = jnp.where(d1, cand[0][2] / gap, 0.0) + jnp.where(d2, cand[1][2] / gap, 0.0)
+        n_defl = d1.astype(jnp.int32) + d2.astype(jnp.int32)
+    else:
+        defl, lam_kept, angle, n_defl = no_defl, lam1, zero_d, jnp.asarray(0, jnp.int32)
+    improved = lam_kept > lo_m
+    cutoff_ok = lam_kept > tau_t * (1.0 + 1e3 * u)
     its = jnp.sum(ks)
-    improved = lam_lo_t > lo_m
-    cutoff_ok = lam_lo_t > tau_t * (1.0 + 1e3 * u)
-    return _Spectrum(zmask, jnp.sum(zmask), coupling, lam_lo_t, improved, cutoff_ok, its)
+    return _Spectrum(zmask, jnp.sum(zmask) + n_defl, coupling, lam_kept, improved, cutoff_ok, its, defl, angle)
 
 
 # ---------------------------------------------------------------------------------------
@@ -375,8 +430,9 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
 # ---------------------------------------------------------------------------------------
 
 
-def _solve(prob: _Problem, fr: pc.Frame, sigma, prec_inv, x0_hat, target_fn, maxiter):
-    """Solve ``(K̃ + σG) Λ̃ = b̃`` in frame ``fr``; refine with the structured residual.
+def _solve(prob: _Problem, fr: pc.Frame, sigma, prec_inv, x0_hat, target_fn, maxiter, defl=None, gamma=0.0):
+    """Solve ``(K̃ + σG + γ Σ_j z_j z_jᵀ) Λ̃ = b̃`` in frame ``fr`` (``z_j`` = ``defl``, deflated
+    eigenvectors, ``None``: none); refine with the structured residual.
 
     ``target_fn(d_norm)`` gives the absolute target of ``‖Ĵᵀ e‖`` from the current direction norm.
     Returns ``(x_hat, d, bound, iterations, ok)`` with ``d = Ĵᵀ Λ`` accumulated in parameter
@@ -386,13 +442,18 @@ def _solve(prob: _Problem, fr: pc.Frame, sigma, prec_inv, x0_hat, target_fn, max
     dtype = prob.rhs.dtype
     u = jnp.finfo(dtype).eps
 
+    def deflation(x):
+        if defl is None:
+            return 0.0
+        return gamma * jnp.einsum("j,jab->ab", jnp.einsum("jab,ab->j", defl, x), defl)
+
     def op(x):
-        return pc.apply_frame(fr, x)
+        return pc.apply_frame(fr, x) + deflation(x)
 
     def structured(x, d):
         lam_t = fr.u @ x @ fr.v.T
         r_t = prob.rhs - _fwd(prob, d) - sigma * _metric(prob, lam_t)
-        r_hat = fr.u.T @ r_t @ fr.v
+        r_hat = fr.u.T @ r_t @ fr.v - deflation(x)
         bound = jnp.sqrt(jnp.maximum(_dot(r_hat, prec_inv * r_hat), 0.0))
         # round-off level of the residual: the bound cannot certify below it
         noise = (
@@ -474,11 +535,17 @@ def _krylov(ws: Weights, task: Task, f: SpectralFunction, tol: float, maxiter: i
     f0 = prob.f0
     if f.shift == 0 and identity:
         rhs_hat0 = f0.u.T @ prob.rhs @ f0.v
-        rhs_w = f0.u @ jnp.where(sp.zmask, 0.0, rhs_hat0) @ f0.v.T
-        b_z = jnp.sqrt(jnp.sum(jnp.where(sp.zmask, rhs_hat0, 0.0) ** 2))
+        kept = jnp.where(sp.zmask, 0.0, rhs_hat0)
+        # and the deflated eigenvectors (cut, as the eigh path cuts them)
+        kept = kept - jnp.einsum("j,jab->ab", jnp.einsum("jab,ab->j", sp.defl, kept), sp.defl)
+        rhs_w = f0.u @ kept @ f0.v.T
+        b_z = jnp.sqrt(jnp.maximum(_dot(rhs_hat0, rhs_hat0) - _dot(kept, kept), 0.0))
         prob = prob._replace(rhs=rhs_w)
     else:
         b_z = jnp.asarray(0.0, dtype)
+    # deflation (Σ = I, pseudo-inverse rules): K + γ Σ_j z_j z_jᵀ moves the cut eigenvalues to γ
+    defl = sp.defl if (identity and f.shift == 0) else None
+    gamma = prob.lam_hi / prob.wh.s_max**2
     slots = krylov_slots(f, tol)
     if state is None:
         state = KrylovState(jnp.zeros((slots,) + prob.rhs.shape, dtype), jnp.asarray(False))
@@ -496,7 +563,7 @@ def _krylov(ws: Weights, task: Task, f: SpectralFunction, tol: float, maxiter: i
         pinv = _prec_inv(fr.m, sp, s, g_min, base and f.shift == 0 and identity)
         x0 = jnp.where(state.valid, fr.u.T @ state.lam[0] @ fr.v, 0.0)
         target_fn = lambda dn: _SOLVE_SHARE * tol * jnp.maximum(dn, 0.0) / (1.0 + tol)
-        x, d, bound, its, ok = _solve(prob, fr, s, pinv, x0, target_fn, maxiter)
+        x, d, bound, its, ok = _solve(prob, fr, s, pinv, x0, target_fn, maxiter, defl, gamma)
         lam_t = fr.u @ x @ fr.v.T
         new_state = KrylovState(lam_t[None], jnp.asarray(True))
         dnorm = _tree_norm(d)
@@ -540,7 +607,7 @@ def _krylov(ws: Weights, task: Task, f: SpectralFunction, tol: float, maxiter: i
             x0 = jnp.where(state.valid, warm, cold)
             d_now = jnp.maximum(d_lo, _tree_norm(d_acc) - err_acc)
             target_fn = lambda dn: _SOLVE_SHARE * tol * d_now / (n_active * w) / (1.0 + tol)
-            x, d, bound, its, ok = _solve(prob, fr, sigma, pinv, x0, target_fn, maxiter)
+            x, d, bound, its, ok = _solve(prob, fr, sigma, pinv, x0, target_fn, maxiter, defl, gamma)
             lam_t = fr.u @ x @ fr.v.T
             d_acc = _tree_axpy(w, d, d_acc)
             return (
@@ -601,13 +668,15 @@ def _krylov(ws: Weights, task: Task, f: SpectralFunction, tol: float, maxiter: i
     s2max_c = prob.wh.s_max**2
     phi_max = jnp.maximum(lam_lo ** (0.5 - f.power), lam_hi ** (0.5 - f.power)) if f.shift == 0 else 0.0
     coupling = sp.coupling * s2max_c / jnp.maximum(lam_lo, tiny) * (1.0 + b_z * phi_max / dsafe)
-    coupling = jnp.where(sp.null_dim > 0, coupling, 0.0)
+    coupling = jnp.where(jnp.sum(sp.zmask) > 0, coupling, 0.0)
+    # the deflated directions are K's eigenvectors to within the angle bound: first-order effect
+    coupling = coupling + sp.defl_angle * (1.0 + b_z * phi_max / dsafe)
     estimate = (rat_err * (dnorm + solve_err) + solve_err) / dsafe + floor + coupling
     # whitening changes the metric: with Σ ≠ I the pseudo-inverse on a singular K (a null set)
     # is not the whitened one, and a (nearly) singular Σ cannot be whitened — both fall back
     metric_ok = jnp.asarray(True)
     if not identity:
-        metric_ok = (sp.null_dim == 0) & (prob.wh.s_min > 1e-6 * prob.wh.s_max)
+        metric_ok = (jnp.sum(sp.zmask) == 0) & (prob.wh.s_min > 1e-6 * prob.wh.s_max)
     converged = all_ok & sp.cutoff_ok & metric_ok & jnp.isfinite(estimate)
     estimate = jnp.where(converged, estimate, jnp.inf)
     info = KrylovInfo(

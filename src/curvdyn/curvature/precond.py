@@ -38,7 +38,7 @@ Spectral certificates (pseudo-inverse rules, shift 0), all from quantities compu
   below ``s_max² η̃ ≤ τ_lo`` (Courant–Fischer): they are under the cutoff and count as zero, as
   on the eigh path; the solver works on the complement ``W`` (bottlenecks, exact null spaces).
 * On ``W``, ``K̃ ⪰ M̃_0`` gives ``λ_min(K̃_W) ≥ min_W m_0``. When that is not enough to clear the
-  cutoff, :func:`schur_lower_bound` certifies a larger lower bound from the few lowest pairs of
+  cutoff, :func:`schur_lower_bounds` certifies a larger lower bound from the few lowest pairs of
   ``M̃_0`` (Haynsworth inertia of a Schur complement, ``L`` ≤ ``SCHUR_MAX`` coordinates,
   ``ℓ`` solves with the complement block).
 """
@@ -158,6 +158,16 @@ def psd_norm_bound(x):
     return scale**0.25 * jnp.sum((x4 / scale[..., None, None]) ** 2, axis=(-2, -1)) ** 0.125
 
 
+def pair_row_norms(fr: Frame) -> jax.Array:
+    """``(n_d, n_0)``: the norm of the middle terms' row at each frame coordinate,
+    ``sqrt(Σ_i ‖P̂_i[a,:]‖² ‖Q̂_i[b,:]‖²)`` — how strongly that coordinate couples to the others."""
+    if not fr.ph.shape[0]:
+        return jnp.zeros(fr.m.shape, fr.m.dtype)
+    rp = jnp.sum(fr.ph**2, axis=2)
+    rq = jnp.sum(fr.qh**2, axis=2)
+    return jnp.sqrt(jnp.einsum("ia,ib->ab", rp, rq))
+
+
 def null_rows_norm(fr: Frame, zmask) -> jax.Array:
     """A bound of the Frobenius norm of the rows of the operator at the coordinates ``zmask``
     (the coupling of the null set to the rest): the diagonal ``m`` part has none, each middle
@@ -178,32 +188,33 @@ def spectrum_bounds(p, qt, alpha, gamma0, wh: Whitening):
     return wh.s_max**2 * (top + mid), wh.s_min**2 * top
 
 
-def _is_pd_2x2(a, b, c):
-    """Whether ``[[a, b], [b, c]]`` is positive definite (elementwise over arrays)."""
-    return (a > 0) & (a * c - b * b > 0)
+def schur_lower_bounds(k_ll, g_upper, theta, mu_lo, mu_must):
+    """Certified lower bounds ``(μ_1, μ_2)`` of the two smallest eigenvalues of ``K`` (2 × 2 case,
+    ``SCHUR_MAX = 2``): the largest grid points ``μ ∈ [mu_lo, θ)`` at which the matrix
+    ``S(μ) = K_LL − μ I − θ/(θ − μ) · G_upper`` has no (resp. at most one) negative eigenvalue.
 
-
-def schur_lower_bound(k_ll, g_upper, theta, mu_lo, mu_must):
-    """The largest ``μ`` of a grid on ``[mu_lo, θ)`` with ``K_LL − μ I − θ/(θ − μ) · G_upper ≻ 0``
-    (2 × 2 matrices: ``SCHUR_MAX = 2``)
-    (``mu_lo`` when none), and whether it holds at ``mu_lo``.
-
-    With ``K_RR ⪰ θ I`` and ``G_upper ⪰ K_LR K_RR⁻¹ K_RL``: ``(K_RR − μ)⁻¹ ⪯ θ/(θ−μ) K_RR⁻¹``, so the
-    matrix is below the Schur complement ``K_LL − μ − K_LR (K_RR − μ)⁻¹ K_RL``; when it is positive
-    definite, ``K − μ ≻ 0`` (Haynsworth), i.e. ``λ_min(K) > μ``. The grid (64 geometric points,
-    plus ``mu_must``, the value the caller needs) is tested at once — no loop to compile; the
-    bound is within a factor ``(θ/mu_lo)^{1/64}`` of the grid-free one.
+    With ``K_RR ⪰ θ I`` and ``G_upper ⪰ K_LR K_RR⁻¹ K_RL``: ``(K_RR − μ)⁻¹ ⪯ θ/(θ−μ) K_RR⁻¹``, so
+    ``S(μ)`` lies below the Schur complement ``K_LL − μ − K_LR (K_RR − μ)⁻¹ K_RL``, and by
+    Haynsworth's inertia additivity the number of eigenvalues of ``K`` below ``μ`` is at most the
+    number of negative eigenvalues of ``S(μ)``. The grid (64 geometric points plus ``mu_lo`` and
+    ``mu_must``, the value the caller needs) is tested at once — no loop to compile; each bound
+    is within a factor ``(θ/mu_lo)^{1/64}`` of the grid-free one. ``mu_lo`` where nothing holds.
     """
     tiny = jnp.finfo(k_ll.dtype).tiny
     finite = jnp.isfinite(theta)
     top = jnp.max(jnp.diagonal(k_ll))
     theta_c = jnp.where(finite, theta, 2.0 * top + 1.0)  # no complement: the Schur complement is K_LL
-    hi = jnp.minimum(theta_c, top)
+    hi = jnp.where(finite, theta_c * (1.0 - 1e-12), theta_c)
+    mu_lo = jnp.minimum(mu_lo, hi)
     lo = jnp.maximum(mu_lo, hi * 1e-30 + tiny)
     grid = jnp.exp(jnp.linspace(jnp.log(lo), jnp.log(hi), 64))
     grid = jnp.concatenate([jnp.stack([mu_lo, jnp.minimum(mu_must, hi)]), grid[:-1]])
-    factor = jnp.where(finite, theta_c / (theta_c - grid), 1.0)
+    factor = jnp.where(finite, theta_c / jnp.maximum(theta_c - grid, 1e-12 * theta_c), 1.0)
     s = k_ll[None] - grid[:, None, None] * jnp.eye(2, dtype=k_ll.dtype) - factor[:, None, None] * g_upper[None]
-    good = _is_pd_2x2(s[:, 0, 0], s[:, 0, 1], s[:, 1, 1])
-    best = jnp.max(jnp.where(good, grid, mu_lo))
-    return best, good[0]
+    a, b, c = s[:, 0, 0], s[:, 0, 1], s[:, 1, 1]
+    det = a * c - b * b
+    none_neg = (a > 0) & (det > 0)
+    at_most_one = (det > 0) & (a + c > 0) | (det < 0)
+    mu1 = jnp.max(jnp.where(none_neg, grid, mu_lo))
+    mu2 = jnp.max(jnp.where(at_most_one, grid, mu_lo))
+    return jnp.stack([mu1, jnp.maximum(mu1, mu2)])
