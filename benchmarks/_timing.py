@@ -19,6 +19,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from curvdyn import io
+
 
 def compiled(fn: Callable, *args, static: dict | None = None):
     """AOT-compile ``jit(fn)`` for ``args``; return ``(callable, compile_seconds)``.
@@ -90,11 +92,12 @@ def fmt_e(x) -> str:
 
 
 class JsonLog:
-    """A JSON document rewritten after every update (a crash or timeout keeps what ran)."""
+    """A JSON document rewritten (atomically, :mod:`curvdyn.io`) after every update: a crash,
+    timeout or kill keeps what ran, as a complete file. It opens with the run record."""
 
     def __init__(self, path: str, header: dict):
         self.path = path
-        self.doc = dict(header)
+        self.doc = {"run": io.run_record(seeds=[], resolution=None), **header}
         self.doc.setdefault("rows", [])
         self.flush()
 
@@ -107,10 +110,7 @@ class JsonLog:
         self.flush()
 
     def flush(self) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.doc, fh, indent=1, default=_jsonable)
-        os.replace(tmp, self.path)
+        io.write_text(self.path, json.dumps(self.doc, indent=1, default=_jsonable) + "\n")
 
 
 def _jsonable(x):

@@ -51,7 +51,7 @@ import reference  # the independent reference of the tests (extended-precision N
 from curvdyn.network import gradient
 from curvdyn.rules import direction_unchecked
 
-jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_enable_x64", True)  # curvdyn's exact paths in float64 (importing curvdyn does not)
 
 RULES_Q = {1: ("ngd", "ngd-d"), 2: ("sqrt-ngd", "sqrt-ngd-d")}
 
@@ -699,6 +699,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke test)")
     ap.add_argument("--sections", default="square,gaussian,cg,wide,d2,simulate,krylov")
     ap.add_argument("--krylov-sizes", default="16,32,48,64,96,128", help="N of the krylov section (d = 4)")
+    ap.add_argument("--krylov-eigh-max", type=int, default=64, help="largest N of the krylov section's eigh runs")
+    ap.add_argument("--krylov-depths", default="4,8", help="depths of the krylov section (d = 8: N = 16, 32)")
     args = ap.parse_args(argv)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     log = T.JsonLog(args.out, {"benchmark": "curvature", "machine": T.machine_info(), "quick": args.quick})
@@ -729,8 +731,9 @@ def main(argv=None):
     if "krylov" in sections:
         print("matrix-free krylov vs eigh (map space)", flush=True)
         sizes = tuple(int(x) for x in args.krylov_sizes.split(","))
+        depths = tuple(int(x) for x in args.krylov_depths.split(","))
         out["krylov"] = section_krylov(
-            b, (16, 32) if args.quick else sizes, 64, (4,) if args.quick else (4, 8), args.quick
+            b, (16, 32) if args.quick else sizes, args.krylov_eigh_max, (4,) if args.quick else depths, args.quick
         )
     tables = {}
     for key, rows in out.items():

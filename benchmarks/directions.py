@@ -30,6 +30,8 @@ import curvdyn as cd
 import curvdyn.curvature as cv
 from curvdyn.rules import direction_unchecked
 
+jax.config.update("jax_enable_x64", True)  # curvdyn's exact paths in float64 (importing curvdyn does not)
+
 
 def setup(n: int, depth: int = 4, seed: int = 0, weights: str = "spread"):
     widths = (n,) * (depth + 1)

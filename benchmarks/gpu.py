@@ -48,6 +48,8 @@ import curvdyn as cd
 from curvdyn.network import gradient
 from curvdyn.rules import direction_unchecked
 
+jax.config.update("jax_enable_x64", True)  # curvdyn's exact paths in float64 (importing curvdyn does not)
+
 START = time.perf_counter()
 RULE = cd.get_rule("sqrt-ngd")
 

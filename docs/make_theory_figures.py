@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import curvdyn as cd
+from curvdyn import io
 from curvdyn import theory as th
 
 OUT = pathlib.Path(__file__).resolve().parent / "figures"
@@ -27,7 +28,7 @@ plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "legend.fontsize": 8
 
 def save(fig, name: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    fig.savefig(OUT / name, bbox_inches="tight")
+    io.save_figure(fig, OUT / name, bbox_inches="tight")  # atomic: a killed run keeps the old figure
     plt.close(fig)
     print("wrote", OUT / name)
 
@@ -74,7 +75,9 @@ def fig_mode_paths() -> None:
             width=0.007,
             pivot="mid",
         )
-        traj = th.simulate_modes(name, starts, np.full(len(starts), target), 40.0, n_save=400, rtol=1e-9, atol=1e-11)
+        traj = th.simulate_modes(
+            name, starts, np.full(len(starts), target), 40.0, n_save=400, integrator=cd.ODE(rtol=1e-9, atol=1e-11)
+        )
         for k in range(len(starts)):
             ax.plot(traj.sigmas[:, k, 0], traj.sigmas[:, k, 1], color="tab:red", lw=1.4)
             ax.plot(*starts[k], "o", color="tab:red", ms=3)
@@ -234,7 +237,7 @@ def fig_mode_vs_full() -> None:
     for ax, name in zip(axes, ["sqrt-ngd", "ngd-d"]):
         rule = cd.get_rule(name)
         traj = cd.simulate(ws, task, rule, 4.0, n_save=41, integrator=cd.ODE(rtol=1e-10, atol=1e-12))
-        modes = th.simulate_modes(rule, vals.T, strengths, 4.0, n_save=41, rtol=1e-10, atol=1e-12)
+        modes = th.simulate_modes(rule, vals.T, strengths, 4.0, n_save=41, integrator=cd.ODE(rtol=1e-10, atol=1e-12))
         full = th.layer_mode_values(traj.weights, bases)
         for k, c in zip(range(3), ["tab:blue", "tab:orange", "tab:green"]):
             for i, ls in zip(range(d), ["-", "--", ":"]):

@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import curvdyn.optim as co  # importing curvdyn switches JAX to float64
+import curvdyn.optim as co
+
+jax.config.update("jax_enable_x64", True)  # curvdyn's exact paths in float64 (importing curvdyn does not)
 
 N_TRAIN, BATCH, STEPS = 512, 64, 150
 WIDTHS = (6, 24, 24, 3)

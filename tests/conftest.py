@@ -1,12 +1,27 @@
 """Shared test setup: float64 everywhere, and the independent reference importable as ``reference``."""
 
+import gc
 import os
 import sys
 
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compilation_caches():
+    """Drop every compiled program after each test module.
+
+    A whole-suite run otherwise keeps thousands of executables (every shape, rule and method the
+    modules compile) alive in one process; that memory is what a later module's compile then
+    works in (a full run crashed inside XLA's compiler at ~75 %, each module alone passes).
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()

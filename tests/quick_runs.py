@@ -10,25 +10,31 @@ import json
 import numpy as np
 
 from curvdyn import experiments
+from curvdyn.experiments.base import Config
+from curvdyn.io import json_text
 
 _CACHE: dict = {}
 
 
-def round_trip(data: dict, config: dict) -> tuple[dict, dict]:
-    """``(data, config)`` after an in-memory ``np.savez``/``np.load`` and a JSON round trip."""
+def round_trip(data: dict, config: Config) -> tuple[dict, Config]:
+    """``(data, config)`` after an in-memory ``np.savez``/``np.load`` and a JSON round trip of
+    ``config.as_json()`` (strict JSON, as ``config.json`` is written), rebuilt as a typed Config."""
     buf = io.BytesIO()
     np.savez(buf, **data)
     buf.seek(0)
     with np.load(buf, allow_pickle=False) as f:
         loaded = {k: f[k] for k in f.files}
-    return loaded, json.loads(json.dumps(config))
+    text = json_text(config.as_json())
+    return loaded, Config.from_json(type(config.settings), json.loads(text))
 
 
 def run(name: str):
-    """``(module, data, config, loaded_data, loaded_config)`` of the quick variant, computed once."""
+    """``(module, data, config, loaded_data, loaded_config)`` of the quick variant (``module.QUICK``),
+    computed once; the configs are :class:`curvdyn.experiments.base.Config`."""
     if name not in _CACHE:
         module = experiments.get(name)
-        data, config = module.compute(quick=True, seed=0, progress=False)
+        data, outcome = module.compute(module.QUICK, seed=0, progress=False)
+        config = Config(module.QUICK, outcome)
         _CACHE[name] = (module, data, config) + round_trip(data, config)
     return _CACHE[name]
 
@@ -39,15 +45,17 @@ def forget(names) -> None:
         _CACHE.pop(name, None)
 
 
-def check_plain_data(data: dict, config: dict, loaded: dict, loaded_config: dict) -> None:
+def check_plain_data(data: dict, config: Config, loaded: dict, loaded_config: Config) -> None:
     """The data are non-empty plain (non-object) arrays under string keys, unchanged by the file round
-    trip, and the configuration is JSON."""
+    trip, and the configuration is JSON: the typed settings come back equal (and hashable), the
+    outcome as JSON."""
     assert data and all(isinstance(k, str) and k and not k.startswith("__") for k in data)
     for key, value in data.items():
         arr = np.asarray(value)
         assert arr.dtype != object, key
         np.testing.assert_array_equal(loaded[key], arr)
-    assert loaded_config == json.loads(json.dumps(config))
+    assert loaded_config.settings == config.settings and hash(loaded_config.settings) == hash(config.settings)
+    assert json.loads(json_text(loaded_config.as_json())) == json.loads(json_text(config.as_json()))
 
 
 def check_claims(name: str, allowed_failures=None) -> list:

@@ -305,3 +305,114 @@ def ngd_extended(ws: Sequence, target) -> list[np.ndarray]:
         lam = lam + np.linalg.solve(k64, (r - k @ lam).astype(np.float64)).astype(ld)
     lam = lam.reshape(n_out, n_in)
     return [(a.T @ lam @ b.T).astype(np.float64) for a, b in zip(a_list, b_list)]
+
+
+def ngd_svd(
+    ws: Sequence, target, cov=None, *, q: float = 1.0, shift: float = 0.0, gain: float = 1.0, rtol: float | None = None
+) -> tuple:
+    """The q-NGD direction ``gain (H₊ + shift)^{−1/q} g`` (pseudo-inverse power for shift = 0) from a
+    float64 SVD of the dense ``Ĵ = (I ⊗ S) J``.
+
+    With ``Ĵ = U s Vᵀ`` and ``g = Ĵᵀ vec(Δ S)``: the direction is
+    ``V [gain · s (s² + shift)^{−1/q}] Uᵀ vec(Δ S)``; for q = 1, shift = 0 the minimum-norm
+    least-squares solution ``Ĵ⁺ vec(Δ S)``; damped NGD is ``q = 1, shift = ε, gain = ε + 1``.
+    Singular values ``≤ rtol · s_max`` count as zero (default ``max(shape) · eps``, numpy's lstsq
+    rule; no cutoff with a shift). A backward-stable SVD never forms ``ĴᵀĴ``, so its error is
+    about ``cond(Ĵ) · eps`` where a method through ``H₊`` or ``K`` has ``cond(Ĵ)² · eps``.
+    """
+    ws = tuple(np.asarray(w, dtype=np.float64) for w in ws)
+    target = np.asarray(target, dtype=np.float64)
+    n_out, n_in = target.shape
+    s = np.eye(n_in) if cov is None else _psd_sqrt(np.asarray(cov, dtype=np.float64))
+    jac = jacobian(ws)  # rows: vec_r(W) = a * n_0 + b
+    jhat = np.einsum("bc,acp->abp", s, jac.reshape(n_out, n_in, -1)).reshape(n_out * n_in, -1)  # (I ⊗ S) J
+    rhs = ((np.asarray(product_map(ws)) - target) @ s).reshape(-1)
+    u, sv, vt = np.linalg.svd(jhat, full_matrices=False)
+    tol = (max(jhat.shape) * np.finfo(np.float64).eps if rtol is None else rtol) * sv[0]
+    keep = sv > tol if shift == 0 else sv > 0
+    factor = gain * sv[keep] * (sv[keep] ** 2 + shift) ** (-1.0 / q)
+    theta = vt[keep].T @ ((u[:, keep].T @ rhs) * factor)
+    return tuple(np.asarray(x) for x in unflat(theta, widths(ws)))
+
+
+def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
+    evals, evecs = np.linalg.eigh(0.5 * (cov + cov.T))
+    return (evecs * np.sqrt(np.clip(evals, 0.0, None))) @ evecs.T
+
+
+def ngd_exact(ws: Sequence, target) -> list[np.ndarray]:
+    """The NGD direction for Σ = I and an invertible kernel K, in exact rational arithmetic.
+
+    The float64 weights and target are exact rationals (``fractions.Fraction``); ``K = Σ_i
+    A_iA_iᵀ ⊗ B_iᵀB_i``, the solve ``K Λ = Δ`` (Gauss–Jordan) and ``{A_iᵀ Λ B_iᵀ}`` are exact;
+    only the final rounding to float64 is inexact. For small maps only (``n_d n_0`` ≲ 25: the
+    numbers grow to thousands of digits). Raises ``ValueError`` if K is singular.
+    """
+    from fractions import Fraction
+
+    def mat(x):
+        return [[Fraction(float(v)) for v in row] for row in np.asarray(x, dtype=np.float64)]
+
+    def mm(a, b):
+        bt = list(zip(*b))
+        return [[sum(x * y for x, y in zip(row, col)) for col in bt] for row in a]
+
+    def eye(n):
+        return [[Fraction(int(i == j)) for j in range(n)] for i in range(n)]
+
+    def tr(a):
+        return [list(r) for r in zip(*a)]
+
+    w = [mat(x) for x in ws]
+    depth, n_out, n_in = len(w), len(w[-1]), len(w[0][0])
+    a_list, b_list = [], []
+    for i in range(depth):
+        a, b = eye(n_out), eye(n_in)
+        for x in w[:i:-1]:
+            a = mm(a, x)
+        for x in w[:i]:
+            b = mm(x, b)
+        a_list.append(a)
+        b_list.append(b)
+    m = eye(n_in)
+    for x in w:
+        m = mm(x, m)
+    tgt = mat(target)
+    n = n_out * n_in
+    rhs = [m[i][j] - tgt[i][j] for i in range(n_out) for j in range(n_in)]
+    p = [mm(a, tr(a)) for a in a_list]
+    q = [mm(tr(b), b) for b in b_list]
+    rows = [
+        [sum(p[i][r // n_in][c // n_in] * q[i][r % n_in][c % n_in] for i in range(depth)) for c in range(n)] + [rhs[r]]
+        for r in range(n)
+    ]
+    for col in range(n):
+        piv = next((r for r in range(col, n) if rows[r][col] != 0), None)
+        if piv is None:
+            raise ValueError("K is singular: ngd_exact needs an invertible map-space kernel")
+        rows[col], rows[piv] = rows[piv], rows[col]
+        for r in range(n):
+            if r != col and rows[r][col] != 0:
+                factor = rows[r][col] / rows[col][col]
+                rows[r] = [x - factor * y for x, y in zip(rows[r], rows[col])]
+    lam_flat = [rows[r][n] / rows[r][r] for r in range(n)]
+    lam = [[lam_flat[i * n_in + j] for j in range(n_in)] for i in range(n_out)]
+    return [np.array([[float(v) for v in row] for row in mm(mm(tr(a), lam), tr(b))]) for a, b in zip(a_list, b_list)]
+
+
+def block_ngd_svd(ws: Sequence, target, *, q: float = 1.0, rtol: float | None = None) -> tuple:
+    """The block q-NGD direction ``d^{−1/q} (H_i⁺)^{1/q} g_i`` (Σ = I) from float64 SVDs of each
+    layer's Jacobian ``J_i`` (the columns of layer i of the autodiff ``J``), never forming ``H_i``."""
+    ws = tuple(np.asarray(w, dtype=np.float64) for w in ws)
+    target = np.asarray(target, dtype=np.float64)
+    rhs = (np.asarray(product_map(ws)) - target).reshape(-1)
+    jac = jacobian(ws)
+    depth = len(ws)
+    out = []
+    for i, sl in enumerate(layer_slices(ws)):
+        u, sv, vt = np.linalg.svd(jac[:, sl], full_matrices=False)
+        tol = (max(jac[:, sl].shape) * np.finfo(np.float64).eps if rtol is None else rtol) * sv[0]
+        keep = sv > tol
+        d_i = vt[keep].T @ ((u[:, keep].T @ rhs) * sv[keep] ** (1.0 - 2.0 / q))
+        out.append(depth ** (-1.0 / q) * d_i.reshape(ws[i].shape))
+    return tuple(out)

@@ -270,3 +270,214 @@ def test_failing_calls_change_nothing():
     after = rule.direction(ws, task)
     for a, b in zip(after, before):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+# ---------------------------------------------------------------------------------------
+# complex arrays: refused everywhere, never cut to their real part
+# ---------------------------------------------------------------------------------------
+
+
+def _complex(x):
+    return np.asarray(x) * (1 + 0.5j)
+
+
+def _complex_calls():
+    import jax
+
+    ws, task = _net(), _task()
+    cws = [ws[0], _complex(ws[1])]
+    target = np.asarray(task.target)
+    key = jax.random.PRNGKey(0)
+    th = cd.theory
+    sig = np.array([[0.5, 0.7, 0.9]])
+    st = cd.student_teacher
+    return {
+        "as_weights": lambda: cd.as_weights(cws),
+        "direction": lambda: cd.get_rule("ngd").direction(cws, task),
+        "method_at": lambda: cd.get_rule("ngd").method_at(cws, task),
+        "simulate": lambda: cd.simulate(cws, task, "sgd", 1.0, n_save=2),
+        "astype": lambda: cd.astype(cws, task, np.float32),
+        "Task-target": lambda: cd.Task(_complex(target)),
+        "Task-cov": lambda: cd.Task(target, _complex(np.eye(4))),
+        "Task-loss_offset": lambda: cd.Task(target, loss_offset=np.complex128(1.0)),
+        "from_data-x": lambda: cd.Task.from_data(_complex(np.ones((4, 6))), np.ones((2, 6))),
+        "from_data-y": lambda: cd.Task.from_data(np.ones((4, 6)), _complex(np.ones((2, 6)))),
+        "student_teacher-profile": lambda: st(key, 4, rank=2, teacher_profile=_complex([1.0, 2.0])),
+        "student_teacher-snr": lambda: st(key, 4, rank=2, snr=np.complex128(10.0)),
+        "init_aligned-target": lambda: cd.init_aligned(_complex(target), (4, 3, 2), [1.0, 0.5]),
+        "init_aligned-modes": lambda: cd.init_aligned(target, (4, 3, 2), _complex([1.0, 0.5])),
+        "init_balanced-scale": lambda: cd.init_balanced(key, (4, 3, 2), _complex([1.0, 0.5])),
+        "init_random-scale": lambda: cd.init_random(key, (4, 3, 2), 0.05 + 0.01j),
+        "frac-ngd-q": lambda: cd.get_rule("frac-ngd", q=np.complex128(2.0)),
+        "coupling": lambda: th.coupling(_complex(sig)),
+        "mode_velocity-sigmas": lambda: th.mode_velocity("ngd", _complex(sig), 1.0),
+        "mode_velocity-target": lambda: th.mode_velocity("ngd", sig, np.complex128(1.0)),
+        "map_velocity": lambda: th.map_velocity("sqrt-ngd", _complex(sig), 1.0),
+        "constant_of_motion": lambda: th.constant_of_motion("ngd-d", _complex(sig)),
+        "simulate_modes-sigmas": lambda: th.simulate_modes("ngd", _complex(sig), [1.0], 1.0, n_save=2),
+        "simulate_modes-targets": lambda: th.simulate_modes("ngd", sig, _complex([1.0]), 1.0, n_save=2),
+        "map_solution-t": lambda: th.map_solution(_complex([0.0, 1.0]), 0.5, 1.0),
+        "map_solution-target": lambda: th.map_solution([0.0, 1.0], 0.5, np.complex128(1.0)),
+        "map_time": lambda: th.map_time(_complex([0.5]), 0.5, 1.0),
+        "balanced_map_velocity": lambda: th.balanced_map_velocity(_complex([0.5]), 0.5, 1.0),
+        "project_modes": lambda: th.project_modes(_complex(np.ones((2, 4))), task),
+        "aligned_bases": lambda: th.aligned_bases(_complex(target), (4, 3, 2)),
+        "layer_mode_values": lambda: th.layer_mode_values(cws, th.aligned_bases(target, (4, 3, 2))),
+        "measure_update_rates": lambda: th.measure_update_rates(cws, task, "ngd"),
+    }
+
+
+@pytest.mark.parametrize("which", list(_complex_calls()))
+def test_complex_input_is_refused(which):
+    """Each public entry that takes arrays (or numbers) refuses complex ones by name; a cast to
+    float would silently drop the imaginary part."""
+    with pytest.raises(TypeError, match=r"complex"):
+        _complex_calls()[which]()
+
+
+def test_complex_refusal_names_the_argument():
+    with pytest.raises(TypeError, match=r"layer w_2 is complex \(complex128\)"):
+        cd.as_weights([np.ones((3, 4)), np.ones((2, 3)) * 1j])
+    with pytest.raises(TypeError, match=r"input_cov is complex"):
+        cd.Task(np.ones((2, 3)), np.eye(3) + 0j)
+    with pytest.raises(TypeError, match=r"sigmas0 is complex"):
+        cd.theory.simulate_modes("sgd", np.ones((1, 2)) + 0j, [1.0], 1.0)
+    # real arrays of other kinds still pass (integers are cast to float)
+    assert cd.as_weights([np.ones((3, 4), dtype=np.int32)])[0].dtype == np.float64
+
+
+# ---------------------------------------------------------------------------------------
+# widths: positive integers, never truncated
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("widths", [(3, 2.5, 3), (3, 0, 3), (3, -1, 3), (3, True, 3), (3, "2", 3), (3,)])
+@pytest.mark.parametrize("init", ["random", "xavier", "balanced", "aligned", "unflatten", "aligned_bases"])
+def test_widths_must_be_positive_integers(widths, init):
+    import jax
+
+    key = jax.random.PRNGKey(0)
+    calls = {
+        "random": lambda: cd.init_random(key, widths),
+        "xavier": lambda: cd.init_xavier(key, widths),
+        "balanced": lambda: cd.init_balanced(key, widths),
+        "aligned": lambda: cd.init_aligned(np.ones((3, 3)), widths, [1.0]),
+        "unflatten": lambda: cd.unflatten_weights(np.ones(12), widths),
+        "aligned_bases": lambda: cd.theory.aligned_bases(np.ones((3, 3)), widths),
+    }
+    match = "at least two" if len(widths) == 1 else r"every width must be a positive integer, got n_1 = "
+    with pytest.raises(ValueError, match=match):
+        calls[init]()
+
+
+def test_integral_widths_are_accepted():
+    import jax
+
+    ws = cd.init_random(jax.random.PRNGKey(0), (3, np.int64(4), 2.0))
+    assert [w.shape for w in ws] == [(4, 3), (2, 4)]
+
+
+# ---------------------------------------------------------------------------------------
+# a Rule is validated however it is built
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        ({"name": "ngd", "q": 0.5}, r"rule 'ngd' has q = 1, got q = 0.5"),
+        ({"name": "sqrt-ngd-d", "q": 3.0, "block": True}, r"rule 'sqrt-ngd-d' has q = 2"),
+        ({"name": "ngd", "block": True}, r"rule 'ngd' has block=False"),
+        ({"name": "ngd-d", "q": 1.0}, r"rule 'ngd-d' has block=True"),
+        ({"name": "sgd", "eps": 0.1}, r"rule 'sgd' takes no eps"),
+        ({"name": "damped-ngd", "q": 1.0}, r"'damped-ngd' needs eps"),
+        ({"name": "damped-ngd", "q": 1.0, "eps": -1.0}, r"eps must be finite and >= 0"),
+        ({"name": "damped-ngd", "q": 2.0, "eps": 0.1}, r"'damped-ngd' has q = 1"),
+        ({"name": "damped-ngd", "q": 1.0, "eps": 0.1, "lm_damping": 0.1}, r"takes no lm_damping"),
+        ({"name": "frac-ngd", "q": 0.5}, r"q must be >= 1"),
+        ({"name": "frac-ngd", "q": math.nan}, r"q must be >= 1"),
+        ({"name": "ngd", "q": 1.0, "rcond": 1.5}, r"rcond is a relative cutoff and must be < 1"),
+        ({"name": "sgd", "rcond": 1e-6}, r"rule 'sgd' takes no rcond"),
+        ({"name": "ngd", "q": 1.0, "layer_rates": (1.0, 1.0)}, r"takes no layer_rates"),
+        ({"name": "ngd-d", "q": 1.0, "block": True, "layer_rates": ()}, r"layer_rates must not be empty"),
+        ({"name": "ngd-d", "q": 1.0, "block": True, "layer_rates": (1.0, -2.0)}, r"each layer rate"),
+        ({"name": "NGD", "q": 1.0}, r"unknown rule 'NGD'"),
+        ({"name": "adam"}, r"unknown rule 'adam'"),
+    ],
+)
+def test_rule_built_directly_is_validated(fields, match):
+    with pytest.raises(ValueError, match=match):
+        cd.Rule(**fields)
+
+
+def test_rule_built_directly_equals_get_rule():
+    direct = cd.Rule(name="frac-ngd-d", q=3, block=True, layer_rates=[1.0, 0.5])
+    assert direct == cd.get_rule("frac-ngd-d", q=3.0, layer_rates=(1.0, 0.5))
+    assert direct.layer_rates == (1.0, 0.5) and hash(direct)  # a tuple: usable as a static jit argument
+    with pytest.raises(TypeError, match="q must be a number"):
+        cd.Rule(name="frac-ngd", q="3")
+
+
+# ---------------------------------------------------------------------------------------
+# mixed float32 / float64: promoted to the common dtype (docs/conventions.md)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["weights32", "task32"])
+def test_mixed_precision_is_promoted(which):
+    import jax.numpy as jnp
+
+    ws64, task64 = cd.as_weights(_net((3, 4, 2))), _task(2, 3)
+    ws32, task32 = cd.astype(ws64, task64, jnp.float32)
+    ws, task = (ws32, task64) if which == "weights32" else (ws64, task32)
+    # the reference: both in float64, from the same (rounded) values
+    ref_ws, ref_task = cd.astype(ws, task, jnp.float64)
+    rule = cd.get_rule("sqrt-ngd")
+    got = rule.direction(ws, task)
+    assert all(g.dtype == jnp.float64 for g in got)
+    np.testing.assert_array_equal(
+        np.concatenate([np.ravel(g) for g in got]),
+        np.concatenate([np.ravel(g) for g in rule.direction(ref_ws, ref_task)]),
+    )
+    for integrator in (cd.ODE(), cd.Euler(dt=0.1)):
+        traj = cd.simulate(ws, task, rule, 1.0, integrator=integrator, n_save=3)
+        want = cd.simulate(ref_ws, ref_task, rule, 1.0, integrator=integrator, n_save=3)
+        assert traj.status == "completed" and traj.weights[0].dtype == np.float64
+        np.testing.assert_allclose(traj.loss, want.loss, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# options the resolved method ignores raise
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, params, method, options, match",
+    [
+        ("ngd", {}, "mapspace", {"cg_tol": 1e-8}, r"cg_tol: option\(s\) of method 'cg'; rule NGD runs 'mapspace'"),
+        ("damped-ngd", {"eps": 0.1}, "auto", {"cg_maxiter": 10}, r"cg_maxiter: option\(s\) of method 'cg'"),
+        ("ngd-d", {}, "kronecker", {"cg_tol": 1e-8, "cg_maxiter": 5}, r"cg_tol, cg_maxiter"),
+        ("ngd", {}, "mapspace", {"balance_tol": 1e-6}, r"balance_tol is an option of method 'balanced-checked'"),
+        ("damped-ngd", {"eps": 0.1}, "cg", {"balance_tol": 1e-6}, r"runs 'cg' here"),
+        ("sgd", {}, "auto", {"balance_tol": 1e-6}, r"runs 'gradient' here"),
+        ("sgd", {}, "auto", {"cg_tol": 1e-6}, r"runs 'gradient' here"),
+    ],
+)
+def test_options_the_method_ignores_raise(name, params, method, options, match):
+    rule = cd.get_rule(name, **params)
+    with pytest.raises(ValueError, match=match):
+        rule.direction(_net((4, 3, 3, 2)), _task(), method=method, **options)
+
+
+def test_balance_tol_with_auto_on_a_kronsum_shape_raises():
+    """d = 2, Σ = I: auto resolves to kronsum, which has no shared-basis check to tune."""
+    rule = cd.get_rule("ngd")
+    with pytest.raises(ValueError, match=r"runs 'kronsum' here"):
+        rule.direction(_net((4, 3, 2)), _task(), balance_tol=1e-6)
+    with pytest.raises(ValueError, match=r"runs 'kronsum' here"):
+        rule.method_at(_net((4, 3, 2)), _task(), balance_tol=1e-6)
+    # where the option is used, it is accepted
+    ws = _net((4, 3, 3, 2))
+    assert rule.method_at(ws, _task(), balance_tol=1e-6) == "mapspace"
+    rule.direction(ws, _task(), method="balanced-checked", balance_tol=1e-6)
+    cd.get_rule("damped-ngd", eps=0.1).direction(ws, _task(), method="cg", cg_tol=1e-8, cg_maxiter=500)

@@ -214,10 +214,13 @@ def test_simulate_frac_rule_and_student_teacher(tmp_path, capsys):
     [
         (["simulate", "--rule", "adam"], "invalid choice: 'adam'"),
         (["simulate", "--widths", "3,x,3"], "widths must be comma-separated integers"),
-        (["simulate", "--widths", "3"], "at least two positive integers"),
-        (["simulate", "--depth", "0"], "expected a positive integer"),
-        (["simulate", "--t-end", "-1"], "expected a positive finite number"),
-        (["simulate", "--init-scale", "nan"], "expected a positive finite number"),
+        (["simulate", "--widths", "3"], "at least two"),
+        (["simulate", "--widths", "3,0,3"], "every width must be a positive integer, got n_1 = 0"),
+        (["simulate", "--depth", "two"], "expected an integer, got 'two'"),
+        (["simulate", "--eta", "0"], "value must be > 0, got 0.0"),
+        (["simulate", "--depth", "0"], "argument --depth: value must be an integer >= 1, got 0"),
+        (["simulate", "--t-end", "-1"], "argument --t-end: value must be finite and >= 0, got -1.0"),
+        (["simulate", "--init-scale", "nan"], "value must be finite and >= 0, got nan"),
         (["simulate", "--rule", "frac-ngd"], "needs --q"),
         (["simulate", "--rule", "frac-ngd", "--q", "0.5"], "q must be >= 1"),
         (["simulate", "--rule", "sgd", "--q", "2"], "--q applies to frac-ngd"),
@@ -229,7 +232,7 @@ def test_simulate_frac_rule_and_student_teacher(tmp_path, capsys):
         (["simulate", "--widths", "3,4,3", "--task", "student-teacher", "--rank", "5"], "exceeds min"),
         (["reproduce", "fig99"], "unknown figure(s) fig99; available:"),
         (["reproduce", "--format", "png,gif"], "unknown image format(s) gif"),
-        (["reproduce", "--seed", "-3"], "expected a non-negative integer"),
+        (["reproduce", "--seed", "-3"], "value must be an integer >= 0, got -3"),
         (["bogus"], "invalid choice: 'bogus'"),
     ],
 )
@@ -237,6 +240,52 @@ def test_bad_options_fail_clearly(argv, message, capsys):
     code, _out, err = _run(capsys, argv)
     assert code == 2
     assert message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def _user_error_cases(tmp):
+    afile = tmp / "afile"
+    afile.write_text("not a directory")
+    sim = ["simulate", "--t-end", "0.1", "--n-save", "3", "--no-plot"]
+    return [
+        (["reproduce", "--out", str(afile)], "exists and is not a directory"),
+        (sim + ["--out", str(afile)], "exists and is not a directory"),
+        (["reproduce", "--out", str(afile / "sub")], "cannot create the directory"),
+        (sim + ["--out", str(tmp / "x" / "y" / "afile" / "z")], None),  # creatable: not an error
+        (sim + ["--out", "/proc/self"], "is not writable"),
+        (["simulate", "--n-save", "1", "--out", str(tmp / "s")], "value must be an integer >= 2, got 1"),
+        (sim + ["--init-scale", "1e200", "--out", str(tmp / "s")], "not finite (float overflow): --init-scale 1e+200"),
+        (sim + ["--target-scale", "1e200", "--out", str(tmp / "s")], "not finite (float overflow)"),
+        (["reproduce", "--replot", "--seed", "1", "--out", str(tmp)], "drop --seed"),
+        (["reproduce", "--replot", "--quick", "--out", str(tmp)], "drop --quick"),
+        (["reproduce", "--allow-mixed", "--out", str(tmp / "r")], "--allow-mixed applies to --replot only"),
+        (
+            ["reproduce", "--replot", "--out", str(tmp / "missing")],
+            "needs saved data, but --out " + str(tmp / "missing") + " does not exist",
+        ),
+        (["reproduce", "nosuchfig", "--out", str(tmp / "r")], "unknown figure(s) nosuchfig"),
+    ]
+
+
+def test_every_user_error_is_one_line_and_exit_2(tmp_path, capsys):
+    for argv, message in _user_error_cases(tmp_path):
+        code, _out, err = _run(capsys, argv)
+        if message is None:
+            assert code == 0, err
+            continue
+        assert code == 2, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+        assert message in err, (argv, err)
+
+
+def test_a_diverged_simulation_says_so_and_exits_1(tmp_path, capsys):
+    argv = ["simulate", "--rule", "sgd", "--integrator", "euler", "--dt", "5", "--t-end", "200"]
+    argv += ["--init-scale", "1", "--target-scale", "3", "--widths", "3,3,3", "--no-plot", "--out", str(tmp_path)]
+    code, out, err = _run(capsys, argv)
+    assert code == 1 and "diverged" in out
+    assert len(err.strip().splitlines()) == 1 and err.startswith("curvdyn simulate: diverged: diverged at t = ")
+    traj = cd.Trajectory.load(tmp_path / "trajectory")
+    assert traj.status == "diverged" and np.all(np.isfinite(traj.loss))
 
 
 def test_replot_without_data_fails_clearly(tmp_path, capsys):

@@ -17,6 +17,7 @@ Runtime: about 35 s (the two quick variants; mostly JAX compilation).
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import io
 import math
 
@@ -34,6 +35,7 @@ import curvdyn.optim as co
 import quick_runs
 from curvdyn import experiments
 from curvdyn import nonlinear as nl
+from curvdyn.experiments.base import Config
 from quick_runs import run
 
 NAMES = ("relu", "digits")
@@ -174,6 +176,7 @@ _VMAPPED_EIGH_SCRIPT = """
 import jax, jax.numpy as jnp
 import curvdyn.optim as co
 from curvdyn import nonlinear as nl
+from curvdyn.experiments.base import Config
 key = jax.random.PRNGKey(0)
 jac = jax.random.normal(key, (64, 24, 60))
 g = jax.random.normal(key, (64, 60))
@@ -285,7 +288,7 @@ def test_describe_and_plot_from_reloaded_files(name):
 def test_relu_quick_measures_conservation():
     module, data, config, _, _ = run("relu")
     prefixes = module.task_prefixes(data)
-    assert len(prefixes) == 1 + module.SETTINGS[True]["extra_seeds"] and config["seeds"] == [0, 1, 2]
+    assert len(prefixes) == 1 + module.QUICK.extra_seeds and config.outcome["seeds"] == [0, 1, 2]
     for p in prefixes:
         # SGD and √NGD: c_u conserved to the floor-limited integration error on every task
         for rule in ("sgd", "sqrt-ngd"):
@@ -299,8 +302,8 @@ def test_relu_quick_measures_conservation():
         # rank of J: recorded, at most the number of outputs, at least one rank change somewhere
         rank = data[f"{p}ngd__rank"]
         assert rank.shape == data["t"].shape and 0 < rank.min() and rank.max() <= data["y"].size
-    assert all(run_["status"] == "completed" for run_ in config["runs"].values())
-    assert data["sgd__balances"].shape == (len(data["t"]), sum(config["network"]["widths"][1:-1]))
+    assert all(run_["status"] == "completed" for run_ in config.outcome["runs"].values())
+    assert data["sgd__balances"].shape == (len(data["t"]), sum(config.settings.widths[1:-1]))
     # the extra tasks are other tasks (not copies of the main one)
     assert not np.allclose(data["seed1__sgd__balances"][0], data["sgd__balances"][0])
 
@@ -317,16 +320,18 @@ def test_relu_rank_changes_and_scale_helpers():
 
 def test_digits_quick_shapes_and_selection():
     module, data, config, _, _ = run("digits")
-    n = config["n_steps"]
-    for name in config["runs"]:
+    n = config.settings.n_steps
+    for name in config.outcome["runs"]:
         assert data[f"{name}__train_loss"].shape == (n + 1,)
         assert data[f"{name}__update_norm"].shape == (n,)
     for kind in module.OPTIMIZERS:
-        for a in range(len(config["scales"])):
+        for a in range(len(config.settings.scales)):
             best = module.best_run(data, config, kind, a)
             finals = [data[f"{r}__train_loss"][-1] for r in module.configs(data, config, kind, a)]
             assert data[f"{best}__train_loss"][-1] == np.nanmin(np.where(np.isfinite(finals), finals, np.nan))
-    assert set(module.first_update_keys()) == {k[len("first__") :] for k in data if k.startswith("first__")}
+    assert set(module.first_update_keys(config.settings)) == {
+        k[len("first__") :] for k in data if k.startswith("first__")
+    }
     # the fit recovers a known power law
     fake = dict(data, first__sgd=3.0 * data["exponent_scales"] ** 2.5)
     assert module.fitted_exponent(fake, config, "sgd") == pytest.approx(2.5)
@@ -351,7 +356,8 @@ def test_digits_data_split_is_seeded_and_standardized():
     from curvdyn.experiments import digits
 
     x_tr, y_tr, x_te, y_te, lab = digits.load_data(0)
-    assert x_tr.shape == (digits.N_TRAIN, 64) and x_te.shape == (1797 - digits.N_TRAIN, 64)
+    n_train = digits.DEFAULT.n_train
+    assert x_tr.shape == (n_train, 64) and x_te.shape == (1797 - n_train, 64)
     np.testing.assert_allclose(x_tr.mean(axis=0), 0.0, atol=1e-12)
     np.testing.assert_allclose(y_tr.sum(axis=1), 0.0, atol=1e-12)
     np.testing.assert_array_equal(np.argmax(y_te, axis=1), lab)
@@ -360,16 +366,22 @@ def test_digits_data_split_is_seeded_and_standardized():
     assert not np.array_equal(digits.load_data(1)[0], x_tr)
 
 
-def test_relu_default_only_paths(monkeypatch):
+def test_relu_default_only_paths():
     """The refined runs, the no-floor diagnosis and their claims (default variant only), on a short run."""
     from curvdyn.experiments import relu
 
-    short = dict(
-        relu.SETTINGS[True], t_end=0.3, n_save=12, refine=2, diagnose_sliding=True, extra_seeds=1, max_steps=4000
+    short = dataclasses.replace(
+        relu.QUICK,
+        t_end=0.3,
+        n_save=12,
+        refine=2,
+        diagnose_sliding=True,
+        extra_seeds=1,
+        ode=dataclasses.replace(relu.QUICK.ode, max_steps=4000),
     )
-    monkeypatch.setitem(relu.SETTINGS, True, short)
-    data, config = relu.compute(quick=True, seed=0)
-    assert config["ode"]["refined_dtmin"] == short["dtmin"] / 2 and config["seeds"] == [0, 1]
+    data, outcome = relu.compute(short, seed=0)
+    config = Config(short, outcome)
+    assert short.refined_dtmin == short.dtmin / 2 and outcome["seeds"] == [0, 1]
     assert {"refined__sgd__balances", "nofloor__sgd__step_t", "seed1__ngd__rank"} <= set(data)
     stall = relu.sliding_stall(data)
     assert stall is not None and stall["steps"] > 0
@@ -382,16 +394,15 @@ def test_relu_default_only_paths(monkeypatch):
 def test_digits_grid_bracket_check():
     from curvdyn.experiments import digits
 
-    grids = {k: [{"lr": v} for v in (0.1, 0.3, 1.0)] for k in digits.OPTIMIZERS}
-    config = {
-        "scales": [0.1],
-        "grids": grids,
-        "runs": {
-            f"{k}__s0__c{j}": {"optimizer": k, "scale": 0.1, "lr": c["lr"]}
-            for k in digits.OPTIMIZERS
-            for j, c in enumerate(grids[k])
-        },
+    grid = tuple(digits.Hyper(v) for v in (0.1, 0.3, 1.0))
+    grids = digits.Grids(sgd=grid, adam=grid, kfac=grid, sqrt_kfac=grid)
+    settings = dataclasses.replace(digits.DEFAULT, scales=(0.1,), grids=grids)
+    runs = {
+        f"{k}__s0__c{j}": {"optimizer": k, "scale": 0.1, "lr": c.lr}
+        for k in digits.OPTIMIZERS
+        for j, c in enumerate(grids.of(k))
     }
+    config = Config(settings, {"runs": runs})
     finals = {"sgd": (3.0, 1.0, 2.0), "adam": (1.0, 2.0, 3.0), "kfac": (3.0, 2.0, 1.0), "sqrt-kfac": (2.0, 1.0, np.nan)}
     data = {
         f"{k}__s0__c{j}__train_loss": np.array([5.0, v]) for k in digits.OPTIMIZERS for j, v in enumerate(finals[k])

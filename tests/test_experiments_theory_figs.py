@@ -89,8 +89,8 @@ def test_fig1_measures_the_paper_quantities():
         assert data[f"modes__{rule}"].shape == (n_t, len(data["starts"]), 2)
         assert data[f"field__{rule}"].shape == (len(data["field_axis"]),) * 2 + (2,)
     # the red dots sit at save times; the quick variant runs NGD as its full-matrix check
-    np.testing.assert_allclose(data["t"][data["sync_index"]], config["mode"]["sync_times"])
-    assert config["full_matrix"]["rules"] == ["ngd"] and "full__ngd__sigmas" in data
+    np.testing.assert_allclose(data["t"][data["sync_index"]], config.outcome["sync_times"])
+    assert config.settings.full_rules == ("ngd",) and "full__ngd__sigmas" in data
     assert "full__sgd__sigmas" not in data
 
 

@@ -27,4 +27,11 @@ def test_readme_example_runs(index):
         model, x, y = namespace["model"], namespace["x"], namespace["y"]
         assert float(model.loss(namespace["params"], x, y)) < 0.05 * float(np.mean(np.sum(np.asarray(y) ** 2, 1)) / 2)
         checked = True
+    if "table" in namespace and "fig" in namespace:  # the sweep: sqrt-NGD reaches 1 % faster at every scale
+        table = namespace["table"]
+        assert len(table) == 18 and set(table["status"]) == {"completed"}
+        median = table.groupby(["rule", "init_scale"], observed=True)["time_to_fraction"].median().unstack()
+        assert (median.loc["sqrt-ngd"] < 0.2 * median.loc["sgd"]).all()
+        assert namespace["fig"].axes[0].get_xlabel() == "init_scale"
+        checked = True
     assert checked, "a README example without a check of what it claims: add one here"

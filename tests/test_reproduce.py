@@ -6,6 +6,7 @@ shared with the rest of the session), on every experiment registered at test tim
 """
 
 import base64
+import dataclasses
 import json
 import re
 import sys
@@ -19,7 +20,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from curvdyn import experiments, reproduce
+from curvdyn import experiments, io, reproduce
 from curvdyn.cli import main
 from curvdyn.experiments.base import Claim, at_least
 from curvdyn.report import format_measured
@@ -59,17 +60,36 @@ def test_every_file_is_written(quick_run):
         assert (exp / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_config_records_version_seed_quick_and_time(quick_run):
+def test_every_file_carries_the_one_run_record(quick_run):
+    """config.json, claims.json, data.npz, the reports and the manifest name the same run."""
     import curvdyn
 
+    out = quick_run["out"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and not (out / "curvdyn.lock").exists()
+    record = manifest["run"]
+    assert record["seeds"] == [0] and record["resolution"] == "quick"
+    assert record["versions"]["curvdyn"] == curvdyn.__version__
+    assert set(io.VERSIONED) <= set(record["versions"]) and all(record["versions"][k] for k in ("jax", "numpy"))
+    assert record["jax_config"]["jax_enable_x64"] is True
+    assert set(record["jax_config"]) == set(io.JAX_SETTINGS)
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"] == record and report["complete"] and report["problems"] == []
     for name in experiments.names():
-        meta = json.loads((quick_run["out"] / name / "config.json").read_text())
-        assert meta["experiment"] == name
-        assert meta["curvdyn_version"] == curvdyn.__version__
-        assert meta["seed"] == 0 and meta["quick"] is True
+        meta = json.loads((out / name / "config.json").read_text())
+        assert meta["experiment"] == name and meta["run"] == record
         assert meta["wall_time_s"] > 0
         assert isinstance(meta["config"], dict) and meta["config"]
-        assert meta["environment"]["jax_x64"] is True
+        assert json.loads((out / name / "claims.json").read_text())["run"] == record
+        assert reproduce.load_record(out / name / "data.npz") == record
+        assert manifest["figures"][name] == {
+            "status": "complete",
+            "run_id": record["run_id"],
+            "seeds": [0],
+            "resolution": "quick",
+        }
+    by_name = {e["name"]: e for e in report["experiments"]}
+    assert all(by_name[n]["run_id"] == record["run_id"] and by_name[n]["seeds"] == [0] for n in experiments.names())
 
 
 def test_report_numbers_come_from_the_data_files(quick_run):
@@ -129,16 +149,23 @@ def test_replot_reuses_the_saved_data(quick_run, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class StandInSettings:
+    quick: bool = False
+
+
 def _fake_module(name, *, measured=1.0, bound=0.5, raise_in=None):
     module = types.ModuleType(f"curvdyn.experiments.{name}")
     module.NAME = name
     module.TITLE = f"stand-in experiment {name}"
+    module.DEFAULT = StandInSettings()
+    module.QUICK = dataclasses.replace(module.DEFAULT, quick=True)
 
-    def compute(*, quick, seed, progress):
+    def compute(settings, *, seed, progress):
         if raise_in == "compute":
             raise RuntimeError("boom in compute")
         x = np.linspace(0.0, 1.0, 5)
-        return {"x": x, "y": x * measured}, {"measured": measured, "quick": quick}
+        return {"x": x, "y": x * measured}, {"measured": measured, "quick": settings.quick}
 
     def plot(data, config):
         fig, ax = plt.subplots(figsize=(3, 2))
@@ -185,7 +212,13 @@ def test_an_experiment_that_raises_is_reported_and_fails(fake_registry, tmp_path
     crash, fine = report["experiments"]
     assert "boom in compute" in crash["error"] and crash["claims"] == []
     assert fine["error"] is None and fine["claims"][0]["passed"]
-    assert "raised an error" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "raised an error" in md
+    assert "FAILED — incomplete" in md.split("Paper:")[0] and "crash raised an error" in md.split("Paper:")[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert manifest["figures"]["crash"]["status"] == "failed" and manifest["figures"]["fine"]["status"] == "complete"
+    assert report["complete"] is False
 
 
 def test_selected_figures_run_in_registry_order(fake_registry, tmp_path):
@@ -196,11 +229,21 @@ def test_selected_figures_run_in_registry_order(fake_registry, tmp_path):
 
 
 def test_data_files_hold_plain_arrays_only(tmp_path):
+    record = io.run_record(seeds=[3], resolution="quick")
     with pytest.raises(TypeError, match="dtype object"):
-        reproduce.save_data(tmp_path / "d.npz", {"x": np.array([{"a": 1}], dtype=object)})
-    reproduce.save_data(tmp_path / "d.npz", {"x": np.arange(3.0), "label": np.array(["sgd", "ngd"])})
+        reproduce.save_data(tmp_path / "d.npz", {"x": np.array([{"a": 1}], dtype=object)}, record)
+    with pytest.raises(ValueError, match="not starting with '__'"):
+        reproduce.save_data(tmp_path / "d.npz", {"__run__": np.arange(3.0)}, record)
+    assert not (tmp_path / "d.npz").exists()
+    reproduce.save_data(tmp_path / "d.npz", {"x": np.arange(3.0), "label": np.array(["sgd", "ngd"])}, record)
     back = reproduce.load_data(tmp_path / "d.npz")
+    assert sorted(back) == ["label", "x"]  # the record is checked and stripped
     assert back["x"].tolist() == [0.0, 1.0, 2.0] and back["label"].tolist() == ["sgd", "ngd"]
+    assert reproduce.load_record(tmp_path / "d.npz") == record
+    # a data file without a record (an older curvdyn, or not curvdyn) is refused by name
+    np.savez(tmp_path / "old.npz", x=np.arange(3.0))
+    with pytest.raises(io.RecordError, match=r"old\.npz has no run record"):
+        reproduce.load_data(tmp_path / "old.npz")
 
 
 def test_registry_lists_modules_in_figure_order():

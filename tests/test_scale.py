@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.extend  # jax.extend.core is used below; `import jax` alone does not load it
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -23,7 +23,8 @@ from curvdyn import theory as th
 
 INF = math.inf
 WIDTHS = {2: (3, 4, 3), 3: (3, 4, 4, 3), 4: (3, 4, 4, 4, 3)}
-TIGHT = dict(rtol=1e-11, atol=1e-13, solver="dopri8")
+TIGHT_ODE = cd.ODE(rtol=1e-11, atol=1e-13, solver="dopri8")
+TIGHT = dict(integrator=TIGHT_ODE)
 
 RULES = {
     "sgd": cd.get_rule("sgd"),
@@ -283,8 +284,8 @@ def test_general_solution_equals_closed_forms(p, init_frac):
     """(p ≥ 1 from 0 stays at 0: test_general_solution_from_zero_is_nontrivial_and_polynomial.)"""
     target, eta_bar = 3.0, 0.7
     t = np.concatenate([[0.0, 1e-9], np.linspace(0.01, 12.0, 60)])
-    closed = th.map_solution(t, p, target, eta_bar=eta_bar, init=init_frac * target, method="closed")
-    general = th.map_solution(t, p, target, eta_bar=eta_bar, init=init_frac * target, method="general")
+    closed = th.map_solution(t, p, target, eta_bar=eta_bar, init=init_frac * target, branch="closed")
+    general = th.map_solution(t, p, target, eta_bar=eta_bar, init=init_frac * target, branch="general")
     np.testing.assert_allclose(general, closed, rtol=1e-12)
     assert th.map_solution(0.0, p, target, eta_bar=eta_bar, init=init_frac * target) == init_frac * target
 
@@ -362,8 +363,8 @@ def test_map_solution_other_branches():
     t = np.linspace(0, 6, 25)
     # from above (σ̄(0) > σ̄*), against the closed forms and a tight ODE solve
     for p in (0.0, 0.5, 1.0):
-        a = th.map_solution(t, p, 2.0, eta_bar=0.9, init=5.0, method="general")
-        b = th.map_solution(t, p, 2.0, eta_bar=0.9, init=5.0, method="closed")
+        a = th.map_solution(t, p, 2.0, eta_bar=0.9, init=5.0, branch="general")
+        b = th.map_solution(t, p, 2.0, eta_bar=0.9, init=5.0, branch="closed")
         np.testing.assert_allclose(a, b, rtol=1e-12)
     from scipy.integrate import solve_ivp
 
@@ -384,7 +385,7 @@ def test_map_solution_other_branches():
     with pytest.raises(ValueError):
         th.map_solution(-1.0, 0.5, 2.0)
     with pytest.raises(ValueError):
-        th.map_solution(t, 0.7, 2.0, method="closed")
+        th.map_solution(t, 0.7, 2.0, branch="closed")
     assert math.isnan(th.half_max_time(0.5, 2.0, init=3.0))
     assert th.half_max_time(1.0, 2.0, init=1.5) < 0
 
@@ -394,8 +395,8 @@ def test_half_max_times():
     assert th.half_max_time(0.5, 4.0, eta_bar=2.0) == pytest.approx(2 * math.atanh(2**-0.5) / (2.0 * 2.0), rel=1e-14)
     for p in (0.0, 0.5, 1.0):
         init = 0.0 if p < 1 else 0.04
-        assert th.half_max_time(p, 4.0, eta_bar=2.0, init=init, method="general") == pytest.approx(
-            th.half_max_time(p, 4.0, eta_bar=2.0, init=init, method="closed"), rel=1e-12
+        assert th.half_max_time(p, 4.0, eta_bar=2.0, init=init, branch="general") == pytest.approx(
+            th.half_max_time(p, 4.0, eta_bar=2.0, init=init, branch="closed"), rel=1e-12
         )
     # scaling with the mode strength: t_half ∝ σ̄*^{−p} from 0 (p < 1)
     for p in (0.3, 2 / 3):
@@ -413,7 +414,7 @@ def test_saxe_logistic_half_max_time():
     eta_bar = th.depth_calibrated_rate(1.0, 2, INF)
     assert (p, eta_bar) == (1.0, 2.0)
     assert th.half_max_time(p, 10.0, eta_bar=eta_bar, init=1e-3) == pytest.approx(math.log(9999) / 20, rel=1e-14)
-    assert th.half_max_time(p, 10.0, eta_bar=eta_bar, init=1e-3, method="general") == pytest.approx(
+    assert th.half_max_time(p, 10.0, eta_bar=eta_bar, init=1e-3, branch="general") == pytest.approx(
         math.log(9999) / 20, rel=1e-12
     )
 
@@ -466,7 +467,7 @@ def full_run(name: str) -> dict:
     save_at = np.linspace(0.0, T_END, N_SAVE)
     if rule_key == "sgd":  # put the Saxe half-max time on the grid
         save_at = np.sort(np.concatenate([save_at[:-1], [SAXE_T_HALF]]))
-    traj = cd.simulate(ws, task, rule, save_at=save_at, integrator=cd.ODE(**TIGHT))
+    traj = cd.simulate(ws, task, rule, save_at=save_at, integrator=TIGHT_ODE)
     assert traj.status == "completed", traj.message
     sig0 = np.zeros((3, d))
     sig0[: vals.shape[1]] = vals.T  # modes beyond the bottleneck: all zeros (inactive)
@@ -538,7 +539,7 @@ def test_balanced_full_simulation_matches_map_solution(name):
     want = th.map_solution(run["t"], p, tgt, eta_bar=eta_bar, init=init)
     np.testing.assert_allclose(sb, want, rtol=1e-6)
     if min(abs(p - c) for c in (0.0, 0.5, 1.0)) < 1e-14:  # also the general-p path on the same run
-        general = th.map_solution(run["t"], p, tgt, eta_bar=eta_bar, init=init, method="general")
+        general = th.map_solution(run["t"], p, tgt, eta_bar=eta_bar, init=init, branch="general")
         np.testing.assert_allclose(sb, general, rtol=1e-6)
     if p < 1:
         t0 = th.map_time(init, p, tgt, eta_bar=eta_bar, init=0.0)
@@ -680,12 +681,12 @@ def test_simulate_modes_options_and_errors():
     assert np.all(a.sigmas[:, 2] == 0.0)  # inactive: frozen
     with pytest.raises(ValueError):
         th.simulate_modes("sgd", s0, 2.0, -1.0)
-    with pytest.raises(ValueError):
-        th.simulate_modes("sgd", s0, 2.0, 1.0, solver="euler")
+    with pytest.raises(TypeError, match=r"curvdyn\.ODE"):
+        th.simulate_modes("sgd", s0, 2.0, 1.0, integrator=cd.Euler(dt=0.1))
     with pytest.raises(ValueError):
         th.simulate_modes("sgd", s0, 2.0, 1.0, save_at=[0.5, 1.0])
     # a single mode given as shape (d,), and running out of steps (NGD from tiny weights)
     with pytest.warns(RuntimeWarning, match="max_steps"):
-        c = th.simulate_modes("ngd", [1e-3, 1e-3], 1.0, 1.0, n_save=5, max_steps=3)
+        c = th.simulate_modes("ngd", [1e-3, 1e-3], 1.0, 1.0, n_save=5, integrator=cd.ODE(max_steps=3))
     assert c.status == "max_steps" and "max_steps" in c.message
     assert c.sigmas.shape == (5, 2) and c.map.shape == (5,) and c.constants.shape == (5, 1)

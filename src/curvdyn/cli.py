@@ -1,17 +1,24 @@
-"""The ``curvdyn`` command line: ``curvdyn reproduce`` and ``curvdyn simulate``.
+"""The ``curvdyn`` command line: ``curvdyn reproduce``, ``curvdyn simulate`` and ``curvdyn sweep``.
 
-Run ``curvdyn --help``, ``curvdyn reproduce --help`` or ``curvdyn simulate --help``.
+Run ``curvdyn --help``, ``curvdyn reproduce --help``, ``curvdyn simulate --help`` or ``curvdyn sweep --help``.
 Exit status: 0 on success; 1 when an experiment raised, when ``--check`` finds a failed
-claim, or when a simulation diverged or failed; 2 for invalid options.
+claim or a directory that is not one complete run, when a simulation diverged or failed, or
+when a file cannot be written; 2 for invalid options (one line on stderr, never a traceback),
+an output directory another run holds, or a re-plot over figures from different runs;
+130 after Ctrl-C (143 after SIGTERM), with the output directory marked interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import shlex
+import signal
 import sys
+import tempfile
 import textwrap
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +26,17 @@ from curvdyn._names import METHODS, RULE_NAMES, SOLVER_NAMES
 from curvdyn._version import __version__
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A user error found after parsing (printed as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(str(message).split())} (see {self.prog} --help)\n")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -37,54 +55,56 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
-def _positive_int(text: str) -> int:
+def _v():
+    from curvdyn import _validate
+
+    return _validate
+
+
+def _parsed(text: str, parse, kind: str):
     try:
-        value = int(text)
+        return parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+
+
+def _checked(check, value, *args):
+    """``check(value, "value", *args)`` of :mod:`curvdyn._validate`, its error as argparse's."""
+    try:
+        return check(value, "value", *args)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# The argument types parse the text and check the number with curvdyn._validate (the checks
+# every library function uses), so the command line accepts what the library accepts. It is
+# imported when an argument is converted, not for --help (it imports NumPy).
+def _positive_int(text: str) -> int:
+    return _checked(_v().check_count, _parsed(text, int, "an integer"), 1)
 
 
 def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+    return _checked(_v().check_count, _parsed(text, int, "an integer"), 0)
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return value
+    return _checked(_v().check_positive, _parsed(text, float, "a number"))
 
 
 def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
+    return _checked(_v().check_nonneg, _parsed(text, float, "a number"))
 
 
 def _q_value(text: str) -> float:
+    value = _parsed(text, float, "a number >= 1 or 'inf'")
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1 or 'inf', got {text!r}") from None
-    if math.isnan(value) or value < 1:
-        raise argparse.ArgumentTypeError(f"q must be >= 1 (1 = NGD, 2 = sqrt-NGD, inf = SGD), got {text}")
-    return value
+        return _v().check_q(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _n_save(text: str) -> int:  # the first and the last time at least
+    return _checked(_v().check_count, _parsed(text, int, "an integer"), 2)
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -94,9 +114,10 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"widths must be comma-separated integers like 16,16,16,16,16, got {text!r}"
         ) from None
-    if len(widths) < 2 or any(n < 1 for n in widths):
-        raise argparse.ArgumentTypeError(f"widths must list n_0,...,n_d (at least two positive integers), got {text!r}")
-    return widths
+    try:
+        return _v().check_widths(widths)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _formats(text: str) -> list[str]:
@@ -116,7 +137,7 @@ def _formats(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from curvdyn import experiments
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="curvdyn",
         formatter_class=_Formatter,
         description=textwrap.dedent(
@@ -130,12 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
               reproduce   reproduce the paper's figures, check its claims, run the relu and
                           digits studies (report.md/.html)
               simulate    run one simulation and write its trajectory and a loss/map plot
+              sweep       run a grid of simulations (rules, depths, widths, scales, tasks,
+                          seeds) from a TOML file into one table (resumable)
             """
         ),
         epilog="Run 'curvdyn COMMAND --help' for the options of each command.",
     )
     parser.add_argument("--version", action="version", version=f"curvdyn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     names = experiments.names()
     rep = sub.add_parser(
@@ -151,17 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
 
             For each figure FIG this writes, under OUT/FIG/:
               FIG.png (and FIG.pdf/.svg with --format)   the figure
-              data.npz                                   the raw data (NumPy arrays)
-              config.json                                the exact configuration, curvdyn version,
-                                                         seed, --quick flag and wall time
+              data.npz                                   the raw data (NumPy arrays) and the run record
+              config.json                                the exact configuration, the run record
+                                                         and the wall time
               claims.json                                the claims measured on data.npz
             and OUT/report.md, OUT/report.html (self-contained, figures embedded) and
             OUT/report.json: the figures, the claims table (measured number, threshold,
             PASS/FAIL/DISAGREES) and a plain note for every claim that fails. DISAGREES marks a
             documented, known deviation from the paper; --check fails on FAIL only.
 
+            The run record (run id, seed, resolution, versions of curvdyn, jax, jaxlib,
+            diffrax, optax, numpy, scipy, matplotlib, JAX's PRNG and x64 settings) is in every
+            file. OUT/manifest.json says whether OUT is one complete run: 'in-progress' while
+            a run works (or after it was killed), 'complete', 'interrupted' (Ctrl-C) or
+            'failed'. Every file is written whole or not at all; only one run writes into
+            OUT at a time (OUT/curvdyn.lock names it).
+
             The figures and claims are computed from the saved data files only, so
-            'curvdyn reproduce --replot --out OUT' re-draws and re-checks saved data.
+            'curvdyn reproduce --replot --out OUT' re-draws and re-checks saved data; it
+            refuses figures made by different runs unless --allow-mixed.
 
             Available figures, in order: {", ".join(names)}.
             """
@@ -189,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="lower resolution (fewer recorded times, looser tolerances, cheaper integrators): the "
         "same claims checked in about a minute on 2 cores",
     )
-    rep.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="random seed of every experiment")
+    rep.add_argument(
+        "--seed", type=_nonneg_int, default=None, metavar="N", help="random seed of every experiment (default: 0)"
+    )
     rep.add_argument(
         "--format",
         dest="formats",
@@ -201,13 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--check",
         action="store_true",
-        help="exit with status 1 if any claim fails (for CI); documented deviations from the paper (DISAGREES) do not count",
+        help="exit with status 1 if any claim fails or OUT is not one complete run (for CI); documented deviations "
+        "from the paper (DISAGREES) do not count",
     )
     rep.add_argument(
         "--replot",
         action="store_true",
         help="do not compute: re-draw the figures, re-measure the claims and rewrite the report "
-        "from the data already saved in OUT",
+        "from the data already saved in OUT (with their own seed and resolution)",
+    )
+    rep.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="with --replot: report figures made by different runs, each labelled with its run id and seed "
+        "(refused otherwise)",
     )
     rep.add_argument(
         "--jobs",
@@ -228,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
             """\
             Run one simulation of a deep linear network learning a task under one rule, and
             write OUT/trajectory.npz (times, weights, loss, map, conserved quantities, update
-            norm, and the configuration as JSON metadata; read it with
+            norm, the configuration and the run record as JSON metadata; read it with
             curvdyn.Trajectory.load) and OUT/trajectory.png (loss, the map's singular values
             against the target's, and the update norm over time).
 
@@ -316,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="how the curvature directions are computed (default: the fastest exact method)",
     )
-    num.add_argument("--n-save", type=_positive_int, default=201, metavar="K", help="number of recorded times")
+    num.add_argument("--n-save", type=_n_save, default=201, metavar="K", help="number of recorded times (>= 2)")
     num.add_argument(
         "--log-time",
         action="store_true",
@@ -332,6 +372,68 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=_nonneg_int, default=0, metavar="N", help="random seed (initial weights and task)")
     sim.add_argument("--out", metavar="DIR", default="results/simulation", help="output directory (created if missing)")
     sim.add_argument("--no-plot", action="store_true", help="write the trajectory only")
+
+    swp = sub.add_parser(
+        "sweep",
+        formatter_class=_Formatter,
+        help="run a grid of simulations from a TOML file into one table (resumable)",
+        description=textwrap.dedent(
+            """\
+            Run every cell of a grid - rules x depths x widths x initial scales x tasks x seeds -
+            defined in a TOML file whose keys are the fields of curvdyn.sweep.Sweep, e.g.
+
+              rules = ["sgd", "sqrt-ngd", {name = "frac-ngd", q = 3}]
+              depths = [2, 4]
+              widths = [8]
+              init_scales = [0.01, 0.05, 0.2]
+              tasks = [{kind = "student-teacher", rank = 3, snr = 10}]
+              seeds = [0, 1, 2, 3]
+              t_end = 50.0
+              integrator = {kind = "ode", rtol = 1e-7}
+
+            and write OUT/table.parquet: one row per cell with its coordinates and measurements
+            (status, initial and final loss, time to reach loss_fraction of the initial loss,
+            largest update norm, drift of the conserved quantity, solver steps, wall time).
+            Cells of one rule and shape run as one batched program, split over the local
+            devices. Every finished cell is written at once (OUT/cells/); re-running the same
+            command continues an interrupted sweep without recomputing finished cells; a
+            changed definition is refused. OUT/manifest.json and OUT/curvdyn.lock follow
+            'curvdyn reproduce'. With --workers or --scheduler the groups of cells run on Dask
+            workers (needs dask[distributed]); the definition stays the same.
+            """
+        ),
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              curvdyn sweep grid.toml --out results/grid
+              curvdyn sweep grid.toml --out results/grid --workers 2          # a local Dask cluster
+              curvdyn sweep grid.toml --out /shared/grid --scheduler tcp://head:8786
+            """
+        ),
+    )
+    swp.add_argument("config", metavar="CONFIG", help="the sweep definition, a TOML file")
+    swp.add_argument("--out", metavar="DIR", default="results/sweep", help="the sweep directory (created if missing)")
+    swp.add_argument(
+        "--batch",
+        choices=("auto", "vmap", "map"),
+        default="auto",
+        help="how the cells of one program run: vmap (in lock-step), map (one after the other), auto (measured best)",
+    )
+    swp.add_argument(
+        "--batch-size", type=_positive_int, default=64, metavar="N", help="the most cells one program runs"
+    )
+    engine = swp.add_mutually_exclusive_group()
+    engine.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="run the groups of cells on a local Dask cluster of N processes",
+    )
+    engine.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run the groups of cells on the Dask cluster whose scheduler is ADDRESS"
+    )
+    swp.add_argument("--save-trajectories", action="store_true", help="also write each cell's trajectory (.npz)")
+    swp.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return parser
 
 
@@ -340,8 +442,28 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------
 
 
+def _output_dir(text: str, *, create: bool) -> Path:
+    """``--out`` as a directory this process can write into (created if asked), else :class:`UsageError`."""
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    if not out.exists():
+        if not create:
+            raise UsageError(f"--replot needs saved data, but --out {out} does not exist")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot create the directory ({exc.strerror or exc})") from None
+    try:  # os.access is not enough: root, read-only mounts, ACLs
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out} is not writable ({exc.strerror or exc})") from None
+    return out
+
+
 def _cmd_reproduce(args, parser) -> int:
-    from curvdyn import experiments, reproduce
+    from curvdyn import experiments, reproduce, rundir
 
     if args.list:
         for name in experiments.names():
@@ -355,37 +477,56 @@ def _cmd_reproduce(args, parser) -> int:
         names = reproduce.check_names(args.figures)
     except ValueError as exc:
         parser.error(str(exc))
-    out = Path(args.out)
     if args.replot:
+        given = [opt for opt, on in (("--seed", args.seed is not None), ("--quick", args.quick)) if on]
+        if given:
+            parser.error(f"--replot uses the saved data's own seed and resolution; drop {' and '.join(given)}")
+        out = _output_dir(args.out, create=False)
         missing = [n for n in names if not (out / n / reproduce.DATA_FILE).is_file()]
         if missing:
             parser.error(f"--replot needs saved data, but {out} has none for: {', '.join(missing)}")
+    else:
+        if args.allow_mixed:
+            parser.error("--allow-mixed applies to --replot only")
+        out = _output_dir(args.out, create=True)
     command = "curvdyn " + " ".join(shlex.quote(a) for a in args.argv)
-    run = reproduce.reproduce(
-        names,
-        out=out,
-        quick=args.quick,
-        seed=args.seed,
-        formats=args.formats,
-        progress=not args.no_progress,
-        replot=args.replot,
-        command=command.strip(),
-        jobs=args.jobs if args.jobs is not None else reproduce.default_jobs(),
-    )
+    try:
+        run = reproduce.reproduce(
+            names,
+            out=out,
+            quick=None if args.replot else args.quick,
+            seed=args.seed,
+            formats=args.formats,
+            progress=not args.no_progress,
+            replot=args.replot,
+            command=command.strip(),
+            jobs=args.jobs if args.jobs is not None else reproduce.default_jobs(),
+            allow_mixed=args.allow_mixed,
+        )
+    except (rundir.DirectoryBusy, reproduce.MixedRuns) as exc:
+        parser.error(str(exc))
     _print_summary(run)
     if any(r.error is not None for r in run.results):
         return EXIT_FAIL
     if args.check and not run.ok:
+        if not run.complete:
+            _error_line(f"{parser.prog}: --check: {out} is not one complete run: {run.problems[0]}")
         return EXIT_FAIL
     return EXIT_OK
 
 
+def _error_line(text: str) -> None:
+    print(" ".join(str(text).split()), file=sys.stderr, flush=True)
+
+
 def _print_summary(run) -> None:
+    from curvdyn import io
     from curvdyn.report import format_measured
 
     width = max([len(c.key) for c in run.claims] + [10])
     for r in run.results:
-        print(f"{r.name}: {r.title}")
+        label = f" [run {r.record['run_id']}, seed {io.seeds_text(r.record)}]" if run.replot and r.record else ""
+        print(f"{r.name}: {r.title}{label}")
         if r.error is not None:
             print(f"  ERROR: {r.error.strip().splitlines()[-1]}")
         for c in r.claims:
@@ -399,6 +540,8 @@ def _print_summary(run) -> None:
         + (f", {deviations} disagree with the paper (documented deviations, see the report)" if deviations else "")
         + f"; wall time {run.wall_time_s:.1f} s; report: {run.out / 'report.html'}"
     )
+    for problem in run.problems:
+        print(f"NOT ONE COMPLETE RUN: {problem}")
 
 
 def _simulation_task(args, n_in: int, n_out: int):
@@ -447,10 +590,13 @@ def _cmd_simulate(args, parser) -> int:
     import warnings
 
     import jax
+    import numpy as np
 
+    from curvdyn import io
     from curvdyn.experiments.common import log_times
     from curvdyn.init import init_balanced, init_random, init_xavier
     from curvdyn.integrators import ODE, Euler
+    from curvdyn.network import loss
     from curvdyn.simulate import simulate
 
     widths = args.widths if args.widths else (args.width,) * (args.depth + 1)
@@ -458,14 +604,25 @@ def _cmd_simulate(args, parser) -> int:
         parser.error("--log-time applies to --integrator ode only")
     if args.integrator == "ode" and args.clip is not None:
         parser.error("--clip applies to --integrator euler only")
+    if args.integrator == "euler" and args.t_end / args.dt > 5e7:
+        parser.error(f"--t-end / --dt = {args.t_end / args.dt:.3g} Euler steps is too many (max 5e7)")
+    out = _output_dir(args.out, create=True)
     try:
         rule = _simulation_rule(args)
         task = _simulation_task(args, widths[0], widths[-1])
+        key = jax.random.PRNGKey(args.seed)
+        init = {"random": init_random, "xavier": init_xavier, "balanced": init_balanced}[args.init]
+        ws = init(key, widths, args.init_scale)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
-    key = jax.random.PRNGKey(args.seed)
-    init = {"random": init_random, "xavier": init_xavier, "balanced": init_balanced}[args.init]
-    ws = init(key, widths, args.init_scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow is reported below
+        finite = all(bool(np.all(np.isfinite(np.asarray(w)))) for w in ws) and bool(np.isfinite(float(loss(ws, task))))
+    if not finite:
+        parser.error(
+            f"the initial weights or loss are not finite (float overflow): --init-scale {args.init_scale:g} "
+            f"with {len(widths) - 1} layers and --target-scale {args.target_scale:g} is too large"
+        )
     kwargs: dict = dict(eta=args.eta, method=args.method, seed=args.seed)
     if args.integrator == "ode":
         kwargs["integrator"] = ODE(rtol=args.rtol, atol=args.atol, solver=args.solver, progress=True)
@@ -475,40 +632,85 @@ def _cmd_simulate(args, parser) -> int:
             kwargs["n_save"] = args.n_save
     else:
         kwargs.update(integrator=Euler(dt=args.dt, clip=args.clip), n_save=args.n_save)
-        if args.t_end / args.dt > 5e7:
-            parser.error(f"--t-end / --dt = {args.t_end / args.dt:.3g} Euler steps is too many (max 5e7)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the status below says it
-        traj = simulate(ws, task, rule, args.t_end, **kwargs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the status below says it
+            traj = simulate(ws, task, rule, args.t_end, **kwargs)
+    except ValueError as exc:  # simulate validates its options before it computes anything
+        parser.error(str(exc))
     traj.config["cli"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "argv"}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    traj.save(out / "trajectory.npz")
-    written = [out / "trajectory.npz"]
+    written = [traj.save(out / "trajectory.npz")]
     if not args.no_plot:
         fig = plot_trajectory(traj, task, title=f"{rule.label}, widths {'-'.join(map(str, widths))}")
-        fig.savefig(out / "trajectory.png", dpi=130, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        io.save_figure(fig, out / "trajectory.png", format="png", dpi=130, bbox_inches="tight")
         written.append(out / "trajectory.png")
     loss0, loss1 = float(traj.loss[0]), float(traj.loss[-1])
     print(f"{rule.label} on widths {'-'.join(map(str, widths))}, {args.integrator}: {traj.status} — {traj.message}")
     print(f"loss {loss0:.6g} -> {loss1:.6g} at t = {float(traj.t[-1]):.6g}")
     print("wrote " + ", ".join(str(p) for p in written))
-    return EXIT_FAIL if traj.status in ("diverged", "failed", "max_steps") else EXIT_OK
+    if traj.status in ("diverged", "failed", "max_steps"):
+        _error_line(f"{parser.prog}: {traj.status}: {traj.message} (recorded part saved in {written[0]})")
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def _cmd_sweep(args, parser) -> int:
+    from curvdyn import rundir
+    from curvdyn.sweep import TABLE_FILE, Sweep, SweepMismatch, dask_executor, run
+
+    config = Path(args.config)
+    if not config.is_file():
+        parser.error(f"no sweep definition {config}")
+    try:
+        definition = Sweep.from_toml(config)
+    except (ValueError, TypeError) as exc:
+        parser.error(f"{config}: {exc}")
+    out = _output_dir(args.out, create=True)
+    command = "curvdyn " + " ".join(shlex.quote(a) for a in args.argv)
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if args.workers or args.scheduler:
+            try:
+                executor = stack.enter_context(dask_executor(workers=args.workers, scheduler=args.scheduler))
+            except (ImportError, OSError) as exc:
+                parser.error(str(exc))
+        try:
+            table = run(
+                definition,
+                out=out,
+                executor=executor,
+                batch=args.batch,
+                batch_size=args.batch_size,
+                progress=not args.no_progress,
+                save_trajectories=args.save_trajectories,
+                command=command,
+            )
+        except (rundir.DirectoryBusy, SweepMismatch) as exc:
+            parser.error(str(exc))
+    shown = table.drop(columns=["cell", "wall_time_s", "batch_size"])
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    counts = table["status"].value_counts()
+    print(
+        f"{len(table)} cells ({table.attrs['computed_cells']} computed now, the rest read back); "
+        + ", ".join(f"{n} {status}" for status, n in counts.items())
+        + f"; wrote {out / TABLE_FILE}"
+    )
+    return EXIT_OK
 
 
 def plot_trajectory(traj, task, *, title: str = ""):
-    """A loss / map / update-norm figure of one :class:`~curvdyn.simulate.Trajectory`."""
-    import matplotlib
+    """A loss / map / update-norm figure of one :class:`~curvdyn.simulate.Trajectory`.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A :class:`matplotlib.figure.Figure` drawn without pyplot: no backend is selected and no
+    pyplot state is created (save it with ``fig.savefig``).
+    """
+    import matplotlib
     import numpy as np
+    from matplotlib.figure import Figure
 
     t = np.asarray(traj.t)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    fig = Figure(figsize=(14, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
     ax = axes[0]
     loss = np.asarray(traj.loss)
     ax.plot(t, np.where(loss > 0, loss, np.nan), color="k")
@@ -519,7 +721,7 @@ def plot_trajectory(traj, task, *, title: str = ""):
     ax = axes[1]
     svals = np.linalg.svd(np.asarray(traj.map), compute_uv=False)
     target = np.linalg.svd(np.asarray(task.target), compute_uv=False)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, svals.shape[1]))
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, svals.shape[1]))
     for k in range(svals.shape[1]):
         ax.plot(t, svals[:, k], color=colors[k], lw=1.4, label=f"$\\bar\\sigma_{{{k + 1}}}$" if k < 8 else None)
         ax.axhline(target[k], color=colors[k], ls="--", lw=0.8)
@@ -545,19 +747,64 @@ def plot_trajectory(traj, task, *, title: str = ""):
     return fig
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs, SIGTERM stops it as Ctrl-C does (clean-up, directory marked
+    interrupted), with exit status 143. Only in the main thread; the old handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from curvdyn.reproduce import Interrupted
+
+    def handler(signum, frame):
+        raise Interrupted("terminated", signum=signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _enable_float64() -> None:
+    """The command line computes in float64: it switches JAX's 64-bit mode on when a command runs
+    (a program of its own; importing curvdyn never does)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``curvdyn`` command; returns the exit status."""
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args.argv = argv
-    if args.command is None:
-        parser.print_help()
+    """Entry point of the ``curvdyn`` command; returns the exit status.
+
+    User errors end as one line on stderr with status 2; Ctrl-C as one line with status 130.
+    """
+    prog = "curvdyn"
+    try:
+        with _sigterm_as_interrupt():
+            parser = build_parser()
+            argv = list(sys.argv[1:] if argv is None else argv)
+            args = parser.parse_args(argv)
+            args.argv = argv
+            if args.command is None:
+                parser.print_help()
+                return EXIT_USAGE
+            _enable_float64()
+            commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            sub = commands.choices[args.command]  # for error messages
+            prog = sub.prog
+            commands = {"reproduce": _cmd_reproduce, "simulate": _cmd_simulate, "sweep": _cmd_sweep}
+            return commands[args.command](args, sub)
+    except UsageError as exc:
+        _error_line(f"{prog}: error: {exc}")
         return EXIT_USAGE
-    sub = parser._subparsers._group_actions[0].choices[args.command]  # for error messages
-    if args.command == "reproduce":
-        return _cmd_reproduce(args, sub)
-    return _cmd_simulate(args, sub)
+    except KeyboardInterrupt as exc:
+        _error_line(f"{prog}: {str(exc) or 'interrupted'}")
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
+    except OSError as exc:  # a file that cannot be written (disk full, permissions changed meanwhile)
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _error_line(f"{prog}: error: {where}{exc.strerror or exc}")
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import diffrax
+import jax
+import jax.numpy as jnp
 
 from curvdyn._names import SOLVER_NAMES
-from curvdyn._validate import check_positive
+from curvdyn._validate import check_count, check_positive
 
 #: The adaptive solvers by name: the one table the library and the command line use.
 SOLVERS: dict[str, type[diffrax.AbstractAdaptiveSolver]] = {
@@ -29,10 +30,23 @@ SOLVERS: dict[str, type[diffrax.AbstractAdaptiveSolver]] = {
 }
 
 
-def _check_count(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+#: Outcomes of one diffrax solve, indexed by :func:`solve_outcome`'s code.
+SOLVE_OUTCOMES = ("successful", "event_occurred", "max_steps_reached", "failed")
+OUTCOME_SUCCESSFUL, OUTCOME_EVENT, OUTCOME_MAX_STEPS, OUTCOME_FAILED = range(len(SOLVE_OUTCOMES))
+
+
+def solve_outcome(result) -> jax.Array:
+    """The int32 code (index into :data:`SOLVE_OUTCOMES`) of a diffrax ``Solution.result``.
+
+    Built from diffrax's public comparisons (``result == diffrax.RESULTS.successful``), so it
+    runs inside ``jit`` and ``vmap``: call it in the compiled function and return the code.
+    Every result other than success, a terminating event or ``max_steps`` is ``"failed"``
+    (step size collapsed, non-finite values, ...).
+    """
+    code = jnp.asarray(OUTCOME_FAILED, jnp.int32)
+    for index, name in enumerate(SOLVE_OUTCOMES[:-1]):
+        code = jnp.where(result == getattr(diffrax.RESULTS, name), jnp.int32(index), code)
+    return code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +74,7 @@ class ODE:
         object.__setattr__(self, "atol", check_positive(self.atol, "atol"))
         if self.solver not in SOLVERS:
             raise ValueError(f"unknown solver {self.solver!r}; choose one of {sorted(SOLVERS)}")
-        object.__setattr__(self, "max_steps", _check_count(self.max_steps, "max_steps"))
+        object.__setattr__(self, "max_steps", check_count(self.max_steps, "max_steps"))
         object.__setattr__(self, "progress", bool(self.progress))
 
     kind = "ode"
@@ -89,7 +103,7 @@ class Euler:
     def __post_init__(self) -> None:
         object.__setattr__(self, "dt", check_positive(self.dt, "dt"))
         if self.steps is not None:
-            object.__setattr__(self, "steps", _check_count(self.steps, "steps"))
+            object.__setattr__(self, "steps", check_count(self.steps, "steps"))
         if self.clip is not None:
             object.__setattr__(self, "clip", check_positive(self.clip, "clip"))
 

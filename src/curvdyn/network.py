@@ -17,6 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn._precision import input_dtype, require_float64
+from curvdyn._validate import check_real, check_widths
+
 if TYPE_CHECKING:  # pragma: no cover
     from curvdyn.task import Task
 
@@ -33,9 +36,12 @@ def as_weights(weights: Sequence, *, check_finite: bool = True, batched: bool = 
       batched: whether every layer carries a leading batch axis of one common size.
 
     Raises:
-      TypeError: ``weights`` is not a non-empty sequence of arrays.
+      TypeError: ``weights`` is not a non-empty sequence of arrays, or a layer is complex or
+        not numeric.
       ValueError: a layer is not a matrix, consecutive layers do not chain
         (``w_{i+1}.shape[1] != w_i.shape[0]``), batch sizes differ, or an entry is not finite.
+      curvdyn.Float64DisabledError: float64 (or integer) layers while JAX's 64-bit
+        mode is off (float32 layers stay float32).
     """
     if isinstance(weights, (jax.Array, np.ndarray)) or not isinstance(weights, (tuple, list)):
         raise TypeError(
@@ -46,10 +52,10 @@ def as_weights(weights: Sequence, *, check_finite: bool = True, batched: bool = 
     ndim = 3 if batched else 2
     out = []
     for i, w in enumerate(weights, start=1):
-        try:
-            w = jnp.asarray(w)
-        except TypeError as exc:
-            raise TypeError(f"layer w_{i} is not an array: {exc}") from None
+        w = check_real(w, f"layer w_{i}")
+        if input_dtype(w) == np.float64:  # float64 (or integer) input: JAX must not downcast it
+            require_float64("weights (float64 input)")
+        w = jnp.asarray(w)
         if w.ndim != ndim:
             what = "(B, n_i, n_{i-1})" if batched else "(n_i, n_{i-1})"
             raise ValueError(f"layer w_{i} must have shape {what}, got shape {tuple(w.shape)}")
@@ -92,6 +98,7 @@ def flatten_weights(ws: Weights) -> jax.Array:
 
 def unflatten_weights(theta: jax.Array, widths: Sequence[int]) -> Weights:
     """Inverse of :func:`flatten_weights` for widths ``(n_0, ..., n_d)``."""
+    widths = check_widths(widths)
     out, start = [], 0
     for n_in, n_out in zip(widths[:-1], widths[1:]):
         out.append(theta[start : start + n_in * n_out].reshape(n_out, n_in))

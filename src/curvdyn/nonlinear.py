@@ -55,6 +55,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from curvdyn import curvature as cv
+from curvdyn._validate import check_positive
 from curvdyn.optim import _checks
 from curvdyn.optim.mlp import dense_layers, rebuild_layers
 from curvdyn.optim.ngd import SOLVERS, _direction_from_jacobian, output_jacobian
@@ -111,8 +112,8 @@ def gauss_newton_direction(
     Returns:
       The direction, shape ``(P,)``; a descent step is ``θ − η · direction``.
     """
-    if isinstance(c, (int, float)) and not (math.isfinite(c) and c > 0):
-        raise ValueError(f"the loss constant c must be positive and finite, got {c}")
+    if isinstance(c, int | float):  # a traced c is checked by its caller
+        check_positive(c, "the loss constant c")
     kw = dict(power=power, damping=damping, rcond=rcond, c=c, solver=solver)
     if blocks is None:
         return _direction_from_jacobian(jac, grad, **kw)
@@ -121,8 +122,9 @@ def gauss_newton_direction(
         raise ValueError(
             f"block sizes {sizes} must be positive and add up to the {jac.shape[1]} columns of J and the size of grad"
         )
-    scale = jnp.power(float(len(sizes)), -power) if depth_scaling else 1.0
-    out, start = [], 0
+    scale = cv.block_scale(len(sizes), power) if depth_scaling else 1.0
+    out: list[jax.Array] = []
+    start = 0
     for n in sizes:
         # one block's decomposition after the other (curvdyn.curvature.order_after)
         block = cv.order_after(jac[:, start : start + n], out[-1] if out else None)
@@ -264,7 +266,7 @@ def rescaling_directions(params: Sequence[Any]) -> Sequence[Any]:
                 if k == i:
                     dw = dw.at[u, :].set(w[u, :])
                     if b is not None:
-                        db = db.at[u].set(b[u])
+                        db = jnp.zeros_like(b).at[u].set(b[u])
                 elif k == i + 1:
                     dw = dw.at[:, u].set(-w[:, u])
                 pieces.append((dw, db))

@@ -1,20 +1,34 @@
 """Run the paper's experiments and write figures, raw data, claims and the report.
 
-For each experiment (a module following :mod:`curvdyn.experiments.base`) the runner
+A run first takes the output directory's lock (:class:`curvdyn.rundir.DirectoryLock`: a second
+run into the same directory is refused), builds its run record (:func:`curvdyn.io.run_record`:
+run id, seed, resolution, versions, JAX settings), marks the directory in progress
+(``OUT/manifest.json``) and replaces the report by an "in progress" one. Then for each
+experiment (a module following :mod:`curvdyn.experiments.base`) it
 
-1. calls ``compute(quick=..., seed=..., progress=...)``;
-2. saves ``<out>/<name>/data.npz`` (the raw arrays) and ``<out>/<name>/config.json`` (the
-   experiment's configuration plus the package version, seed, quick flag and wall time);
-3. reloads both files, and from the reloaded data alone
+1. calls ``compute(settings, seed=..., progress=...)`` with the module's ``DEFAULT`` settings
+   (``QUICK`` for the quick resolution);
+2. saves ``<out>/<name>/data.npz`` (the raw arrays and the run record) and
+   ``<out>/<name>/config.json`` (the experiment's configuration — its settings and the run's
+   outcome, :meth:`curvdyn.experiments.base.Config.as_json` —, the run record and the wall
+   time);
+3. reloads both files (checking that both carry this run's record), and from the reloaded
+   data alone
 4. draws ``<out>/<name>/<name>.png`` (and ``.pdf``/``.svg`` if asked) and measures the
-   claims, saved as ``<out>/<name>/claims.json``.
+   claims, saved as ``<out>/<name>/claims.json`` (with the record of the data they measure);
 
-Then :mod:`curvdyn.report` writes ``<out>/report.md``, ``<out>/report.html`` and
-``<out>/report.json``. Every number in the report is recomputable from the data files:
+and records the figure in the manifest. Every file is written atomically (:mod:`curvdyn.io`).
+At the end :mod:`curvdyn.report` writes ``<out>/report.md``, ``<out>/report.html`` and
+``<out>/report.json``, and only then the manifest says ``complete`` (or ``failed`` when an
+experiment raised). Ctrl-C (or SIGTERM from the command line) terminates the workers, marks
+the manifest ``interrupted``, writes a report that says so at its top, and raises
+:class:`Interrupted`. Every number in the report is recomputable from the data files:
 :func:`recompute_claims` does exactly that.
 
 With ``replot=True`` the first two steps are skipped and the saved files are used as they are
-(re-plotting and re-checking someone else's data).
+(re-plotting and re-checking someone else's data); the report then states each figure's own
+run id and seed, and figures from different runs are refused (:class:`MixedRuns`) unless
+``allow_mixed=True``.
 """
 
 from __future__ import annotations
@@ -22,28 +36,48 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import json
-import math
 import multiprocessing
 import os
-import platform
-import sys
+import signal
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
-from curvdyn import experiments
+from curvdyn import _workers, experiments, io, rundir
+from curvdyn._validate import check_count
 from curvdyn._version import __version__
-from curvdyn.experiments.base import Claim
+from curvdyn.experiments.base import Claim, Config, settings_for, settings_type
 
 FORMATS = ("png", "pdf", "svg")
 DATA_FILE = "data.npz"
 CONFIG_FILE = "config.json"
 CLAIMS_FILE = "claims.json"
+MANIFEST_FILE = rundir.MANIFEST_FILE
+LOCK_FILE = rundir.LOCK_FILE
+REPORT_FILES = ("report.md", "report.html", "report.json")
 PNG_DPI = 130
+NO_RECORD = "(no run record)"
+
+
+class MixedRuns(ValueError):
+    """The figures to report come from different runs (see :func:`reproduce`'s ``allow_mixed``)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (or SIGTERM from the command line) after cleaning up.
+
+    Attributes:
+      out: the output directory (``None`` if the run had not started writing).
+      completed: the figures the run finished.
+      signum: the signal that stopped it (``signal.SIGINT`` for Ctrl-C).
+    """
+
+    def __init__(self, message: str = "interrupted", *, out=None, completed=(), signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.out = out
+        self.completed = list(completed)
+        self.signum = int(signum)
 
 
 @dataclasses.dataclass
@@ -59,6 +93,7 @@ class ExperimentResult:
       meta: the saved ``config.json`` (``None`` if it was never written).
       description: the experiment's own account of its setup and numerics (its optional
         ``describe(config)``), shown in the report.
+      record: the run record of the figure's data (from ``data.npz``; ``None`` if unreadable).
     """
 
     name: str
@@ -69,6 +104,7 @@ class ExperimentResult:
     files: list[str]
     meta: dict | None
     description: str = ""
+    record: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -78,17 +114,31 @@ class ExperimentResult:
 
 @dataclasses.dataclass
 class Run:
-    """A whole reproduction: its results and the run's own settings."""
+    """A whole reproduction (or re-plot): its results, its record and the directory's state.
+
+    Attributes:
+      results: one per reported figure, in figure order.
+      record: the run record of a computing run (``None`` for a re-plot: each figure has its own).
+      status: the directory's manifest status after this run (``"in-progress"``, ``"complete"``,
+        ``"interrupted"``, ``"failed"``), or ``"unknown"`` (no manifest).
+      problems: sentences saying why the directory is not one complete run (empty when it is);
+        the report prints them at its top and ``--check`` fails on them.
+      not_run: figures the run planned but did not finish (an interrupted run).
+      allow_mixed: figures from different runs were reported as such.
+    """
 
     results: list[ExperimentResult]
     out: Path
-    quick: bool
-    seed: int
     formats: tuple[str, ...]
     replot: bool
     wall_time_s: float
     started: str
     command: str
+    record: dict | None = None
+    status: str = "complete"
+    problems: list[str] = dataclasses.field(default_factory=list)
+    not_run: list[str] = dataclasses.field(default_factory=list)
+    allow_mixed: bool = False
 
     @property
     def claims(self) -> list[Claim]:
@@ -100,8 +150,39 @@ class Run:
         return sum(c.blocking for c in self.claims) + sum(r.error is not None for r in self.results)
 
     @property
+    def runs(self) -> dict[str, list[str]]:
+        """Run id → the reported figures whose data that run made (``NO_RECORD`` for none)."""
+        out: dict[str, list[str]] = {}
+        for r in self.results:
+            out.setdefault(r.record["run_id"] if r.record else NO_RECORD, []).append(r.name)
+        return out
+
+    @property
+    def mixed(self) -> bool:
+        return len(self.runs) > 1
+
+    @property
+    def seeds(self) -> list[int]:
+        """Every seed behind the reported figures (the run's own when none has a record yet)."""
+        found = sorted({s for r in self.results if r.record for s in r.record["seeds"]})
+        return found or (list(self.record["seeds"]) if self.record else [])
+
+    @property
+    def resolutions(self) -> list[str]:
+        found = {r.record["resolution"] for r in self.results if r.record}
+        if not found and self.record:
+            found = {self.record["resolution"]}
+        return sorted(str(x) for x in found)
+
+    @property
+    def complete(self) -> bool:
+        """The reported figures are one complete run (nothing in :attr:`problems`)."""
+        return not self.problems
+
+    @property
     def ok(self) -> bool:
-        return self.n_failed == 0
+        """No failed claim, no error, and the directory is one complete run."""
+        return self.n_failed == 0 and self.complete
 
 
 # ---------------------------------------------------------------------------------------
@@ -109,81 +190,29 @@ class Run:
 # ---------------------------------------------------------------------------------------
 
 
-def save_data(path: Path, data: dict) -> None:
-    """Write an experiment's data dict as one ``.npz`` (plain arrays, no pickles)."""
+def save_data(path: Path, data: dict, record: dict | None) -> None:
+    """Write an experiment's data dict and the run record as one ``.npz`` (plain arrays, no pickles)."""
     if not isinstance(data, dict) or not data:
         raise TypeError("compute() must return a non-empty dict of arrays as its data")
-    arrays = {}
-    for key, value in data.items():
-        if not isinstance(key, str) or not key or key.startswith("__"):
-            raise ValueError(f"data keys must be non-empty strings not starting with '__', got {key!r}")
-        arr = np.asarray(value)
-        if arr.dtype == object:
-            raise TypeError(f"data[{key!r}] is not a plain numeric/string array (dtype object)")
-        arrays[key] = arr
-    with open(path, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+    io.save_npz(path, data, record=record)
 
 
-def load_data(path: Path) -> dict[str, np.ndarray]:
-    """Read a file written by :func:`save_data`."""
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+def load_data(path: Path) -> dict:
+    """The arrays of a file written by :func:`save_data` (its run record checked and removed)."""
+    return io.load_npz(path)[0]
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serializable: {type(obj).__name__}")
+def load_record(path: Path) -> dict:
+    """The run record of a file written by :func:`save_data`.
+
+    Raises:
+      curvdyn.io.RecordError: the file has none (written by an older curvdyn) or a bad one.
+    """
+    return io.check_record(io.load_npz(path)[1], str(path))
 
 
-def _finite_json(obj):
-    """Replace non-finite floats by strings so the file is strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    return obj
-
-
-def write_json(path: Path, obj) -> None:
-    """Write strict JSON (non-finite floats as strings), pretty-printed, UTF-8."""
-    text = json.dumps(_finite_json(json.loads(json.dumps(obj, default=_json_default))), indent=2, ensure_ascii=False)
-    Path(path).write_text(text + "\n", encoding="utf-8")
-
-
-def read_json(path: Path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def environment() -> dict:
-    """The software and machine a run used (for the record)."""
-    import jax
-    import matplotlib
-
-    try:
-        devices = [str(d) for d in jax.devices()]
-    except Exception:  # pragma: no cover - no backend at all
-        devices = []
-    return {
-        "curvdyn": __version__,
-        "python": sys.version.split()[0],
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "matplotlib": matplotlib.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "jax_devices": devices,
-        "jax_x64": bool(jax.config.read("jax_enable_x64")),
-    }
+write_json = io.write_json
+read_json = io.read_json
 
 
 # ---------------------------------------------------------------------------------------
@@ -191,11 +220,16 @@ def environment() -> dict:
 # ---------------------------------------------------------------------------------------
 
 
+def load_config(module, meta: dict) -> Config:
+    """The typed :class:`~curvdyn.experiments.base.Config` of a saved ``config.json`` (``meta``)."""
+    return Config.from_json(settings_type(module), meta["config"])
+
+
 def claims_from_files(module, exp_dir: Path) -> list[Claim]:
     """Measure an experiment's claims from its saved ``data.npz`` and ``config.json`` alone."""
     data = load_data(exp_dir / DATA_FILE)
     meta = read_json(exp_dir / CONFIG_FILE)
-    claims = list(module.claims(data, meta["config"]))
+    claims = list(module.claims(data, load_config(module, meta)))
     for c in claims:
         if not isinstance(c, Claim):
             raise TypeError(f"{module.NAME}.claims() must return Claim objects, got {type(c).__name__}")
@@ -207,81 +241,110 @@ def recompute_claims(out: Path, name: str) -> list[Claim]:
     return claims_from_files(experiments.get(name), Path(out) / name)
 
 
+def _check_same_run(exp_dir: Path, data_record: dict, meta: dict) -> None:
+    """data.npz and config.json of one figure must come from one run (a kill between them does not)."""
+    meta_record = io.check_record(meta.get("run") if isinstance(meta, dict) else None, str(exp_dir / CONFIG_FILE))
+    if meta_record["run_id"] != data_record["run_id"]:
+        raise io.RecordError(
+            f"{exp_dir.name}: {DATA_FILE} is from run {data_record['run_id']} but {CONFIG_FILE} from run "
+            f"{meta_record['run_id']} (a run was stopped between them); re-run {exp_dir.name}"
+        )
+
+
 def run_experiment(
     name: str,
     out: Path,
     *,
-    quick: bool,
-    seed: int,
+    record: dict | None = None,
     formats: Sequence[str] = ("png",),
     progress: bool = False,
     replot: bool = False,
 ) -> ExperimentResult:
     """Run one registered experiment (see the module docstring); never raises for the
-    experiment's own errors — they are recorded in the result."""
+    experiment's own errors — they are recorded in the result.
+
+    Args:
+      record: the run's record (computing runs): its one seed and its resolution are the
+        experiment's, and every file carries it. Not used with ``replot``.
+    """
     out = Path(out)
     exp_dir = out / name
     files: list[str] = []
     timings: dict = {}
-    title, meta, claims, description = name, None, [], ""
+    title, meta, claims, description, data_record = name, None, [], "", None
     try:
         module = experiments.get(name)
         title = module.TITLE
-        exp_dir.mkdir(parents=True, exist_ok=True)
         if not replot:
+            record = io.check_record(record, "the run")
+            if len(record["seeds"]) != 1:
+                raise ValueError(f"an experiment runs one seed per call, the record lists {record['seeds']}")
+            here = io.jax_settings()
+            if here != record["jax_config"]:
+                raise RuntimeError(f"this process's JAX settings {here} differ from the run's {record['jax_config']}")
+            exp_dir.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
-            data, config = module.compute(quick=quick, seed=seed, progress=progress)
+            settings = settings_for(module, quick=record["resolution"] == "quick")
+            data, outcome = module.compute(settings, seed=record["seeds"][0], progress=progress)
             wall = time.perf_counter() - start
             meta = {
                 "experiment": name,
                 "title": module.TITLE,
-                "curvdyn_version": __version__,
-                "seed": int(seed),
-                "quick": bool(quick),
+                "run": record,
                 "wall_time_s": round(wall, 3),
-                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                "environment": environment(),
-                "config": config,
+                "config": Config(settings, outcome).as_json(),
             }
-            save_data(exp_dir / DATA_FILE, data)
+            save_data(exp_dir / DATA_FILE, data, record)
             write_json(exp_dir / CONFIG_FILE, meta)
         for fname in (DATA_FILE, CONFIG_FILE):
             if not (exp_dir / fname).is_file():
                 raise FileNotFoundError(f"{exp_dir / fname} is missing (run without --replot first)")
             files.append(f"{name}/{fname}")
         # From here on only the files are used.
-        data = load_data(exp_dir / DATA_FILE)
+        data, found_record, _ = io.load_npz(exp_dir / DATA_FILE)
+        data_record = io.check_record(found_record, str(exp_dir / DATA_FILE))
         meta = read_json(exp_dir / CONFIG_FILE)
+        _check_same_run(exp_dir, data_record, meta)
+        if not replot and record is not None and data_record["run_id"] != record["run_id"]:
+            raise io.RecordError(f"{exp_dir / DATA_FILE} was overwritten by run {data_record['run_id']}")
         timings["compute_s"] = meta.get("wall_time_s")
+        config = load_config(module, meta)
         if hasattr(module, "describe"):
-            description = str(module.describe(meta["config"]))
+            description = str(module.describe(config))
 
         start = time.perf_counter()
-        import matplotlib.pyplot as plt
-
-        fig = module.plot(data, meta["config"])
-        try:
-            for fmt in ("png",) + tuple(f for f in formats if f != "png"):
-                path = exp_dir / f"{name}.{fmt}"
-                fig.savefig(path, dpi=PNG_DPI, bbox_inches="tight", metadata=_figure_metadata(fmt, name, meta))
-                files.append(f"{name}/{path.name}")
-        finally:
-            plt.close(fig)
+        fig = module.plot(data, config)  # a matplotlib.figure.Figure: no pyplot state to close
+        for fmt in ("png",) + tuple(f for f in formats if f != "png"):
+            path = exp_dir / f"{name}.{fmt}"
+            io.save_figure(
+                fig,
+                path,
+                format=fmt,
+                dpi=PNG_DPI,
+                bbox_inches="tight",
+                metadata=_figure_metadata(fmt, name, data_record),
+            )
+            files.append(f"{name}/{path.name}")
         timings["plot_s"] = round(time.perf_counter() - start, 3)
 
         start = time.perf_counter()
         claims = claims_from_files(module, exp_dir)
         timings["claims_s"] = round(time.perf_counter() - start, 3)
-        write_json(exp_dir / CLAIMS_FILE, {"experiment": name, "claims": [c.as_dict() for c in claims]})
+        write_json(
+            exp_dir / CLAIMS_FILE, {"experiment": name, "run": data_record, "claims": [c.as_dict() for c in claims]}
+        )
         files.append(f"{name}/{CLAIMS_FILE}")
         error = None
     except Exception:  # the report records it; the other experiments still run
         error = traceback.format_exc()
-    return ExperimentResult(name, title, claims, error, timings, files, meta, description)
+    return ExperimentResult(name, title, claims, error, timings, files, meta, description, data_record)
 
 
-def _figure_metadata(fmt: str, name: str, meta: dict) -> dict:
-    text = f"curvdyn {__version__} reproduce {name} seed={meta.get('seed')} quick={meta.get('quick')}"
+def _figure_metadata(fmt: str, name: str, record: dict) -> dict:
+    text = (
+        f"curvdyn {__version__} reproduce {name} run={record['run_id']} seeds={io.seeds_text(record)} "
+        f"resolution={record['resolution']}"
+    )
     if fmt == "png":
         return {"Software": "curvdyn " + __version__, "Description": text}
     if fmt == "pdf":
@@ -319,29 +382,54 @@ def _single_threaded_children():
                 os.environ[k] = v
 
 
-def _run_parallel(selected: list[str], out: Path, *, jobs: int, progress: bool, **kwargs) -> list[ExperimentResult]:
-    """Run experiments in ``jobs`` fresh processes (spawned: JAX does not survive a fork)."""
+Done = Callable[[str, ExperimentResult], None]
+
+
+def _run_sequential(selected: list[str], out: Path, *, progress: bool, on_done: Done, **kwargs) -> None:
+    from curvdyn.experiments.common import progress as progress_bar
+
+    bar = progress_bar(selected, enabled=progress, desc="experiments", leave=True)
+    for name in bar:
+        if progress and hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(name)
+        on_done(name, run_experiment(name, out, progress=progress, **kwargs))
+
+
+def _run_parallel(selected: list[str], out: Path, *, jobs: int, progress: bool, on_done: Done, **kwargs) -> None:
+    """Run experiments in ``jobs`` fresh processes (spawned: JAX does not survive a fork).
+
+    The workers die with this process and never see Ctrl-C (:mod:`curvdyn._workers`); on any
+    exception here (KeyboardInterrupt included) they are terminated before it propagates.
+    """
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from curvdyn.experiments.common import progress as progress_bar
 
-    results: dict[str, ExperimentResult] = {}
-    context = multiprocessing.get_context("spawn")
-    with (
-        _single_threaded_children(),
-        ProcessPoolExecutor(max_workers=min(jobs, len(selected)), mp_context=context) as pool,
-    ):
-        futures = {pool.submit(run_experiment, name, out, progress=False, **kwargs): name for name in selected}
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(selected)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_workers.start_worker,
+        initargs=(os.getpid(), io.jax_settings()),
+    )
+    try:
+        # The workers start here (ProcessPoolExecutor spawns them in submit).
+        with _single_threaded_children(), _workers.sigint_blocked():
+            futures = {pool.submit(run_experiment, name, out, progress=False, **kwargs): name for name in selected}
         bar = progress_bar(as_completed(futures), enabled=progress, desc="experiments", total=len(futures), leave=True)
         for fut in bar:
             name = futures[fut]
             try:
-                results[name] = fut.result()
+                result = fut.result()
             except Exception:  # the worker process itself died
-                results[name] = ExperimentResult(name, name, [], traceback.format_exc(), {}, [], None)
+                result = ExperimentResult(name, name, [], traceback.format_exc(), {}, [], None)
+            on_done(name, result)
             if progress and hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(f"{name} done")
-    return [results[name] for name in selected]
+    except BaseException:
+        with _workers.stop_signals_ignored():  # a second Ctrl-C must not leave workers running
+            _workers.terminate(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
 def check_names(names: Sequence[str] | None) -> list[str]:
@@ -374,56 +462,236 @@ def default_jobs() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def figure_runs(out, names: Sequence[str]) -> dict[str, list[str]]:
+    """Run id → those of ``names`` whose ``data.npz`` under ``out`` that run made.
+
+    Figures whose data have no readable record are grouped under :data:`NO_RECORD`; figures
+    without data are left out.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        path = Path(out) / name / DATA_FILE
+        if not path.is_file():
+            continue
+        try:
+            key = load_record(path)["run_id"]
+        except (ValueError, OSError):
+            key = NO_RECORD
+        groups.setdefault(key, []).append(name)
+    return groups
+
+
+def _runs_text(out: Path, groups: dict[str, list[str]]) -> str:
+    parts = []
+    for run_id, names in groups.items():
+        if run_id == NO_RECORD:
+            parts.append(f"no run record: {', '.join(names)}")
+            continue
+        record = load_record(Path(out) / names[0] / DATA_FILE)
+        parts.append(f"run {run_id} (seed {io.seeds_text(record)}, {record['resolution']}): {', '.join(names)}")
+    return "; ".join(parts)
+
+
 def reproduce(
     names: Sequence[str] | None = None,
     *,
     out="results",
-    quick: bool = False,
-    seed: int = 0,
+    quick: bool | None = None,
+    seed: int | None = None,
     formats: Sequence[str] = ("png",),
     progress: bool = False,
     replot: bool = False,
     jobs: int = 1,
     command: str = "",
+    allow_mixed: bool = False,
 ) -> Run:
     """Run the experiments ``names`` (all when empty), then write the report.
 
     With ``jobs > 1`` the experiments run in that many separate processes (each experiment
     is independent and writes only its own folder); the results are the same.
 
-    Returns the :class:`Run`; its ``ok`` is False when a claim failed or an experiment raised.
-    """
-    from curvdyn import report
-    from curvdyn.experiments.common import progress as progress_bar
+    Args:
+      quick, seed: the resolution (default: not quick) and the seed (default 0) of a
+        computing run; a re-plot uses the saved data's own and takes neither.
+      replot: do not compute; re-draw and re-check the saved data.
+      allow_mixed: with ``replot``, report figures made by different runs, each labelled with
+        its run and seed (the report then says the directory is not one run).
 
+    The experiments compute in float64: JAX's 64-bit mode must be on
+    (``jax.config.update("jax_enable_x64", True)``; the ``curvdyn`` command does it); worker
+    processes take the parent's setting (:mod:`curvdyn._workers`).
+
+    Returns the :class:`Run`; its ``ok`` is False when a claim failed, an experiment raised,
+    or the reported figures are not one complete run.
+
+    Raises:
+      curvdyn.Float64DisabledError: JAX's 64-bit mode is off.
+      curvdyn.rundir.DirectoryBusy: another run holds ``out``'s lock.
+      MixedRuns: ``replot`` over figures from different runs without ``allow_mixed``.
+      Interrupted: Ctrl-C (``KeyboardInterrupt``) stopped the run; ``out`` is marked interrupted.
+    """
+    from curvdyn._precision import require_float64
+
+    require_float64("curvdyn reproduce")
     selected = check_names(names)
     formats = check_formats(formats)
-    if int(jobs) != jobs or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs}")
+    jobs = check_count(jobs, "jobs")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    start = time.perf_counter()
-    kwargs = dict(quick=quick, seed=seed, formats=formats, replot=replot)
-    if jobs == 1 or len(selected) == 1:
-        results = []
-        bar = progress_bar(selected, enabled=progress, desc="experiments", leave=True)
-        for name in bar:
-            if progress and hasattr(bar, "set_postfix_str"):
-                bar.set_postfix_str(name)
-            results.append(run_experiment(name, out, progress=progress, **kwargs))
+    if replot:
+        if quick is not None or seed is not None:
+            raise ValueError("a re-plot uses the saved data's own seed and resolution: do not pass quick or seed")
+        if not out.is_dir():
+            raise FileNotFoundError(f"{out} does not exist: nothing to re-plot")
+        record = None
     else:
-        results = _run_parallel(selected, out, jobs=int(jobs), progress=progress, **kwargs)
-    run = Run(
-        results=results,
-        out=out,
-        quick=quick,
-        seed=seed,
-        formats=formats,
-        replot=replot,
-        wall_time_s=round(time.perf_counter() - start, 3),
-        started=started,
-        command=command,
+        if allow_mixed:
+            raise ValueError("allow_mixed applies to re-plots only (a computing run makes one run)")
+        record = io.run_record(seeds=[0 if seed is None else seed], resolution="quick" if quick else "default")
+        out.mkdir(parents=True, exist_ok=True)
+    with rundir.DirectoryLock(out, command=command, run_id=record["run_id"] if record else ""):
+        for directory in [out] + [out / n for n in selected if (out / n).is_dir()]:
+            io.remove_leftovers(directory)
+        if record is None:  # a re-plot
+            return _replot(selected, out, formats=formats, progress=progress, jobs=jobs, command=command,
+                           allow_mixed=allow_mixed)  # fmt: skip
+        return _compute(selected, out, record, formats=formats, progress=progress, jobs=jobs, command=command)
+
+
+def _execute(selected, out, *, jobs: int, progress: bool, on_done: Done, **kwargs) -> None:
+    if jobs == 1 or len(selected) == 1:
+        _run_sequential(selected, out, progress=progress, on_done=on_done, **kwargs)
+    else:
+        _run_parallel(selected, out, jobs=jobs, progress=progress, on_done=on_done, **kwargs)
+
+
+def _compute(selected, out: Path, record: dict, *, formats, progress, jobs, command) -> Run:
+    from curvdyn import report
+
+    start = time.perf_counter()
+    manifest = rundir.Manifest.begin(out, record=record, planned=selected, command=command)
+    run = Run([], out, formats, False, 0.0, record["created"], command, record=record, status="in-progress")
+    run.problems = [
+        f"This run ({record['run_id']}) is in progress, started {record['created']} (UTC); this report is replaced "
+        f"when it ends. If no process holds {out / LOCK_FILE}, the run was killed and the directory is incomplete."
+    ]
+    report.write_report(run)
+    results: dict[str, ExperimentResult] = {}
+
+    def on_done(name: str, result: ExperimentResult) -> None:
+        results[name] = result
+        manifest.figure(name, "complete" if result.error is None else "failed", result.record or record)
+
+    try:
+        _execute(selected, out, jobs=jobs, progress=progress, on_done=on_done, record=record, formats=formats)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        with _workers.stop_signals_ignored():  # a second Ctrl-C does not cut the clean-up short
+            manifest.finish("interrupted")
+            run.results = [results[n] for n in selected if n in results]
+            run.not_run = [n for n in selected if n not in results]
+            run.status, run.wall_time_s = "interrupted", round(time.perf_counter() - start, 3)
+            run.problems = [
+                f"This run ({record['run_id']}) was interrupted before it finished: "
+                f"{', '.join(run.not_run)} {'was' if len(run.not_run) == 1 else 'were'} not written by it. "
+                f"Files of {'that figure' if len(run.not_run) == 1 else 'those figures'} in this directory, if any, "
+                "are from earlier runs or partly rewritten, and are not part of this report."
+            ]
+            report.write_report(run)
+        raise Interrupted(
+            f"interrupted; {out} is incomplete ({len(results)} of {len(selected)} figures written, "
+            f"{MANIFEST_FILE} says 'interrupted')",
+            out=out,
+            completed=list(results),
+            signum=signum,
+        ) from None
+    except BaseException:
+        with contextlib.suppress(Exception):
+            manifest.finish("failed")
+        raise
+    run.results = [results[n] for n in selected]
+    run.wall_time_s = round(time.perf_counter() - start, 3)
+    failed = [r.name for r in run.results if r.error is not None]
+    run.status = "failed" if failed else "complete"
+    run.problems = (
+        [
+            f"This run did not complete: {', '.join(failed)} raised an error (below); files of "
+            f"{'that figure' if len(failed) == 1 else 'those figures'} may be stale or partly rewritten."
+        ]
+        if failed
+        else []
     )
     report.write_report(run)
+    manifest.finish(run.status)  # last: "complete" means every file, the report included, is written
     return run
+
+
+def _replot(selected, out: Path, *, formats, progress, jobs, command, allow_mixed) -> Run:
+    from curvdyn import report
+
+    start = time.perf_counter()
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    groups = figure_runs(out, selected)
+    if len(groups) > 1 and not allow_mixed:
+        raise MixedRuns(
+            f"refusing to report figures from different runs as one: {_runs_text(out, groups)}. Re-run them "
+            "together, or pass --allow-mixed to report each figure with its own run and seed"
+        )
+    results: dict[str, ExperimentResult] = {}
+    _execute(
+        selected,
+        out,
+        jobs=jobs,
+        progress=progress,
+        on_done=lambda name, result: results.__setitem__(name, result),
+        formats=formats,
+        replot=True,
+    )
+    run = Run(
+        [results[n] for n in selected],
+        out,
+        formats,
+        True,
+        round(time.perf_counter() - start, 3),
+        started,
+        command,
+        allow_mixed=allow_mixed,
+    )
+    run.status, run.problems = _directory_state(out, run)
+    report.write_report(run)
+    return run
+
+
+def _directory_state(out: Path, run: Run) -> tuple[str, list[str]]:
+    """The manifest's status and why the re-plotted figures are not one complete run (if so)."""
+    problems = []
+    try:
+        manifest = rundir.read_manifest(out)
+    except ValueError as exc:
+        return "unknown", [f"The manifest cannot be read ({exc}): nothing says these files are one complete run."]
+    if manifest is None:
+        return "unknown", [f"{out} has no {MANIFEST_FILE}: nothing says these files are one complete run."]
+    status = manifest["status"]
+    if status != "complete":
+        last = manifest.get("run") or {}
+        problems.append(
+            f"The last run into this directory ({last.get('run_id')}, `{manifest.get('command') or '?'}`) did not "
+            f"complete: its manifest says '{status}'."
+        )
+    entries = manifest.get("figures") or {}
+    for r in run.results:
+        entry = entries.get(r.name)
+        if r.record is None:
+            continue
+        if entry is None:
+            problems.append(f"{r.name}: the manifest does not list it.")
+        elif entry.get("run_id") != r.record["run_id"] or entry.get("status") != "complete":
+            problems.append(
+                f"{r.name}: the manifest lists it as {entry.get('status')} (run {entry.get('run_id')}), but its data "
+                f"are from run {r.record['run_id']}."
+            )
+    if run.mixed:
+        problems.append(
+            f"The figures come from {len(run.runs)} different runs (reported as such because of --allow-mixed): "
+            f"{_runs_text(out, run.runs)}."
+        )
+    return status, problems

@@ -67,8 +67,8 @@ import jax
 import jax.numpy as jnp
 
 from curvdyn import curvature as cv
-from curvdyn._names import METHODS, RULE_NAMES
-from curvdyn._validate import check_nonneg, check_q
+from curvdyn._names import METHODS, RULE_NAMES, STYLES
+from curvdyn._validate import check_count, check_nonneg, check_number, check_q
 from curvdyn.network import Weights, as_weights, gradient, widths_of
 from curvdyn.task import Task
 
@@ -88,7 +88,11 @@ _FULL_ONLY = ("kronsum", "balanced", "balanced-checked", "cg", "krylov")
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """A learning rule: build it with :func:`get_rule`.
+    """A learning rule: build it with :func:`get_rule` (or directly: ``Rule(name="frac-ngd", q=3)``).
+
+    However it is built, a rule is validated (:meth:`__post_init__`): the name is known and every
+    field is consistent with it and in range, so ``Rule(name="ngd", q=0.5)`` raises instead of
+    running another rule under NGD's name.
 
     Attributes:
       name: registry name.
@@ -108,20 +112,73 @@ class Rule:
     lm_damping: float = 0.0
     rcond: float = cv.DEFAULT_RCOND
 
+    def __post_init__(self) -> None:
+        """Check the fields against the name (the one set of checks; :func:`get_rule` relies on it).
+
+        Raises:
+          ValueError: unknown name; a field the rule does not take set to a non-default value, or
+            (``q``, ``block``) inconsistent with the name; ``q < 1``; negative ``eps``,
+            ``lm_damping``, ``rcond`` or layer rate; ``rcond ≥ 1``; empty ``layer_rates``.
+          TypeError: a field that is not a number (or ``layer_rates`` not a sequence of numbers).
+        """
+        name = self.name
+        if not isinstance(name, str) or name not in RULE_NAMES:
+            raise ValueError(f"unknown rule {name!r}; known rules: {', '.join(RULE_NAMES)}")
+        set_ = lambda field, value: object.__setattr__(self, field, value)
+        block = name.endswith("-d")
+        if self.block is not block:
+            raise ValueError(f"rule {name!r} has block={block}, got block={self.block!r}")
+        if name in _FIXED_Q:
+            q = check_number(self.q, "q")
+            if q != _FIXED_Q[name]:
+                raise ValueError(
+                    f"rule {name!r} has q = {_FIXED_Q[name]:g}, got q = {self.q!r}; for another order use "
+                    f"get_rule('frac-ngd{'-d' if block else ''}', q=...)"
+                )
+            set_("q", _FIXED_Q[name])
+        elif name == "damped-ngd":
+            if check_number(self.q, "q") != 1.0:
+                raise ValueError(f"rule 'damped-ngd' has q = 1 (eq. 17), got q = {self.q!r}")
+            set_("q", 1.0)
+        else:
+            set_("q", check_q(self.q))
+        if name == "damped-ngd":
+            if self.eps is None:
+                raise ValueError("rule 'damped-ngd' needs eps (eps >= 0)")
+            set_("eps", check_nonneg(self.eps, "eps"))
+        elif self.eps is not None:
+            raise ValueError(f"rule {name!r} takes no eps (only damped-ngd does), got eps = {self.eps!r}")
+        allowed = _PARAMS[name]
+        lm = check_nonneg(self.lm_damping, "lm_damping")
+        if lm and "lm_damping" not in allowed:
+            raise ValueError(f"rule {name!r} takes no lm_damping, got lm_damping = {self.lm_damping!r}")
+        set_("lm_damping", lm)
+        rcond = check_nonneg(self.rcond, "rcond")
+        if rcond >= 1:
+            raise ValueError(f"rcond is a relative cutoff and must be < 1, got {rcond}")
+        if rcond != cv.DEFAULT_RCOND and "rcond" not in allowed:
+            raise ValueError(f"rule {name!r} takes no rcond, got rcond = {self.rcond!r}")
+        set_("rcond", rcond)
+        rates = self.layer_rates
+        if rates is not None:
+            if not block:
+                raise ValueError(f"rule {name!r} takes no layer_rates (only the block rules, -d, do)")
+            if isinstance(rates, (str, bytes)) or not hasattr(rates, "__len__"):
+                raise TypeError(f"layer_rates must be a sequence of numbers, got {rates!r}")
+            rates = tuple(check_nonneg(x, "each layer rate") for x in rates)
+            if not rates:
+                raise ValueError("layer_rates must not be empty")
+            set_("layer_rates", rates)
+
     @property
     def label(self) -> str:
-        """A short human-readable name, e.g. ``sqrt-NGD-d`` or ``q-NGD (q=3)``."""
-        base = {
-            "sgd": "SGD",
-            "ngd": "NGD",
-            "sqrt-ngd": "sqrt-NGD",
-            "ngd-d": "NGD-d",
-            "sqrt-ngd-d": "sqrt-NGD-d",
-        }.get(self.name)
-        if base is None and self.name == "damped-ngd":
-            base = f"damped NGD (eps={self.eps:g})"
-        elif base is None:
-            base = f"q-NGD{'-d' if self.block else ''} (q={self.q:g})"
+        """A short plain-text name from :data:`curvdyn._names.STYLES`, e.g. ``sqrt-NGD-d`` or
+        ``q-NGD (q=3)`` (figures use the same table's typeset ``display`` names)."""
+        base = STYLES[self.name].text
+        if self.name == "damped-ngd":
+            base += f" (eps={self.eps:g})"
+        elif self.name in ("frac-ngd", "frac-ngd-d"):
+            base += f" (q={self.q:g})"
         return base + (f", LM {self.lm_damping:g}" if self.lm_damping else "")
 
     @property
@@ -136,8 +193,7 @@ class Rule:
             if self.eps > 0:
                 return cv.SpectralFunction(power=1.0, shift=self.eps, gain=self.eps + 1.0, rcond=self.rcond)
             return cv.SpectralFunction(power=1.0, rcond=self.rcond)
-        power = 0.0 if math.isinf(self.q) else 1.0 / self.q
-        return cv.SpectralFunction(power=power, shift=self.lm_damping, rcond=self.rcond)
+        return cv.SpectralFunction(power=cv.curvature_power(self.q), shift=self.lm_damping, rcond=self.rcond)
 
     def layer_scales(self, depth: int) -> tuple[float, ...]:
         """The factor multiplying layer i's block direction: η_i, or ``d^{−1/q}``."""
@@ -147,7 +203,7 @@ class Rule:
                     f"rule {self.name} has {len(self.layer_rates)} layer_rates but the network has depth {depth}"
                 )
             return self.layer_rates
-        return (1.0 if math.isinf(self.q) else depth ** (-1.0 / self.q),) * depth
+        return (cv.block_scale(depth, cv.curvature_power(self.q)),) * depth
 
     def direction(
         self,
@@ -160,7 +216,8 @@ class Rule:
         cg_maxiter: int | None = None,
         krylov_tol: float | None = None,
         krylov_maxiter: int | None = None,
-    ) -> Weights:
+        return_info: bool = False,
+    ) -> Weights | tuple[Weights, cv.DirectionInfo]:
         """The direction ``d`` (velocity ``ẇ = −d`` at η = 1), a tuple shaped like ``weights``.
 
         Args:
@@ -183,25 +240,47 @@ class Rule:
             or a solve that did not converge) warns and is replaced by the ``mapspace`` one; a
             converged one whose estimate exceeds ``krylov_tol`` (the float64 round-off floor of
             an ill-conditioned K) warns and is kept (the eigh path would be less accurate).
+          return_info: also return the :class:`~curvdyn.curvature.DirectionInfo` of the path
+            that ran (cut eigenvalues, conditioning, residual, error estimate; per layer block
+            for the block rules; see :mod:`curvdyn.curvature.diagnostics`; ``krylov``: its
+            error estimate, the cut count and the certified bound of the condition number).
+
+        Returns:
+          ``d``, or ``(d, info)`` with ``return_info``. Mixed float32/float64 input runs in the
+          common dtype (:func:`curvdyn.curvature.promote`). A direction the diagnostics find
+          unreliable (estimated error, or with the default ``rcond`` the cutoff's effect, above
+          :data:`curvdyn.curvature.WARN_TOL`) warns (``RuntimeWarning``) with the numbers.
         """
         ws = as_weights(weights)
         check_compatible(ws, task)
+        ws, task = cv.promote(ws, task)
         resolved = self.resolve_method(widths_of(ws), task.identity_cov, method)
-        opts = _options(balance_tol, cg_tol, cg_maxiter)
+        opts = _options(self, resolved, balance_tol, cg_tol, cg_maxiter)
+        _check_krylov_options(self, resolved, krylov_tol, krylov_maxiter)
         if resolved == "cg" and not self.is_gradient:
-            out, info = _cg_jit(ws, task, self, opts[1], opts[2])
-            if not bool(info.converged):
+            out, cg_info = _cg_jit(ws, task, self, opts[1], opts[2])
+            if not bool(cg_info.converged):
                 warnings.warn(
-                    f"cg stopped after {int(info.iterations)} iterations with relative error "
-                    f"bound {float(info.error_bound):.3g} > cg_tol = {opts[1]:.3g}; raise "
+                    f"cg stopped after {int(cg_info.iterations)} iterations with relative error "
+                    f"bound {float(cg_info.error_bound):.3g} > cg_tol = {opts[1]:.3g}; raise "
                     "cg_maxiter or use an eigendecomposition method",
                     RuntimeWarning,
                     stacklevel=2,
                 )
-            return tuple(out)
-        if resolved == "krylov" and not self.is_gradient:
-            return _krylov_checked(ws, task, self, krylov_tol, krylov_maxiter)
-        return _direction_jit(ws, task, self, resolved, *opts)
+            out, info = tuple(out), cv.bound_info(cg_info.error_bound)
+        elif resolved == "krylov" and not self.is_gradient:
+            out, info = _krylov_checked(ws, task, self, krylov_tol, krylov_maxiter)
+        else:
+            out, info = _direction_info_jit(ws, task, self, resolved, *opts)
+            message = cv.describe(
+                info,
+                f"{self.label} ({resolved})",
+                rcond=self.spectral_function().cutoff(ws[0].dtype),
+                warn_cut=self.rcond == cv.DEFAULT_RCOND,  # a cutoff the user set is what they asked for
+            )
+            if message is not None:
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return (out, info) if return_info else out
 
     def resolve_method(self, widths: tuple[int, ...], identity_cov: bool, method: str) -> str:
         """The concrete (static) method ``auto`` stands for, or a validated explicit one.
@@ -244,24 +323,53 @@ class Rule:
         ``balanced-checked`` resolved to ``balanced`` or its fallback by evaluating the check."""
         ws = as_weights(weights)
         check_compatible(ws, task)
+        ws, task = cv.promote(ws, task)
         resolved = self.resolve_method(widths_of(ws), task.identity_cov, method)
+        balance_tol = _options(self, resolved, balance_tol, None, None)[0]
         if resolved != "balanced-checked" or self.is_gradient:
             return "gradient" if self.is_gradient else resolved
         f = self.spectral_function()
         err = float(cv.shared_basis_error(ws, task, f))
-        tol = cv.default_balance_tol(ws[0].dtype) if balance_tol is None else float(balance_tol)
+        tol = cv.default_balance_tol(ws[0].dtype) if balance_tol is None else balance_tol
         return "balanced" if err <= tol else _eigh_fallback(widths_of(ws), task.identity_cov)
 
 
-def _options(balance_tol, cg_tol, cg_maxiter) -> tuple:
+def _options(rule: Rule, resolved: str, balance_tol, cg_tol, cg_maxiter) -> tuple:
+    """The method options, checked, with defaults; an option the resolved method ignores raises.
+
+    ``balance_tol`` is used only by ``balanced-checked`` (what ``auto`` resolves to for the full
+    rules unless d = 2 with Σ = I), ``cg_tol``/``cg_maxiter`` only by ``cg``; the plain gradient
+    uses none of them.
+    """
+    runs = "gradient" if rule.is_gradient else resolved
     if balance_tol is not None:
+        if runs != "balanced-checked":
+            raise ValueError(
+                f"balance_tol is an option of method 'balanced-checked' (and 'auto' where it resolves to it); "
+                f"rule {rule.label} runs {runs!r} here, which does not use it"
+            )
         balance_tol = check_nonneg(balance_tol, "balance_tol")
+    if (cg_tol is not None or cg_maxiter is not None) and runs != "cg":
+        given = ", ".join(n for n, v in (("cg_tol", cg_tol), ("cg_maxiter", cg_maxiter)) if v is not None)
+        raise ValueError(
+            f"{given}: option(s) of method 'cg'; rule {rule.label} runs {runs!r} here, which does not use them"
+        )
     cg_tol = cv.DEFAULT_CG_TOL if cg_tol is None else check_nonneg(cg_tol, "cg_tol")
-    if cg_maxiter is None:
-        cg_maxiter = cv.DEFAULT_CG_MAXITER
-    elif int(cg_maxiter) != cg_maxiter or cg_maxiter < 1:
-        raise ValueError(f"cg_maxiter must be a positive integer, got {cg_maxiter}")
+    cg_maxiter = cv.DEFAULT_CG_MAXITER if cg_maxiter is None else check_count(cg_maxiter, "cg_maxiter")
     return balance_tol, float(cg_tol), int(cg_maxiter)
+
+
+def _check_krylov_options(rule: Rule, resolved: str, krylov_tol, krylov_maxiter) -> None:
+    """``krylov_tol``/``krylov_maxiter`` are options of ``krylov`` only (the others raise, as
+    :func:`_options` does for theirs)."""
+    runs = "gradient" if rule.is_gradient else resolved
+    if (krylov_tol is not None or krylov_maxiter is not None) and runs != "krylov":
+        given = ", ".join(
+            n for n, v in (("krylov_tol", krylov_tol), ("krylov_maxiter", krylov_maxiter)) if v is not None
+        )
+        raise ValueError(
+            f"{given}: option(s) of method 'krylov'; rule {rule.label} runs {runs!r} here, which does not use them"
+        )
 
 
 def check_compatible(ws: Weights, task: Task) -> None:
@@ -307,9 +415,7 @@ def direction_unchecked(
     if method == "cg":
         return cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)[0]
     if method == "krylov":
-        # inside a compiled caller: the eigh fallback travels in the program up to a size
-        fallback = ws[-1].shape[-2] * ws[0].shape[-1] <= cv.IN_GRAPH_FALLBACK_MAX_MAP
-        return cv.krylov_direction(ws, task, f, fallback=fallback)[0]
+        return cv.krylov_direction(ws, task, f, fallback=_in_graph_fallback(ws))[0]
     return cv.dense_direction(ws, task, f, gradient(ws, task))
 
 
@@ -325,8 +431,10 @@ def warm_state(ws: Weights, task: Task, rule: Rule, method: str):
     return ()
 
 
-def direction_warm(ws: Weights, task: Task, rule: Rule, method: str, state):
-    """``(direction, new_state, stats)``: :func:`direction_unchecked` that carries a warm start.
+def direction_warm(ws: Weights, task: Task, rule: Rule, method: str, state, *, with_info: bool = False):
+    """``(direction, new_state, stats)``: :func:`direction_unchecked` that carries a warm start
+    (``with_info``: ``(direction, new_state, stats, info)``, the
+    :class:`~curvdyn.curvature.DirectionInfo` of :func:`direction_and_info`).
 
     For ``krylov`` the state holds the last solutions of the shifted solves (a step along a
     trajectory then costs a handful of iterations), an uncertified direction is replaced by the
@@ -335,9 +443,17 @@ def direction_warm(ws: Weights, task: Task, rule: Rule, method: str, state):
     """
     dtype = ws[0].dtype
     if method != "krylov" or rule.is_gradient:
-        return direction_unchecked(ws, task, rule, method), state, jnp.zeros(len(WARM_STATS), dtype).at[0].set(1.0)
-    fallback = ws[-1].shape[-2] * ws[0].shape[-1] <= cv.IN_GRAPH_FALLBACK_MAX_MAP
-    out, info, new = cv.krylov_direction(ws, task, rule.spectral_function(), state=state, fallback=fallback)
+        stats = jnp.zeros(len(WARM_STATS), dtype).at[0].set(1.0)
+        if with_info:
+            out, info = direction_and_info(ws, task, rule, method)
+            return out, state, stats, info
+        return direction_unchecked(ws, task, rule, method), state, stats
+    fallback = _in_graph_fallback(ws)
+    f = rule.spectral_function()
+    if with_info:
+        out, dinfo, info, new = cv.krylov_direction_info(ws, task, f, state=state, fallback=fallback)
+    else:
+        out, info, new = cv.krylov_direction(ws, task, f, state=state, fallback=fallback)
     new = new._replace(valid=info.converged)
     as_f = lambda x: jnp.asarray(x, dtype)
     stats = jnp.stack(
@@ -350,6 +466,8 @@ def direction_warm(ws: Weights, task: Task, rule: Rule, method: str, state):
             jnp.where(info.converged, info.error_estimate, 0.0).astype(dtype),
         ]
     )
+    if with_info:
+        return tuple(out), new, stats, dinfo
     return tuple(out), new, stats
 
 
@@ -362,6 +480,55 @@ def _eigh_fallback(widths: tuple[int, ...], identity_cov: bool) -> str:
 _direction_jit = jax.jit(direction_unchecked, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter"))
 
 
+def direction_and_info(
+    ws: Weights,
+    task: Task,
+    rule: Rule,
+    method: str,
+    balance_tol: float | None = None,
+    cg_tol: float = cv.DEFAULT_CG_TOL,
+    cg_maxiter: int = cv.DEFAULT_CG_MAXITER,
+) -> tuple[Weights, cv.DirectionInfo]:
+    """:func:`direction_unchecked` and the :class:`~curvdyn.curvature.DirectionInfo` of the path
+    that ran (traceable). The direction is the same computation as :func:`direction_unchecked`'s;
+    a method without diagnostics reports NaN (no warning)."""
+    if rule.is_gradient:
+        return gradient(ws, task), cv.exact_info(ws[0].dtype)
+    f = rule.spectral_function()
+    if rule.block:
+        if method == "mapspace":
+            out, info = cv.block_direction_mapspace_info(ws, task, f)
+        elif method == "kronecker":
+            out, info = cv.block_direction_kronecker_info(ws, task, f, gradient(ws, task))
+        else:
+            out, info = cv.block_direction_dense_info(ws, task, f, gradient(ws, task))
+        return tuple(s * o for s, o in zip(rule.layer_scales(len(ws)), out)), info
+    if method == "mapspace":
+        return cv.mapspace_direction_info(ws, task, f)
+    if method == "kronsum":
+        return cv.kronsum_direction_info(ws, task, f)
+    if method == "balanced":
+        return cv.balanced_direction_info(ws, task, f)
+    if method == "balanced-checked":
+        fallback = _eigh_fallback(widths_of(ws), task.identity_cov)
+        return cv.checked_direction_info(ws, task, f, fallback, balance_tol)
+    if method == "cg":
+        out, cg_info = cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)
+        return out, cv.bound_info(cg_info.error_bound)
+    if method == "krylov":
+        out, info, _ = cv.krylov_direction_info(ws, task, f, fallback=_in_graph_fallback(ws))
+        return out, info
+    if method == "dense":
+        return cv.dense_direction_info(ws, task, f, gradient(ws, task))
+    out = direction_unchecked(ws, task, rule, method, balance_tol, cg_tol, cg_maxiter)
+    return out, cv.bound_info(jnp.full((), jnp.nan, ws[0].dtype))
+
+
+_direction_info_jit = jax.jit(
+    direction_and_info, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter")
+)
+
+
 def _cg_with_info(ws, task, rule, cg_tol, cg_maxiter):
     return cv.cg_direction(ws, task, rule.spectral_function(), tol=cg_tol, maxiter=cg_maxiter)
 
@@ -369,22 +536,26 @@ def _cg_with_info(ws, task, rule, cg_tol, cg_maxiter):
 _cg_jit = jax.jit(_cg_with_info, static_argnames=("rule", "cg_tol", "cg_maxiter"))
 
 
+def _in_graph_fallback(ws: Weights) -> bool:
+    """Whether a compiled ``krylov`` direction carries the eigh fallback in its program (static:
+    up to :data:`curvdyn.curvature.IN_GRAPH_FALLBACK_MAX_MAP`, beyond it ``K`` is too large)."""
+    return ws[-1].shape[-2] * ws[0].shape[-1] <= cv.IN_GRAPH_FALLBACK_MAX_MAP
+
+
 def _krylov_with_info(ws, task, rule, tol, maxiter):
-    return cv.krylov_direction(ws, task, rule.spectral_function(), tol=tol, maxiter=maxiter)
+    return cv.krylov_direction_info(ws, task, rule.spectral_function(), tol=tol, maxiter=maxiter)
 
 
 _krylov_jit = jax.jit(_krylov_with_info, static_argnames=("rule", "tol", "maxiter"))
 
 
-def _krylov_checked(ws: Weights, task: Task, rule: Rule, tol, maxiter) -> Weights:
-    """The ``krylov`` direction of :meth:`Rule.direction`, with its warnings and the fallback to
-    ``mapspace`` run outside the Krylov program (no eigendecomposition of ``K`` compiled in)."""
+def _krylov_checked(ws: Weights, task: Task, rule: Rule, tol, maxiter) -> tuple[Weights, cv.DirectionInfo]:
+    """The ``krylov`` direction of :meth:`Rule.direction` and its info, with its warnings and the
+    fallback to ``mapspace`` run outside the Krylov program (no eigendecomposition of ``K``
+    compiled in; the fallback's info is then the eigh path's)."""
     tol = cv.default_krylov_tol(ws[0].dtype) if tol is None else check_nonneg(tol, "krylov_tol")
-    if maxiter is None:
-        maxiter = cv.DEFAULT_KRYLOV_MAXITER
-    elif int(maxiter) != maxiter or maxiter < 1:
-        raise ValueError(f"krylov_maxiter must be a positive integer, got {maxiter}")
-    out, info = _krylov_jit(ws, task, rule, float(tol), int(maxiter))
+    maxiter = cv.DEFAULT_KRYLOV_MAXITER if maxiter is None else check_count(maxiter, "krylov_maxiter")
+    out, dinfo, info = _krylov_jit(ws, task, rule, float(tol), int(maxiter))
     numbers = (
         f"{int(info.iterations)} CG iterations, {int(info.poles)} shifted solve(s), spectrum certified "
         f"in [{float(info.lam_lo):.3g}, {float(info.lam_hi):.3g}], cutoff certified: {bool(info.cutoff_certified)}"
@@ -395,7 +566,16 @@ def _krylov_checked(ws: Weights, task: Task, rule: Rule, tol, maxiter) -> Weight
             RuntimeWarning,
             stacklevel=3,
         )
-        return tuple(_direction_jit(ws, task, rule, "mapspace", None, cv.DEFAULT_CG_TOL, cv.DEFAULT_CG_MAXITER))
+        out, dinfo = _direction_info_jit(ws, task, rule, "mapspace", None, cv.DEFAULT_CG_TOL, cv.DEFAULT_CG_MAXITER)
+        message = cv.describe(
+            dinfo,
+            f"{rule.label} (mapspace, the krylov fallback)",
+            rcond=rule.spectral_function().cutoff(ws[0].dtype),
+            warn_cut=rule.rcond == cv.DEFAULT_RCOND,
+        )
+        if message is not None:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return tuple(out), dinfo
     if not bool(info.certified):
         warnings.warn(
             f"krylov direction error estimate {float(info.error_estimate):.3g} exceeds krylov_tol = {tol:.3g} "
@@ -403,7 +583,7 @@ def _krylov_checked(ws: Weights, task: Task, rule: Rule, tol, maxiter) -> Weight
             RuntimeWarning,
             stacklevel=3,
         )
-    return tuple(out)
+    return tuple(out), dinfo
 
 
 def get_rule(name: str, **params) -> Rule:
@@ -427,30 +607,13 @@ def get_rule(name: str, **params) -> Rule:
     extra = sorted(set(params) - set(allowed))
     if extra:
         raise TypeError(f"rule {name!r} takes no parameter(s) {extra}; it takes {list(allowed) or 'none'}")
-    kwargs: dict = {"name": name, "block": name.endswith("-d")}
+    if name in ("frac-ngd", "frac-ngd-d") and "q" not in params:
+        raise TypeError(f"rule {name!r} needs the parameter q (q >= 1)")
+    if name == "damped-ngd" and "eps" not in params:
+        raise TypeError("rule 'damped-ngd' needs the parameter eps (eps >= 0)")
+    kwargs: dict = {"name": name, "block": name.endswith("-d"), **params}
     if name in _FIXED_Q:
         kwargs["q"] = _FIXED_Q[name]
-    if name in ("frac-ngd", "frac-ngd-d"):
-        if "q" not in params:
-            raise TypeError(f"rule {name!r} needs the parameter q (q >= 1)")
-        kwargs["q"] = check_q(params["q"])
-    if name == "damped-ngd":
-        if "eps" not in params:
-            raise TypeError("rule 'damped-ngd' needs the parameter eps (eps >= 0)")
-        kwargs["eps"] = check_nonneg(params["eps"], "eps")
+    elif name == "damped-ngd":
         kwargs["q"] = 1.0
-    if "lm_damping" in params:
-        kwargs["lm_damping"] = check_nonneg(params["lm_damping"], "lm_damping")
-    if "rcond" in params:
-        rcond = check_nonneg(params["rcond"], "rcond")
-        if rcond >= 1:
-            raise ValueError(f"rcond is a relative cutoff and must be < 1, got {rcond}")
-        kwargs["rcond"] = rcond
-    if params.get("layer_rates") is not None:
-        rates = params["layer_rates"]
-        if isinstance(rates, (str, bytes)) or not hasattr(rates, "__len__"):
-            raise TypeError(f"layer_rates must be a sequence of numbers, got {rates!r}")
-        kwargs["layer_rates"] = tuple(check_nonneg(r, "each layer rate") for r in rates)
-        if not kwargs["layer_rates"]:
-            raise ValueError("layer_rates must not be empty")
-    return Rule(**kwargs)
+    return Rule(**kwargs)  # the value checks: Rule.__post_init__

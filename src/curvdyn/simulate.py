@@ -8,19 +8,19 @@ the plain learning-rate step ``w ← w − η d``), with optional update-norm cl
 when the loss falls below ``loss_tol`` or the run diverges, and then return what was
 recorded with a message instead of raising.
 
-Weights with a leading batch axis ``(B, n_i, n_{i−1})`` run B initial conditions in one
-vectorized (``vmap``) call.
+Weights with a leading batch axis ``(B, n_i, n_{i−1})`` run B initial conditions (with one
+task, or one task each) in one compiled call: vectorized or one member after the other, and
+split over the local devices (:mod:`curvdyn.batch`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import diffrax
@@ -29,14 +29,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curvdyn._validate import check_nonneg, check_positive
+from curvdyn import batch as batch_lib
+from curvdyn._progress import stderr_is_terminal
+from curvdyn._validate import check_count, check_nonneg, check_positive
 from curvdyn._version import __version__
-from curvdyn.integrators import ODE, SOLVERS, Euler, Integrator
+from curvdyn.curvature.diagnostics import WARN_TOL, summarize
+from curvdyn.curvature.precision import DEFAULT_RCOND, promote
+from curvdyn.integrators import (
+    ODE,
+    OUTCOME_EVENT,
+    OUTCOME_MAX_STEPS,
+    OUTCOME_SUCCESSFUL,
+    SOLVERS,
+    Euler,
+    Integrator,
+    solve_outcome,
+)
 from curvdyn.network import Weights, as_weights, conserved, loss, network_map, widths_of
 from curvdyn.rules import (
     WARM_STATS,
     Rule,
     check_compatible,
+    direction_and_info,
     direction_unchecked,
     direction_warm,
     get_rule,
@@ -68,7 +82,15 @@ class Trajectory:
       status: ``"completed"`` (reached t_end), ``"converged"`` (loss < loss_tol),
         ``"diverged"`` (loss above max_loss or non-finite), ``"max_steps"`` or ``"failed"``.
       message: what happened, in words.
-      config: the run's configuration (rule, method, tolerances, seed, package version, ...).
+      config: the run's configuration (rule, method, tolerances, seed, package version, ...)
+        and ``"exactness"``, the worst diagnostics at the recorded times (:func:`exactness_summary`).
+      record: the run record (:func:`curvdyn.io.run_record`) written with it by :meth:`save`
+        (made at the first save when the trajectory has none; read back by :meth:`load`;
+        ``None`` for a file written before curvdyn kept records).
+
+    Files: :meth:`save` and :meth:`load` take the same path and apply one rule: the file is
+    ``path`` when its name ends in ``.npz``, else ``path`` with ``.npz`` appended (NumPy's
+    rule), so ``save("x/b")`` writes ``x/b.npz`` and ``load("x/b")`` reads it.
     """
 
     t: np.ndarray
@@ -80,6 +102,7 @@ class Trajectory:
     status: Any
     message: Any
     config: dict
+    record: dict | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def batched(self) -> bool:
@@ -105,34 +128,74 @@ class Trajectory:
             status=self.status[b],
             message=self.message[b],
             config=dict(self.config, batch_member=b),
+            record=self.record,
         )
 
-    def save(self, path) -> None:
-        """Write one ``.npz`` file: the arrays plus the configuration as JSON metadata."""
+    def _arrays(self) -> dict[str, np.ndarray]:
         arrays = {"t": self.t, "loss": self.loss, "map": self.map, "update_norm": self.update_norm}
         arrays.update({f"weights_{i}": w for i, w in enumerate(self.weights)})
         arrays.update({f"conserved_{i}": c for i, c in enumerate(self.conserved)})
-        meta = {"status": self.status, "message": self.message, "config": self.config}
-        np.savez(path, __metadata__=np.array(json.dumps(meta)), **arrays)
+        return {k: np.asarray(v) for k, v in arrays.items()}
+
+    def save(self, path) -> Path:
+        """Write one ``.npz`` file, atomically: the arrays, the run record (``__run__``) and
+        the metadata (``__metadata__``: status, message, configuration, and the name, shape and
+        dtype of every array, which :meth:`load` checks).
+
+        Returns:
+          The path written (``path``, with ``.npz`` appended if its name lacks it).
+        """
+        from curvdyn import io
+
+        path = trajectory_path(path)
+        arrays = self._arrays()
+        if self.record is None:
+            seed = self.config.get("seed") if isinstance(self.config, dict) else None
+            self.record = io.run_record(seeds=[] if seed is None else [seed], resolution=None)
+        meta = {
+            "format": TRAJECTORY_FORMAT,
+            "status": self.status,
+            "message": self.message,
+            "config": self.config,
+            "layers": len(self.weights),
+            "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()},
+        }
+        io.save_npz(path, arrays, record=self.record, compress=False, metadata=meta)
+        return path
 
     @classmethod
     def load(cls, path) -> Trajectory:
-        """Read a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["__metadata__"]))
-            n_w = sum(1 for k in f.files if k.startswith("weights_"))
-            n_c = sum(1 for k in f.files if k.startswith("conserved_"))
-            return cls(
-                t=f["t"],
-                weights=tuple(f[f"weights_{i}"] for i in range(n_w)),
-                loss=f["loss"],
-                map=f["map"],
-                conserved=tuple(f[f"conserved_{i}"] for i in range(n_c)),
-                update_norm=f["update_norm"],
-                status=meta["status"],
-                message=meta["message"],
-                config=meta["config"],
-            )
+        """Read a file written by :meth:`save` (same path rule), checked against its own metadata.
+
+        Raises:
+          FileNotFoundError: no such file (the message names the path tried).
+          ValueError: not a trajectory file, or one whose arrays do not match what its metadata
+            records (a layer or array missing, an unexpected one, a shape or dtype changed);
+            the message names what is wrong.
+        """
+        from curvdyn import io
+
+        path = trajectory_path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no trajectory file {path} (Trajectory.load appends .npz to a name without it)")
+        arrays, record, docs = io.load_npz(path, require_record=False)
+        meta = docs.get("metadata")
+        if not isinstance(meta, dict) or "config" not in meta:
+            raise ValueError(f"{path} is not a trajectory file: it has no __metadata__ written by Trajectory.save")
+        _check_contents(path, arrays, meta)
+        n_layers = sum(1 for k in arrays if k.startswith("weights_"))
+        return cls(
+            t=arrays["t"],
+            weights=tuple(arrays[f"weights_{i}"] for i in range(n_layers)),
+            loss=arrays["loss"],
+            map=arrays["map"],
+            conserved=tuple(arrays[f"conserved_{i}"] for i in range(n_layers - 1)),
+            update_norm=arrays["update_norm"],
+            status=meta["status"],
+            message=meta["message"],
+            config=meta["config"],
+            record=record,
+        )
 
     @property
     def rule(self) -> Rule:
@@ -143,7 +206,61 @@ class Trajectory:
         return Rule(**fields)
 
 
-def save_times(t_end: float | None, n_save: int, save_at: Sequence[float] | None = None) -> np.ndarray:
+#: Layout version of :meth:`Trajectory.save`'s metadata.
+TRAJECTORY_FORMAT = "curvdyn-trajectory/1"
+_TRAJECTORY_SUFFIX = ".npz"
+
+
+def trajectory_path(path) -> Path:
+    """The file :meth:`Trajectory.save` writes and :meth:`Trajectory.load` reads for ``path``:
+    ``path`` itself when its name ends in ``.npz``, else ``path`` + ``.npz``."""
+    path = Path(path)
+    return path if path.name.endswith(_TRAJECTORY_SUFFIX) else path.with_name(path.name + _TRAJECTORY_SUFFIX)
+
+
+def _expected_arrays(meta: dict) -> tuple[int, dict[str, dict | None]]:
+    """(number of layers, name → {"shape", "dtype"} or None) that a trajectory file must hold.
+
+    From the metadata's own inventory; files written before it existed are checked against
+    the layer count their configuration's widths give.
+    """
+    if isinstance(meta.get("arrays"), dict) and isinstance(meta.get("layers"), int):
+        return meta["layers"], dict(meta["arrays"])
+    widths = (meta.get("config") or {}).get("widths")
+    if not isinstance(widths, list) or len(widths) < 2:
+        raise ValueError("its metadata records neither its arrays nor the network's widths")
+    d = len(widths) - 1
+    names = ["t", "loss", "map", "update_norm"] + [f"weights_{i}" for i in range(d)]
+    names += [f"conserved_{i}" for i in range(d - 1)]
+    return d, dict.fromkeys(names)
+
+
+def _check_contents(path: Path, arrays: dict, meta: dict) -> None:
+    try:
+        n_layers, expected = _expected_arrays(meta)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    missing = [k for k in expected if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path} is missing {', '.join(missing)} (its metadata records {n_layers} layers and "
+            f"{len(expected)} arrays); the file is incomplete or was altered"
+        )
+    extra = [k for k in arrays if k not in expected]
+    if extra:
+        raise ValueError(f"{path} holds arrays its metadata does not record: {', '.join(extra)}")
+    for name, spec in expected.items():
+        if spec is None:
+            continue
+        shape, dtype = tuple(arrays[name].shape), arrays[name].dtype.str
+        if shape != tuple(spec["shape"]) or dtype != spec["dtype"]:
+            raise ValueError(
+                f"{path}: {name} has shape {shape} and dtype {dtype}, its metadata records "
+                f"{tuple(spec['shape'])} and {spec['dtype']}"
+            )
+
+
+def save_times(t_end: float | None, n_save: int, save_at: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
     """The recorded times of a continuous-time run, shape ``(n,)``, float64.
 
     ``save_at`` as given (checked: finite, strictly increasing, starting at 0, at least 2 times),
@@ -157,9 +274,10 @@ def save_times(t_end: float | None, n_save: int, save_at: Sequence[float] | None
         if ts.ndim != 1 or ts.size < 2 or ts[0] != 0 or np.any(np.diff(ts) <= 0) or not np.all(np.isfinite(ts)):
             raise ValueError("save_at must be finite, strictly increasing, start at 0 and hold >= 2 times")
         return ts
-    if int(n_save) != n_save or n_save < 2:
-        raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
-    return np.linspace(0.0, t_end, int(n_save))
+    n_save = check_count(n_save, "n_save", 2)
+    if t_end is None:
+        raise ValueError("equally spaced save times (n_save) need t_end")
+    return np.linspace(0.0, t_end, n_save)
 
 
 def _loss_and_finite(ws: Weights, task: Task):
@@ -266,7 +384,7 @@ def _ode_run(ws, task, eta, ts, loss_tol, max_loss, *, rule, method, rtol, atol,
         progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
     )
     stats = sol.solver_state[2] if warm_started else jnp.zeros(len(WARM_STATS), ws[0].dtype)
-    return sol.ts, sol.ys, sol.result._value, sol.stats["num_steps"], stats
+    return sol.ts, sol.ys, solve_outcome(sol.result), sol.stats["num_steps"], stats
 
 
 def _euler_run(
@@ -303,36 +421,43 @@ def _euler_run(
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(kind: str, batched: bool, **static):
-    """A jitted (and, for batches, vmapped) runner for one static configuration.
+def _compiled(kind: str, strategy: str | None, task_batched: bool, **static):
+    """A jitted runner for one static configuration.
 
+    ``strategy`` ``None`` runs one member; ``"vmap"`` or ``"map"`` a batch (weights with a
+    leading axis, and the task too when ``task_batched``; :func:`curvdyn.batch.batched_program`).
     Cached so that repeated simulations with the same rule, shapes and options compile once.
     """
     fn = functools.partial(_ode_run if kind == "ode" else _euler_run, **static)
-    if batched:
-        n_dynamic = 6 if kind == "ode" else 7
-        fn = jax.vmap(fn, in_axes=(0,) + (None,) * (n_dynamic - 1))
-    return jax.jit(fn)
+    if strategy is None:
+        return jax.jit(fn)
+    n_dynamic = 6 if kind == "ode" else 7
+    batched_args = (True, task_batched) + (False,) * (n_dynamic - 2)
+    return batch_lib.batched_program(fn, strategy=strategy, batched_args=batched_args)
 
 
 def _observables(ws_t: Weights, task: Task, rule: Rule, method: str, eta: float):
-    def at(w, d):
+    # The direction at each recorded time with its diagnostics (curvdyn.curvature.diagnostics);
+    # one time after another (lax.map / scan), so the diagnostics' work arrays exist for one time
+    # at once.
+    def at(w, d, info):
         return (
             loss(w, task),
             network_map(w),
             conserved(w),
             eta * jnp.sqrt(sum(jnp.sum(v * v) for v in d)),
+            info,
         )
 
     if method == "krylov" and not rule.is_gradient:
         # consecutive records are close: warm-started directions along the trajectory
         def scan_body(warm, w):
-            d, warm, _ = direction_warm(w, task, rule, method, warm)
-            return warm, at(w, d)
+            d, warm, _, info = direction_warm(w, task, rule, method, warm, with_info=True)
+            return warm, at(w, d, info)
 
         first = tuple(w[0] for w in ws_t)
         return jax.lax.scan(scan_body, warm_state(first, task, rule, method), ws_t)[1]
-    return jax.vmap(lambda w: at(w, direction_unchecked(w, task, rule, method)))(ws_t)
+    return jax.lax.map(lambda w: at(w, *direction_and_info(w, task, rule, method)), ws_t)
 
 
 _observables_jit = jax.jit(_observables, static_argnames=("rule", "method"))
@@ -347,18 +472,21 @@ def simulate(
     integrator: Integrator | None = None,
     eta: float = 1.0,
     n_save: int | None = None,
-    save_at: Sequence[float] | None = None,
+    save_at: Sequence[float] | np.ndarray | None = None,
     loss_tol: float = 0.0,
     max_loss: float | None = None,
     method: str = "auto",
     seed: int | None = None,
+    batch: str = "auto",
+    devices: Sequence | None = None,
 ) -> Trajectory:
     """Run a rule's learning dynamics from ``weights`` on ``task``.
 
     Args:
       weights: ``(w_1, ..., w_d)``, ``w_i`` of shape ``(n_i, n_{i−1})``; or with a leading
-        batch axis ``(B, n_i, n_{i−1})`` to run B initial conditions in one vectorized call.
-      task: the :class:`~curvdyn.task.Task`.
+        batch axis ``(B, n_i, n_{i−1})`` to run B initial conditions in one compiled call.
+      task: the :class:`~curvdyn.task.Task`; with batched weights also a sequence of B tasks of
+        one shape (one per member).
       rule: a :class:`~curvdyn.rules.Rule` or a rule name (default parameters).
       t_end: final time. With :class:`~curvdyn.integrators.ODE` it is required (or taken from
         ``save_at[-1]``); with :class:`~curvdyn.integrators.Euler` the step count is
@@ -376,10 +504,26 @@ def simulate(
         default ``1e6 · max(L(0), 1)``.
       method: how the curvature directions are computed (see :meth:`Rule.direction`).
       seed: recorded in the configuration (the seed that made ``weights``), for provenance.
+      batch: how a batch runs inside its one program (:mod:`curvdyn.batch`): ``"vmap"``
+        (members step together), ``"map"`` (one after the other, each with its own adaptive
+        steps), or ``"auto"`` (the measured faster one for the rule and integrator,
+        :func:`curvdyn.batch.choose_strategy`). Ignored for a single run.
+      devices: the devices a batch is split over (default: every local device); the numbers
+        are those of a single-device run.
 
     Returns:
       A :class:`Trajectory`. A run that stops early warns (``RuntimeWarning``) when it
-      diverged or ran out of steps, and returns what was recorded up to the stop.
+      diverged or ran out of steps, and returns what was recorded up to the stop. The worst
+      exactness diagnostics of the directions at the recorded times are in
+      ``traj.config["exactness"]`` (:func:`exactness_summary`); a run with a recorded direction
+      not exact to :data:`curvdyn.curvature.WARN_TOL` warns once, with the numbers. With
+      ``method="krylov"`` (what ``auto`` picks for full rules from ``n_d n_0 ≥ 400``) every
+      direction is warm-started from the previous one (Euler: the last step's; ODE: the last
+      accepted step's, carried in the solver state) and ``traj.config["krylov"]`` counts the
+      directions, in-program fallbacks to the eigh path, uncertified directions, estimates
+      over the tolerance, CG iterations and the largest estimate (a run with fallbacks or
+      uncertified directions warns). Mixed
+      float32/float64 input runs in the common dtype (:func:`curvdyn.curvature.promote`).
 
     Raises:
       ValueError: bad or conflicting options (e.g. ``save_at`` with Euler, ``save_at`` that
@@ -389,6 +533,9 @@ def simulate(
         rule = get_rule(rule)
     if not isinstance(rule, Rule):
         raise TypeError(f"rule must be a Rule (from get_rule) or a rule name, got {type(rule).__name__}")
+    member_tasks = None if isinstance(task, Task) else _member_tasks(task, weights)
+    if member_tasks is not None:
+        task = member_tasks[0]
     if not isinstance(task, Task):
         raise TypeError(f"task must be a curvdyn.Task, got {type(task).__name__}")
     integrator = ODE() if integrator is None else integrator
@@ -397,19 +544,33 @@ def simulate(
     batched = isinstance(weights, tuple | list) and len(weights) > 0 and np.ndim(weights[0]) == 3
     ws = as_weights(weights, batched=batched)
     check_compatible(ws, task)
+    ws, task = promote(ws, task)  # mixed float32/float64: the common dtype (docs/conventions.md)
+    if member_tasks is not None:
+        member_tasks = [promote(ws, t)[1] for t in member_tasks]
+    if member_tasks is not None and len(member_tasks) != ws[0].shape[0]:
+        raise ValueError(f"{len(member_tasks)} tasks for a batch of {ws[0].shape[0]} members; give one per member")
+    # the task the compiled program sees: shared, or stacked along the batch axis
+    run_task = task if member_tasks is None else jax.tree_util.tree_map(lambda *x: jnp.stack(x), *member_tasks)
+    strategy, devs = batch_lib.check_strategy(batch), None
+    if not batched:
+        strategy = None
+    else:
+        devs = batch_lib.local_devices(devices)
+        if strategy == "auto":
+            strategy = batch_lib.choose_strategy(rule, integrator.kind, devs)
+        batch_lib.check_split(strategy, rule, devs)
     eta = check_positive(eta, "eta")
     widths = widths_of(ws)
     cmethod = rule.resolve_method(widths, task.identity_cov, method)
-    loss0 = jax.vmap(loss, in_axes=(0, None))(ws, task) if batched else loss(ws, task)
+    task_axis = None if member_tasks is None else 0
+    loss0 = jax.vmap(loss, in_axes=(0, task_axis))(ws, run_task) if batched else loss(ws, task)
     if max_loss is None:
         max_loss = 1e6 * max(float(jnp.max(loss0)), 1.0)
     max_loss = check_positive(max_loss, "max_loss")
     loss_tol = check_nonneg(loss_tol, "loss_tol")
     if save_at is not None and n_save is not None:
         raise ValueError("give n_save or save_at, not both")
-    n_save = DEFAULT_N_SAVE if n_save is None else n_save
-    if isinstance(n_save, bool) or int(n_save) != n_save or n_save < 2:
-        raise ValueError(f"n_save must be an integer >= 2, got {n_save}")
+    n_save = check_count(DEFAULT_N_SAVE if n_save is None else n_save, "n_save", 2)
 
     config: dict = {
         "rule": dataclasses.asdict(rule),
@@ -422,11 +583,8 @@ def simulate(
         "max_loss": max_loss,
         "seed": seed,
         "curvdyn_version": __version__,
-        "task": {
-            "target": np.asarray(task.target).tolist(),
-            "input_cov": None if task.identity_cov else np.asarray(task.input_cov).tolist(),
-            "loss_offset": float(task.loss_offset),
-        },
+        "task": _task_config(task) if member_tasks is None else [_task_config(t) for t in member_tasks],
+        "batch_strategy": strategy,
     }
     if config["rule"]["layer_rates"] is not None:
         config["rule"]["layer_rates"] = list(config["rule"]["layer_rates"])
@@ -443,24 +601,27 @@ def simulate(
         config["t_end"] = float(ts[-1])
         run = _compiled(
             "ode",
-            batched,
+            strategy,
+            member_tasks is not None,
             rule=rule,
             method=cmethod,
             rtol=integrator.rtol,
             atol=integrator.atol,
             solver=integrator.solver,
             max_steps=integrator.max_steps,
-            progress=integrator.progress and _stderr_is_terminal(),
+            progress=integrator.progress and not batched and stderr_is_terminal(),
         )
         # times in the weights' precision: diffrax promotes the state to the time dtype
         t_dev = jnp.asarray(ts, dtype=jnp.asarray(ws[0]).dtype)
-        t_out, w_out, result, n_solver_steps, warm_stats = run(ws, task, eta, t_dev, loss_tol, max_loss)
+        t_out, w_out, result, n_solver_steps, warm_stats = _call(
+            run, batched, devs, ws, run_task, eta, t_dev, loss_tol, max_loss
+        )
         t_out, result = np.asarray(t_out), np.asarray(result)
         w_out = tuple(np.asarray(w) for w in w_out)
         config["solver_steps"] = np.asarray(n_solver_steps).tolist()
 
-        def finish(ts_b, ws_b, result_b):
-            return _finish_ode(ts_b, ws_b, result_b, task, loss_tol, max_loss)
+        def finish(ts_b, ws_b, result_b, task_b=task):
+            return _finish_ode(ts_b, ws_b, result_b, task_b, loss_tol, max_loss)
     else:
         if save_at is not None:
             raise ValueError("save_at is for the ODE integrator; an Euler run records every n-th step (n_save)")
@@ -471,7 +632,8 @@ def simulate(
         config.update(t_end=n_steps * dt, n_steps=n_steps)
         run = _compiled(
             "euler",
-            batched,
+            strategy,
+            member_tasks is not None,
             rule=rule,
             method=cmethod,
             n_steps=n_steps,
@@ -480,15 +642,18 @@ def simulate(
             use_clip=integrator.clip is not None,
         )
         clip = 0.0 if integrator.clip is None else integrator.clip
-        w_out, k_out, code_out, warm_stats = run(ws, task, eta, dt, clip, loss_tol, max_loss)
+        w_out, k_out, code_out, warm_stats = _call(run, batched, devs, ws, run_task, eta, dt, clip, loss_tol, max_loss)
         w_out = tuple(np.asarray(w) for w in w_out)
         t_out, result = np.asarray(k_out) * dt, np.asarray(code_out)
-        finish = _finish_euler
+
+        def finish(ts_b, ws_b, result_b, task_b=task):
+            return _finish_euler(ts_b, ws_b, result_b)
 
     if cmethod == "krylov" and not rule.is_gradient:
         _report_krylov(np.asarray(warm_stats), config)
     if batched:
-        parts = [finish(t_out[b], tuple(w[b] for w in w_out), result[b]) for b in range(ws[0].shape[0])]
+        tasks = member_tasks or [task] * ws[0].shape[0]
+        parts = [finish(t_out[b], tuple(w[b] for w in w_out), result[b], tasks[b]) for b in range(len(tasks))]
         length = max(len(p[0]) for p in parts)
         t_rec = np.full((len(parts), length), np.nan)
         w_rec = tuple(np.full((len(parts), length) + w.shape[2:], np.nan) for w in w_out)
@@ -498,14 +663,26 @@ def simulate(
                 w_rec[i][b, : len(tb)] = w
         status = [p[2] for p in parts]
         message = [p[3] for p in parts]
-        obs = jax.vmap(lambda w: _observables_jit(w, task, rule, cmethod, eta))(tuple(map(jnp.asarray, w_rec)))
+        obs = jax.vmap(lambda w, t: _observables_jit(w, t, rule, cmethod, eta), in_axes=(0, task_axis))(
+            tuple(map(jnp.asarray, w_rec)), run_task
+        )
     else:
         t_rec, w_rec, status, message = finish(t_out, w_out, result)
         obs = _observables_jit(tuple(map(jnp.asarray, w_rec)), task, rule, cmethod, eta)
-    loss_t, map_t, cons_t, unorm_t = jax.tree_util.tree_map(np.asarray, obs)
+    loss_t, map_t, cons_t, unorm_t, info_t = jax.tree_util.tree_map(np.asarray, obs)
+    # the worst exactness diagnostics of the run, at the recorded times (exactness_summary)
+    config["exactness"] = summarize(
+        info_t,
+        t_rec,
+        what=f"{rule.label} ({cmethod})",
+        rcond=rule.spectral_function().cutoff(ws[0].dtype),
+        warn_cut=rule.rcond == DEFAULT_RCOND,
+    )
     for s, m in zip(status if batched else [status], message if batched else [message]):
         if s in ("diverged", "max_steps", "failed"):
             warnings.warn(m, RuntimeWarning, stacklevel=2)
+    if not config["exactness"]["reliable"]:
+        warnings.warn(f"simulate: {config['exactness']['warning']}", RuntimeWarning, stacklevel=2)
     return Trajectory(
         t=t_rec,
         weights=w_rec,
@@ -544,11 +721,68 @@ def _report_krylov(stats: np.ndarray, config: dict) -> None:
         )
 
 
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+def exactness_summary(traj: Trajectory) -> dict:
+    """What the report shows about a run's exactness: the worst diagnostics at its recorded times.
+
+    The dict of :func:`curvdyn.curvature.summarize` that :func:`simulate` stores in
+    ``traj.config["exactness"]`` (worst ``n_cut``, ``n_cut_resolved``, ``largest_cut``,
+    ``cut_residual``, ``cut_effect``, ``cut_eig_error``, ``cond``, ``residual``,
+    ``error_estimate``, ``floor``; ``worst_at``, ``reliable``, ``warning``), plus ``verdict``: a
+    short phrase — ``"exact (est. error 1e-12)"``, ``"cutoff decides the answer"``,
+    ``"ill-conditioned (est. error …)"`` or ``"not recorded"`` for a trajectory saved before
+    diagnostics existed.
+    """
+    summary = dict(traj.config.get("exactness") or {})
+    if not summary:
+        return {"verdict": "not recorded"}
+    cut = summary.get("cut_effect") or 0.0
+    err = summary.get("error_estimate")
+    if cut > WARN_TOL:
+        verdict = f"cutoff decides the answer (cut effect {cut:.2g})"
+    elif err is not None and err > WARN_TOL:
+        verdict = f"ill-conditioned (est. error {err:.2g}, cond {summary.get('cond') or float('nan'):.2g})"
+    elif err is None:
+        verdict = "no estimate (method without diagnostics)"
+    else:
+        verdict = f"exact (est. error {err:.1g})"
+    summary["verdict"] = verdict
+    return summary
+
+
+def _task_config(task: Task) -> dict:
+    return {
+        "target": np.asarray(task.target).tolist(),
+        "input_cov": None if task.identity_cov else np.asarray(task.input_cov).tolist(),
+        "loss_offset": float(task.loss_offset),
+    }
+
+
+def _member_tasks(tasks, weights) -> list[Task]:
+    """A sequence of per-member tasks (batched weights only), checked: one shape, one kind of Σ."""
+    batched = isinstance(weights, tuple | list) and len(weights) > 0 and np.ndim(weights[0]) == 3
+    if not isinstance(tasks, tuple | list) or not tasks or not all(isinstance(t, Task) for t in tasks):
+        raise TypeError(f"task must be a curvdyn.Task (or, for batched weights, a list of them), got {tasks!r:.80}")
+    if not batched:
+        raise TypeError("a list of tasks needs batched weights (a leading batch axis), one task per member")
+    first = tasks[0]
+    for t in tasks[1:]:
+        if t.target.shape != first.target.shape or t.identity_cov != first.identity_cov:
+            raise ValueError(
+                f"the tasks of one batch must share the target's shape and whether Σ = I; got {first!r} and {t!r}"
+            )
+    return list(tasks)
+
+
+def _call(run, batched: bool, devices, ws, task, *shared):
+    """Call a compiled runner; a batch over several devices is split over them
+    (:func:`curvdyn.batch.run_split`)."""
+    if not batched:
+        return run(ws, task, *shared)
+    if len(devices) == 1:
+        active = np.ones(ws[0].shape[0], dtype=bool)
+        return run(*jax.device_put((active, ws, task, *shared), devices[0]))
+    flags = (True, np.ndim(task.target) == 3) + (False,) * len(shared)
+    return batch_lib.run_split(run, (ws, task, *shared), flags, devices)
 
 
 def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_tol: float, max_loss: float):
@@ -560,9 +794,9 @@ def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_
     if len(ts) >= 2 and ts[-1] == ts[-2]:
         ts, ws = ts[:-1], tuple(w[:-1] for w in ws)
     code = int(result)
-    if code == int(diffrax.RESULTS.successful._value):
+    if code == OUTCOME_SUCCESSFUL:
         return ts, ws, "completed", f"reached t_end = {ts[-1]:.6g}"
-    if code == int(diffrax.RESULTS.event_occurred._value):
+    if code == OUTCOME_EVENT:
         code = int(_stop_code(tuple(jnp.asarray(w[-1]) for w in ws), task, loss_tol, max_loss))
         if code == _CONVERGED:
             return ts, ws, "converged", f"loss fell below loss_tol = {loss_tol:.3g} at t = {ts[-1]:.6g}"
@@ -575,7 +809,7 @@ def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_
                 "non-finite; the recorded part is kept"
             ),
         )
-    if code == int(diffrax.RESULTS.max_steps_reached._value):
+    if code == OUTCOME_MAX_STEPS:
         return (
             ts,
             ws,
@@ -590,8 +824,8 @@ def _finish_ode(ts: np.ndarray, ws: tuple, result: np.ndarray, task: Task, loss_
         ws,
         "failed",
         (
-            f"the ODE solver failed at t = {ts[-1]:.6g} (diffrax result code {code}: step size "
-            "collapsed or non-finite values); the recorded part is kept"
+            f"the ODE solver failed at t = {ts[-1]:.6g} (step size collapsed or non-finite values); "
+            "the recorded part is kept"
         ),
     )
 

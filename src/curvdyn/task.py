@@ -14,6 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn._precision import resolve_dtype
+from curvdyn._validate import check_count, check_positive, check_real
+from curvdyn.init import haar_orthogonal
+
 # Relative tolerances for accepting a user's covariance: asymmetry and negative eigenvalues
 # beyond round-off are errors, not something to silently symmetrize or clip.
 _SYMMETRY_RTOL = 1e-10
@@ -21,10 +25,7 @@ _PSD_RTOL = 1e-10
 
 
 def _finite_matrix(x, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a numeric array: {exc}") from None
+    arr = np.asarray(check_real(x, name), dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a matrix, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -32,10 +33,26 @@ def _finite_matrix(x, name: str) -> np.ndarray:
     return arr
 
 
+def _finite_scalar(value, name: str) -> float:
+    value = check_real(value, name)
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
 def psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """Symmetric square root ``S = Σ^{1/2}`` of a PSD matrix (eigenvalues clipped at 0)."""
+    """Symmetric square root ``S = Σ^{1/2}`` of a PSD matrix.
+
+    Eigenvalues at or below the eigensolver's round-off level (``n · eps · λ_max``) are set to
+    zero: they are not resolved, and their square roots (``~√eps``) would put spurious singular
+    values into ``Ĵ = (I ⊗ S) J`` that the exactness diagnostics would rightly flag.
+    """
     evals, evecs = np.linalg.eigh(cov)
-    return (evecs * np.sqrt(np.clip(evals, 0.0, None))) @ evecs.T
+    floor = cov.shape[0] * np.finfo(np.float64).eps * max(float(evals[-1]), 0.0)
+    return (evecs * np.sqrt(np.where(evals > floor, evals, 0.0))) @ evecs.T
 
 
 @jax.tree_util.register_pytree_node_class
@@ -49,11 +66,19 @@ class Task:
       identity_cov: whether ``Σ = I`` exactly (enables cheaper paths).
       loss_offset: constant by which the data loss exceeds ``L`` (0 unless built from data).
 
+    The arrays have dtype ``dtype``; ``None`` follows the inputs: float32 arrays give a float32
+    task, anything else (float64 arrays, lists, Python numbers) float64, which needs JAX's 64-bit
+    mode (see :mod:`curvdyn`). The checks and ``Σ^{1/2}`` are computed in float64 (NumPy) either way.
+
     Raises:
-      ValueError: shapes do not match, entries are not finite, or ``Σ`` is not symmetric PSD.
+      TypeError: ``target`` or ``input_cov`` is complex or not numeric.
+      ValueError: shapes do not match, entries are not finite, ``Σ`` is not symmetric PSD, or
+        ``dtype`` is not a floating type.
+      curvdyn.Float64DisabledError: a float64 task while 64-bit mode is off.
     """
 
-    def __init__(self, target, input_cov=None, *, loss_offset: float = 0.0):
+    def __init__(self, target, input_cov=None, *, loss_offset: float = 0.0, dtype=None):
+        dtype = resolve_dtype(target, input_cov, dtype=dtype, what="Task")
         target = _finite_matrix(target, "target")
         _n_out, n_in = target.shape
         if input_cov is None:
@@ -81,11 +106,10 @@ class Task:
                     "an input covariance must be symmetric positive semi-definite"
                 )
             identity = bool(np.array_equal(cov, np.eye(n_in)))
-        if not np.isfinite(loss_offset):
-            raise ValueError(f"loss_offset must be finite, got {loss_offset}")
-        self.target = jnp.asarray(target)
-        self.input_cov = jnp.asarray(cov)
-        self.sqrt_cov = jnp.asarray(np.eye(n_in) if identity else psd_sqrt(cov))
+        loss_offset = _finite_scalar(loss_offset, "loss_offset")
+        self.target = jnp.asarray(target, dtype=dtype)
+        self.input_cov = jnp.asarray(cov, dtype=dtype)
+        self.sqrt_cov = jnp.asarray(np.eye(n_in) if identity else psd_sqrt(cov), dtype=dtype)
         self.identity_cov = identity
         self.loss_offset = float(loss_offset)
 
@@ -116,13 +140,15 @@ class Task:
         return f"Task(target={self.output_dim}x{self.input_dim}, input_cov={cov}, loss_offset={self.loss_offset:.6g})"
 
     @classmethod
-    def from_data(cls, x, y) -> Task:
+    def from_data(cls, x, y, *, dtype=None) -> Task:
         """Build a task from samples: ``x`` of shape ``(n_0, P)``, ``y`` of shape ``(n_d, P)``.
 
         ``Σ = X Xᵀ/P``, ``W* = Y Xᵀ Σ⁺/P``; ``loss_offset = ½ tr(YYᵀ)/P − ½ tr(W* Σ W*ᵀ)``, so
         that ``loss(ws, task) + task.loss_offset`` equals the data loss
-        ``(1/2P) Σ_μ ‖W x^μ − y^μ‖²`` exactly.
+        ``(1/2P) Σ_μ ‖W x^μ − y^μ‖²`` exactly. The statistics are computed in float64 (NumPy);
+        the task's dtype follows ``dtype`` or the samples, as in :class:`Task`.
         """
+        dtype = resolve_dtype(x, y, dtype=dtype, what="Task.from_data")
         x = _finite_matrix(x, "x")
         y = _finite_matrix(y, "y")
         if x.shape[1] != y.shape[1]:
@@ -135,7 +161,7 @@ class Task:
         corr_yx = y @ x.T / p
         target = corr_yx @ np.linalg.pinv(cov, hermitian=True)
         offset = 0.5 * np.sum(y * y) / p - 0.5 * np.trace(target @ cov @ target.T)
-        return cls(target, cov, loss_offset=float(offset))
+        return cls(target, cov, loss_offset=float(offset), dtype=dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +204,7 @@ def student_teacher(
     noise_std: float = 1.0,
     teacher_profile=None,
     whiten: bool = True,
+    dtype=None,
 ) -> StudentTeacher:
     """Generate a low-rank teacher and noisy samples (paper section 4).
 
@@ -202,48 +229,54 @@ def student_teacher(
       noise_std: noise standard deviation per output coordinate (> 0).
       teacher_profile: optional length-``rank`` positive relative mode strengths.
       whiten: exactly whiten the training inputs when ``n_train ≥ n_in``.
+      dtype: dtype of the draws and of every array (``None``: float64, which needs JAX's 64-bit
+        mode; ``jnp.float32`` draws float32 numbers, a different data set for the same key).
     """
-    n_out = n_in if n_out is None else n_out
-    n_train = n_in if n_train is None else n_train
-    for name, val in (("n_in", n_in), ("n_out", n_out), ("n_train", n_train), ("rank", rank)):
-        if int(val) != val or val < 1:
-            raise ValueError(f"{name} must be a positive integer, got {val}")
-    if n_test < 0:
-        raise ValueError(f"n_test must be >= 0, got {n_test}")
+    dtype = resolve_dtype(dtype=dtype, what="student_teacher")
+    n_in = check_count(n_in, "n_in")
+    n_out = n_in if n_out is None else check_count(n_out, "n_out")
+    n_train = n_in if n_train is None else check_count(n_train, "n_train")
+    rank = check_count(rank, "rank")
+    n_test = check_count(n_test, "n_test", minimum=0)
     if rank > min(n_in, n_out):
         raise ValueError(f"rank {rank} exceeds min(n_in, n_out) = {min(n_in, n_out)}")
-    if not (snr > 0 and np.isfinite(snr)):
-        raise ValueError(f"snr must be positive and finite, got {snr}")
-    if not (noise_std > 0 and np.isfinite(noise_std)):
-        raise ValueError(f"noise_std must be positive and finite, got {noise_std}")
-    profile = np.ones(rank) if teacher_profile is None else np.asarray(teacher_profile, float)
-    if profile.shape != (rank,) or np.any(profile <= 0):
+    snr = check_positive(snr, "snr")
+    noise_std = check_positive(noise_std, "noise_std")
+    if teacher_profile is None:
+        profile = np.ones(rank)
+    else:
+        profile = np.asarray(check_real(teacher_profile, "teacher_profile"), dtype=np.float64)
+    if profile.shape != (rank,) or not np.all(np.isfinite(profile)) or np.any(profile <= 0):
         raise ValueError(f"teacher_profile must hold {rank} positive numbers, got {profile}")
 
     k_u, k_v, k_x, k_z, k_xt, k_zt = jax.random.split(key, 6)
-    u = np.linalg.qr(np.asarray(jax.random.normal(k_u, (n_out, n_out))))[0][:, :rank]
-    v = np.linalg.qr(np.asarray(jax.random.normal(k_v, (n_in, n_in))))[0][:, :rank]
+
+    def normal(k, shape) -> np.ndarray:  # drawn in dtype, then computed with in float64
+        return np.asarray(jax.random.normal(k, shape, dtype=dtype), dtype=np.float64)
+
+    u = haar_orthogonal(k_u, n_out, rank, dtype=dtype)
+    v = haar_orthogonal(k_v, n_in, rank, dtype=dtype)
     teacher = (u * (snr * noise_std * profile)) @ v.T
 
-    x = np.asarray(jax.random.normal(k_x, (n_in, n_train)))
+    x = normal(k_x, (n_in, n_train))
     if whiten and n_train >= n_in:
         cov = x @ x.T / n_train
         evals, evecs = np.linalg.eigh(cov)
         x = (evecs / np.sqrt(evals)) @ evecs.T @ x
-    z = noise_std * np.asarray(jax.random.normal(k_z, (n_out, n_train)))
+    z = noise_std * normal(k_z, (n_out, n_train))
     y = teacher @ x + z
 
-    x_test = np.asarray(jax.random.normal(k_xt, (n_in, n_test)))
-    y_test = teacher @ x_test + noise_std * np.asarray(jax.random.normal(k_zt, (n_out, n_test)))
+    x_test = normal(k_xt, (n_in, n_test))
+    y_test = teacher @ x_test + noise_std * normal(k_zt, (n_out, n_test))
 
     return StudentTeacher(
-        teacher=jnp.asarray(teacher),
-        x_train=jnp.asarray(x),
-        y_train=jnp.asarray(y),
-        train_task=Task.from_data(x, y),
-        test_task=Task(teacher, None, loss_offset=0.5 * n_out * noise_std**2),
-        x_test=jnp.asarray(x_test),
-        y_test=jnp.asarray(y_test),
+        teacher=jnp.asarray(teacher, dtype=dtype),
+        x_train=jnp.asarray(x, dtype=dtype),
+        y_train=jnp.asarray(y, dtype=dtype),
+        train_task=Task.from_data(x, y, dtype=dtype),
+        test_task=Task(teacher, None, loss_offset=0.5 * n_out * noise_std**2, dtype=dtype),
+        x_test=jnp.asarray(x_test, dtype=dtype),
+        y_test=jnp.asarray(y_test, dtype=dtype),
         noise_std=float(noise_std),
         snr=float(snr),
     )

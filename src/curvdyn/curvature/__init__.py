@@ -62,14 +62,19 @@ from curvdyn.curvature._mapspace_ops import mapspace_grams, mapspace_kernel
 from curvdyn.curvature.balanced import (
     SharedBasis,
     balanced_direction,
+    balanced_direction_info,
     checked_direction,
+    checked_direction_info,
     shared_basis,
     shared_basis_error,
 )
 from curvdyn.curvature.blocks import (
     block_direction_dense,
+    block_direction_dense_info,
     block_direction_kronecker,
+    block_direction_kronecker_info,
     block_direction_mapspace,
+    block_direction_mapspace_info,
     block_matrix,
     layer_factors,
 )
@@ -81,9 +86,17 @@ from curvdyn.curvature.choose import (
     choose_block_method,
     choose_full_method,
 )
-from curvdyn.curvature.dense import dense_apply, dense_direction, hessian_plus, jacobian_matrix
-from curvdyn.curvature.diagnostics import condition_number
-from curvdyn.curvature.kronsum import kronsum_direction
+from curvdyn.curvature.dense import dense_apply, dense_direction, dense_direction_info, hessian_plus, jacobian_matrix
+from curvdyn.curvature.diagnostics import (
+    WARN_TOL,
+    DirectionInfo,
+    bound_info,
+    condition_number,
+    describe,
+    exact_info,
+    summarize,
+)
+from curvdyn.curvature.kronsum import kronsum_direction, kronsum_direction_info
 from curvdyn.curvature.krylov import (
     DEFAULT_KRYLOV_MAXITER,
     DEFAULT_KRYLOV_TOL,
@@ -93,20 +106,30 @@ from curvdyn.curvature.krylov import (
     KrylovState,
     default_krylov_tol,
     krylov_direction,
+    krylov_direction_info,
     krylov_init_state,
 )
-from curvdyn.curvature.mapspace import mapspace_apply, mapspace_direction
+from curvdyn.curvature.mapspace import mapspace_apply, mapspace_direction, mapspace_direction_info
 from curvdyn.curvature.precision import (
     DEFAULT_BALANCE_TOL,
     DEFAULT_BALANCE_TOL_F32,
     DEFAULT_RCOND,
     DEFAULT_RCOND_F32,
     astype,
+    common_dtype,
     default_balance_tol,
     default_rcond,
     effective_rcond,
+    promote,
 )
-from curvdyn.curvature.spectral import SpectralFunction, apply_psd_function, order_after
+from curvdyn.curvature.refine import REFINE_STEPS
+from curvdyn.curvature.spectral import (
+    SpectralFunction,
+    apply_psd_function,
+    block_scale,
+    curvature_power,
+    order_after,
+)
 
 __all__ = [
     "BLOCK_METHODS",
@@ -122,7 +145,10 @@ __all__ = [
     "FULL_METHODS",
     "IN_GRAPH_FALLBACK_MAX_MAP",
     "KRYLOV_MIN_MAP",
+    "REFINE_STEPS",
+    "WARN_TOL",
     "CGInfo",
+    "DirectionInfo",
     "KrylovInfo",
     "KrylovState",
     "SharedBasis",
@@ -130,33 +156,50 @@ __all__ = [
     "apply_psd_function",
     "astype",
     "balanced_direction",
+    "balanced_direction_info",
     "block_direction_dense",
+    "block_direction_dense_info",
     "block_direction_kronecker",
+    "block_direction_kronecker_info",
     "block_direction_mapspace",
+    "block_direction_mapspace_info",
     "block_matrix",
+    "block_scale",
+    "bound_info",
     "cg_direction",
     "cg_solve",
     "checked_direction",
+    "checked_direction_info",
     "choose_block_method",
     "choose_full_method",
+    "common_dtype",
     "condition_number",
+    "curvature_power",
     "default_balance_tol",
     "default_krylov_tol",
     "default_rcond",
     "dense_apply",
     "dense_direction",
+    "dense_direction_info",
+    "describe",
     "effective_rcond",
+    "exact_info",
     "hessian_plus",
     "jacobian_matrix",
     "kronsum_direction",
+    "kronsum_direction_info",
     "krylov_direction",
+    "krylov_direction_info",
     "krylov_init_state",
     "layer_factors",
     "mapspace_apply",
     "mapspace_direction",
+    "mapspace_direction_info",
     "mapspace_grams",
     "mapspace_kernel",
     "order_after",
+    "promote",
     "shared_basis",
     "shared_basis_error",
+    "summarize",
 ]

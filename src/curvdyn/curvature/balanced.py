@@ -8,10 +8,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from curvdyn.curvature._mapspace_ops import _delta_s, _grams, _pullback_lam, mapspace_grams
-from curvdyn.curvature.dense import dense_direction
-from curvdyn.curvature.kronsum import kronsum_direction
-from curvdyn.curvature.mapspace import _mapspace_from_grams
+from curvdyn.curvature._mapspace_ops import _delta_s, _grams, mapspace_grams
+from curvdyn.curvature.dense import dense_direction, dense_direction_info
+from curvdyn.curvature.diagnostics import DirectionInfo
+from curvdyn.curvature.kronsum import _grid_core, _grid_info, kronsum_direction, kronsum_direction_info
+from curvdyn.curvature.mapspace import _mapspace_from_grams, _mapspace_info_from_grams
 from curvdyn.curvature.precision import default_balance_tol
 from curvdyn.curvature.spectral import SpectralFunction, _eigh_sym, order_after
 from curvdyn.network import Weights, gradient, outer_products
@@ -83,10 +84,12 @@ def _basis_error(basis: SharedBasis, f: SpectralFunction) -> jax.Array:
 
 
 def _balanced_from_basis(a, b, basis: SharedBasis, ds, task, f) -> Weights:
-    u, v, kappa = basis.u, basis.v, basis.kappa
-    fk = f(kappa, jnp.max(kappa))
-    lam = u @ ((u.T @ ds @ v) * fk) @ v.T
-    return _pullback_lam(a, b, lam, task)
+    return _grid_core(a, b, ds, task, f, basis.u, basis.v, basis.kappa)[0].direction
+
+
+def _balanced_info_from_basis(a, b, basis: SharedBasis, ds, task, f) -> tuple[Weights, DirectionInfo]:
+    out, bs = _grid_core(a, b, ds, task, f, basis.u, basis.v, basis.kappa)
+    return out.direction, _grid_info(a, bs, ds, f, basis.u, basis.v, basis.kappa, out)
 
 
 def shared_basis(ws: Weights, task: Task) -> SharedBasis:
@@ -112,10 +115,18 @@ def balanced_direction(ws: Weights, task: Task, f: SpectralFunction) -> Weights:
     ``Λ = U [(Uᵀ (Δ S) V) ⊙ f(κ)] Vᵀ``, ``direction_i = A_iᵀ Λ S B_iᵀ``: O(d (n_d³ + n_0³)).
     Exact when :func:`shared_basis_error` is at round-off level; otherwise it silently
     drops the off-diagonal part of ``K`` (use ``balanced-checked`` or ``auto`` to be safe).
+    Power-one ``f`` is refined with the structured residual (which sees the true ``K``).
     """
     a, b = outer_products(ws)
     p, q = _grams(a, b, task)
     return _balanced_from_basis(a, b, _shared_basis(p, q), _delta_s(ws, task, b), task, f)
+
+
+def balanced_direction_info(ws: Weights, task: Task, f: SpectralFunction) -> tuple[Weights, DirectionInfo]:
+    """:func:`balanced_direction` and its :class:`~curvdyn.curvature.diagnostics.DirectionInfo`."""
+    a, b = outer_products(ws)
+    p, q = _grams(a, b, task)
+    return _balanced_info_from_basis(a, b, _shared_basis(p, q), _delta_s(ws, task, b), task, f)
 
 
 def checked_direction(
@@ -131,6 +142,22 @@ def checked_direction(
     costs O(d (n_d³ + n_0³)), negligible next to either path. ``fallback`` is ``"mapspace"``,
     ``"dense"`` or ``"kronsum"``; ``balance_tol`` defaults to :func:`default_balance_tol` of the dtype.
     """
+    return _checked(ws, task, f, fallback, balance_tol, with_info=False)
+
+
+def checked_direction_info(
+    ws: Weights,
+    task: Task,
+    f: SpectralFunction,
+    fallback: str = "mapspace",
+    balance_tol: float | None = None,
+) -> tuple[Weights, DirectionInfo]:
+    """:func:`checked_direction` and the :class:`~curvdyn.curvature.diagnostics.DirectionInfo` of
+    the branch that ran."""
+    return _checked(ws, task, f, fallback, balance_tol, with_info=True)
+
+
+def _checked(ws, task, f, fallback, balance_tol, *, with_info: bool):
     a, b = outer_products(ws)
     p, q = _grams(a, b, task)
     ds = _delta_s(ws, task, b)
@@ -139,17 +166,22 @@ def checked_direction(
     ok = _basis_error(basis, f) <= tol
 
     def use_balanced(_):
+        if with_info:
+            return _balanced_info_from_basis(a, b, basis, ds, task, f)
         return _balanced_from_basis(a, b, basis, ds, task, f)
 
     def use_fallback(_):
         # (ordered after the basis: under vmap both branches run, see order_after)
         if fallback == "mapspace":
-            return _mapspace_from_grams(a, b, p, q, ds, task, f, after=basis.v)
+            run = _mapspace_info_from_grams if with_info else _mapspace_from_grams
+            return run(a, b, p, q, ds, task, f, after=basis.v)
         if fallback == "dense":
             w_after = tuple(order_after(w, basis.v) for w in ws)
-            return dense_direction(w_after, task, f, gradient(w_after, task))
+            run = dense_direction_info if with_info else dense_direction
+            return run(w_after, task, f, gradient(w_after, task))
         if fallback == "kronsum":
-            return kronsum_direction(ws, task, f, after=basis.v)
+            run = kronsum_direction_info if with_info else kronsum_direction
+            return run(ws, task, f, after=basis.v)
         raise ValueError(f"unknown fallback {fallback!r}")
 
     return jax.lax.cond(ok, use_balanced, use_fallback, None)

@@ -80,7 +80,8 @@ import numpy as np
 
 from curvdyn.curvature import precond as pc
 from curvdyn.curvature._mapspace_ops import _pullback
-from curvdyn.curvature.mapspace import mapspace_direction
+from curvdyn.curvature.diagnostics import DirectionInfo, bound_info
+from curvdyn.curvature.mapspace import mapspace_direction, mapspace_direction_info
 from curvdyn.curvature.rational import rational_table, scaled_terms, select_tier
 from curvdyn.curvature.spectral import SpectralFunction, _sym, order_after
 from curvdyn.network import Weights, outer_products
@@ -721,21 +722,37 @@ def _gradient_only(ws, task, f, state):
     return tuple(f.gain * g for g in gradient(ws, task)), info, state
 
 
-def _with_fallback(ws, task, f, direction, info: KrylovInfo):
-    """Replace an unconverged direction by the eigh path's, inside the compiled function.
+def _with_fallback(ws, task, f, direction, info: KrylovInfo, dinfo: DirectionInfo | None = None):
+    """Replace an unconverged direction (and, given, its :class:`DirectionInfo`) by the eigh
+    path's, inside the compiled function.
 
     Written as a while loop that runs at most once so that, under ``vmap``, the eigh path runs
     only when some member needs it (a ``lax.cond`` would run both sides for every member).
     """
 
     def body(st):
-        _, _ = st
         ws_after = tuple(order_after(w, info.error_estimate) for w in ws)
-        return jnp.asarray(False), tuple(mapspace_direction(ws_after, task, f))
+        if dinfo is None:
+            return jnp.asarray(False), tuple(mapspace_direction(ws_after, task, f)), None
+        out, eigh_info = mapspace_direction_info(ws_after, task, f)
+        return jnp.asarray(False), tuple(out), eigh_info
 
     need = ~info.converged
-    _, out = jax.lax.while_loop(lambda st: st[0], body, (need, tuple(direction)))
-    return out, info._replace(fallback=need)
+    _, out, dinfo = jax.lax.while_loop(lambda st: st[0], body, (need, tuple(direction), dinfo))
+    return out, info._replace(fallback=need), dinfo
+
+
+def as_direction_info(info: KrylovInfo, f: SpectralFunction) -> DirectionInfo:
+    """The :class:`~curvdyn.curvature.DirectionInfo` of a matrix-free direction: its error
+    estimate (``inf`` when uncertified), ``n_cut`` the coordinates it cut (null set and deflated
+    eigenvectors), ``cond`` the certified bound ``(λ_hi + s)/(λ_lo + s)`` of the kept spectrum's
+    condition number; the cut eigenvalues are not measured (``largest_cut``, ``cut_effect`` 0:
+    only eigenvalues proven under the cutoff are cut) and there is no eigen-residual (NaN)."""
+    dtype = info.error_estimate.dtype
+    s = jnp.asarray(f.shift, dtype)
+    cond = (info.lam_hi + s) / jnp.maximum(info.lam_lo + s, jnp.finfo(dtype).tiny)
+    base = bound_info(info.error_estimate)
+    return base._replace(n_cut=info.null_dim.astype(base.n_cut.dtype), cond=cond.astype(dtype))
 
 
 def krylov_direction(
@@ -774,10 +791,38 @@ def krylov_direction(
     else:
         direction, info, new_state = _krylov(ws, task, f, tol, int(maxiter), state)
     if fallback:
-        direction, info = _with_fallback(ws, task, f, direction, info)
+        direction, info, _ = _with_fallback(ws, task, f, direction, info)
     if state is None:
         return direction, info
     return direction, info, new_state
+
+
+def krylov_direction_info(
+    ws: Weights,
+    task: Task,
+    f: SpectralFunction,
+    *,
+    tol: float | None = None,
+    maxiter: int = DEFAULT_KRYLOV_MAXITER,
+    state: KrylovState | None = None,
+    fallback: bool = False,
+):
+    """:func:`krylov_direction` with the :class:`~curvdyn.curvature.DirectionInfo` of the path
+    that produced the direction (:func:`as_direction_info`; the eigh path's own diagnostics for
+    a member that fell back in the program).
+
+    Returns:
+      ``(direction, direction_info, info)``, or ``(direction, direction_info, info, new_state)``
+      when ``state`` is given.
+    """
+    got = krylov_direction(ws, task, f, tol=tol, maxiter=maxiter, state=state, fallback=False)
+    direction, info = got[0], got[1]
+    dinfo = as_direction_info(info, f)
+    if fallback:
+        direction, info, dinfo = _with_fallback(ws, task, f, direction, info, dinfo)
+    if state is None:
+        return direction, dinfo, info
+    return direction, dinfo, info, got[2]
 
 
 __all__ = [
@@ -787,8 +832,10 @@ __all__ = [
     "IN_GRAPH_FALLBACK_MAX_MAP",
     "KrylovInfo",
     "KrylovState",
+    "as_direction_info",
     "default_krylov_tol",
     "krylov_direction",
+    "krylov_direction_info",
     "krylov_init_state",
     "krylov_slots",
 ]

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn._validate import check_real
 from curvdyn.network import Weights
 from curvdyn.task import Task
 
@@ -51,8 +52,10 @@ def effective_rcond(rcond: float | None, dtype) -> float:
     ``rcond`` values are float64 values by convention: ``None`` or the float64 default
     :data:`DEFAULT_RCOND` (what every rule carries unless the user sets ``rcond``) mean "the
     default for this dtype" (:func:`default_rcond`), so a float32 computation cuts at
-    ``1e-5 · λ_max``. Any other value is applied as given, in every dtype.
+    ``1e-5 · λ_max``. Any other value, and a traced one, is applied as given, in every dtype.
     """
+    if isinstance(rcond, jax.core.Tracer):
+        return rcond
     if rcond is None or rcond == DEFAULT_RCOND:
         return default_rcond(dtype)
     return float(rcond)
@@ -74,11 +77,35 @@ def astype(ws, task: Task, dtype) -> tuple[Weights, Task]:
     ``ws32, task32 = curvdyn.astype(ws, task, jnp.float32)``; every direction and simulation
     of ``(ws32, task32)`` then runs in float32 (with the float32 cutoff :data:`DEFAULT_RCOND_F32`
     unless a rule sets ``rcond`` explicitly). Mixing float32 weights with a float64 task
-    promotes to float64.
+    promotes to float64 (:func:`promote`).
+
+    Raises:
+      ValueError: ``dtype`` is not a real floating type.
+      TypeError: a layer is complex or not numeric.
     """
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"dtype must be a floating type, got {dtype}")
-    ws = tuple(jnp.asarray(w, dtype=dtype) for w in ws)
+        raise ValueError(f"dtype must be a real floating type, got {dtype}")
+    ws = tuple(jnp.asarray(check_real(w, f"layer w_{i}"), dtype=dtype) for i, w in enumerate(ws, start=1))
     task = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=dtype), task)
     return ws, task
+
+
+def common_dtype(ws: Weights, task: Task) -> np.dtype:
+    """The dtype a computation on ``(ws, task)`` runs in: ``jnp.result_type`` of the layers and the
+    task's arrays (float32 weights with a float64 task: float64)."""
+    return np.dtype(jnp.result_type(*ws, task.target, task.input_cov, task.sqrt_cov))
+
+
+def promote(ws: Weights, task: Task) -> tuple[Weights, Task]:
+    """Weights and task in their :func:`common_dtype` (unchanged when they already agree).
+
+    The one place mixed precision is resolved: :meth:`curvdyn.Rule.direction` and
+    :func:`curvdyn.simulate` call it on entry, so float32 weights with a float64 task run in
+    float64 with the float64 cutoff (and return float64), as ``jnp`` arithmetic would promote them.
+    """
+    dtype = common_dtype(ws, task)
+    leaves = (*ws, task.target, task.input_cov, task.sqrt_cov)
+    if all(np.dtype(x.dtype) == dtype for x in leaves):
+        return ws, task
+    return astype(ws, task, dtype)

@@ -1,9 +1,12 @@
 """Spectral functions of symmetric PSD operators: the one place for ``gain · (λ + shift)^(−power)``
-with its pseudo-inverse cutoff, and the small dense linear-algebra helpers every method shares."""
+with its pseudo-inverse cutoff, the power ``1/q`` of a correction of order q and the block rules'
+layer factor ``d^{−1/q}``, and the small dense linear-algebra helpers every method shares."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +21,8 @@ class SpectralFunction:
     With ``shift = 0``, eigenvalues ``λ ≤ rcond · λ_max`` map to 0 (the pseudo-inverse power
     on the range of the operator). ``power = 0`` is the projection on the range. ``rcond`` is
     resolved per dtype by :func:`effective_rcond` (the float64 default becomes
-    :data:`DEFAULT_RCOND_F32` in float32).
+    :data:`DEFAULT_RCOND_F32` in float32). The fields may be traced values (e.g. an optimizer's
+    scheduled damping); a traced ``shift`` selects between the two branches elementwise.
     """
 
     power: float
@@ -32,11 +36,35 @@ class SpectralFunction:
 
     def __call__(self, evals: jax.Array, max_eval: jax.Array) -> jax.Array:
         evals = jnp.maximum(evals, 0.0)
+        if isinstance(self.shift, jax.core.Tracer):
+            shifted = dataclasses.replace(self, shift=jnp.where(self.shift > 0, self.shift, 1.0))
+            unshifted = dataclasses.replace(self, shift=0.0)
+            return jnp.where(self.shift > 0, shifted._shifted(evals), unshifted(evals, max_eval))
         if self.shift > 0:
-            return self.gain * (evals + self.shift) ** (-self.power)
+            return self._shifted(evals)
         keep = evals > self.cutoff(evals.dtype) * max_eval
         safe = jnp.where(keep, evals, 1.0)
         return jnp.where(keep, self.gain * safe ** (-self.power), 0.0)
+
+    def _shifted(self, evals: jax.Array) -> jax.Array:
+        return self.gain * (evals + self.shift) ** (-self.power)
+
+
+def curvature_power(q: Any) -> Any:
+    """The power ``1/q`` of the curvature that a correction of order ``q`` applies (eq. 14):
+    1 for NGD, ½ for sqrt-NGD, 0 for ``q = ∞`` (SGD: the plain gradient). ``q`` may be traced."""
+    if isinstance(q, jax.core.Tracer):
+        return 1.0 / q
+    return 0.0 if math.isinf(q) else 1.0 / q
+
+
+def block_scale(depth: int, power: Any) -> Any:
+    """The layer factor ``d^{−power}`` of the block-diagonal rules: ``d^{−1/q}`` of eq. (25) with
+    ``power = 1/q`` (:func:`curvature_power`), ``d`` the number of layer blocks. ``power`` may be
+    traced (then a JAX scalar is returned), otherwise the factor is a Python float."""
+    if isinstance(power, jax.core.Tracer):
+        return jnp.power(float(depth), -power)
+    return float(depth) ** (-float(power))
 
 
 def _eigh(m: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -1,5 +1,8 @@
 """Reproducible experiments: one module per figure of the paper (see base.py for the protocol).
 
+Each experiment's settings are a frozen dataclass: ``module.DEFAULT`` and ``module.QUICK``
+(``--quick``); ``module.compute(settings, seed=...)`` runs one seed.
+
 The registry below lists the experiment modules in figure order. Adding an experiment is one
 line: put its module name (a module of this package following :mod:`.base`) into
 ``_MODULES`` at its place in the order. Modules are imported only when asked for, so a broken
@@ -13,6 +16,7 @@ or slow import in one experiment does not affect the others.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from types import ModuleType
 
@@ -27,7 +31,7 @@ _MODULES: tuple[str, ...] = (
     "digits",
 )
 
-_REQUIRED = ("NAME", "TITLE", "compute", "plot", "claims")
+_REQUIRED = ("NAME", "TITLE", "DEFAULT", "QUICK", "compute", "plot", "claims")
 
 
 def names() -> tuple[str, ...]:
@@ -50,6 +54,12 @@ def get(name: str) -> ModuleType:
         raise TypeError(f"experiment module {module.__name__} lacks {missing} (see curvdyn.experiments.base)")
     if module.NAME != name:
         raise TypeError(f"experiment module {module.__name__} has NAME {module.NAME!r}, expected {name!r}")
+    settings = type(module.DEFAULT)
+    frozen = dataclasses.is_dataclass(settings) and settings.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    if not frozen or type(module.QUICK) is not settings:
+        raise TypeError(
+            f"experiment module {module.__name__}: DEFAULT and QUICK must be instances of one frozen dataclass"
+        )
     return module
 
 

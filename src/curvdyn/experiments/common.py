@@ -1,50 +1,66 @@
-"""Helpers shared by the experiment modules: progress bars, save times, rule styles, measurements.
+"""Helpers shared by the experiment modules: progress bars, grids and save times, rule styles, measurements.
 
 Nothing here is an experiment; the registry in :mod:`curvdyn.experiments` lists those.
 """
 
 from __future__ import annotations
 
-import sys
+import dataclasses
 from collections.abc import Iterable
 from typing import TypeVar
 
 import numpy as np
 
+from curvdyn._names import STYLES, UNKNOWN_COLOR
+from curvdyn._progress import progress_bar
+from curvdyn._validate import check_count
 from curvdyn.integrators import ODE
 
 T = TypeVar("T")
 
-#: One colour and label per rule, the same in every figure.
-RULE_STYLE = {
-    "sgd": {"color": "#1f77b4", "label": "SGD"},
-    "ngd": {"color": "#d62728", "label": "NGD"},
-    "sqrt-ngd": {"color": "#2ca02c", "label": "√NGD"},
-    "ngd-d": {"color": "#ff7f0e", "label": "NGD-d"},
-    "sqrt-ngd-d": {"color": "#9467bd", "label": "√NGD-d"},
-    "damped-ngd": {"color": "#8c564b", "label": "damped NGD"},
-    "frac-ngd": {"color": "#e377c2", "label": "q-NGD"},
-    "frac-ngd-d": {"color": "#7f7f7f", "label": "q-NGD-d"},
-}
-
 
 def rule_color(name: str) -> str:
-    """The colour of a rule in every figure (grey for unknown names)."""
-    return RULE_STYLE.get(name, {}).get("color", "#555555")
+    """The colour of a rule (or digits optimizer) in every figure (:data:`curvdyn._names.STYLES`;
+    grey for unknown names)."""
+    style = STYLES.get(name)
+    return style.color if style else UNKNOWN_COLOR
 
 
 def rule_label(name: str) -> str:
-    """The display label of a rule (``√NGD`` for ``sqrt-ngd``, ...)."""
-    return RULE_STYLE.get(name, {}).get("label", name)
+    """The typeset label of a rule in figures, claims and the report (``√NGD`` for ``sqrt-ngd``;
+    :data:`curvdyn._names.STYLES`), the name itself for unknown names."""
+    style = STYLES.get(name)
+    return style.display if style else name
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """Grid points on one axis: ``numpy.linspace(start, stop, num)``, or with ``log``
+    ``numpy.logspace(start, stop, num)`` (``start``, ``stop`` then base-10 exponents)."""
+
+    start: float
+    stop: float
+    num: int
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        check_count(self.num, "num")
+
+    def values(self) -> np.ndarray:
+        if self.log:
+            return np.logspace(self.start, self.stop, int(self.num))
+        return np.linspace(self.start, self.stop, int(self.num))
 
 
 def progress(iterable: Iterable[T], *, enabled: bool, desc: str, total: int | None = None, leave: bool = False):
-    """A tqdm progress bar over ``iterable`` on stderr, or the plain iterable when disabled."""
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
+    """A tqdm progress bar over ``iterable`` on stderr when ``enabled`` and stderr is a terminal;
+    otherwise the plain iterable, printing nothing (:func:`curvdyn._progress.progress_bar`)."""
+    return progress_bar(iterable, enabled=enabled, desc=desc, total=total, leave=leave)
 
-    return tqdm(iterable, desc=desc, total=total, leave=leave, file=sys.stderr, dynamic_ncols=True)
+
+def scalar(value) -> np.ndarray:
+    """A number as a data entry: a 0-d float64 array (what ``data.npz`` gives back)."""
+    return np.asarray(value, dtype=np.float64)
 
 
 def log_times(t_end: float, n: int, t_min: float) -> np.ndarray:
@@ -84,18 +100,19 @@ def relative_drift(conserved: np.ndarray) -> float:
 
 
 def random_target(key, singular_values) -> np.ndarray:
-    """A square target ``W* = U diag(s) Vᵀ`` with Haar-random orthogonal ``U, V`` from a JAX key.
+    """A square target ``W* = U diag(s) Vᵀ`` with Haar-random orthogonal ``U, V``
+    (:func:`curvdyn.init.haar_orthogonal` of the two halves of ``jax.random.split(key)``).
 
     The singular values are ``singular_values`` (any order, repeats allowed); ``n = len(s)``.
     """
     import jax
 
+    from curvdyn.init import haar_orthogonal
+
     k_u, k_v = jax.random.split(key)
     s = np.asarray(singular_values, dtype=np.float64)
     n = s.shape[0]
-    u, r_u = np.linalg.qr(np.asarray(jax.random.normal(k_u, (n, n), dtype=np.float64)))
-    v, r_v = np.linalg.qr(np.asarray(jax.random.normal(k_v, (n, n), dtype=np.float64)))
-    u, v = u * np.sign(np.diag(r_u)), v * np.sign(np.diag(r_v))
+    u, v = haar_orthogonal(k_u, n), haar_orthogonal(k_v, n)
     return (u * s) @ v.T
 
 

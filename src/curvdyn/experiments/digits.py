@@ -26,7 +26,7 @@ Optimizers (full-batch gradients; every run has the same budget of steps):
 * K-FAC (q = 1) and √K-FAC (q = 2): :func:`curvdyn.optim.scale_by_fractional_kfac` with the
   paper's layer factor ``d^{-1/q}`` (``depth_scaling=True``), π-adjusted factored damping λ,
   no moving average (``decay = 0``); the Kronecker factors come from a fresh random subset of
-  256 training images every ``CURVATURE_EVERY`` steps (K-FAC practice: curvature from a
+  256 training images every ``curvature_every`` steps (K-FAC practice: curvature from a
   sub-batch), the gradient from the full batch.
 
 Tuning. Each optimizer gets the same number of configurations (8; 2 in the quick variant) at every scale: SGD and
@@ -49,67 +49,109 @@ import dataclasses
 import functools
 import math
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
-from curvdyn.experiments.base import Claim, at_least, at_most, within
+from curvdyn.experiments.base import Claim, Config, Data, at_least, at_most, measure, within
+from curvdyn.experiments.common import Axis, rule_color, rule_label
 from curvdyn.experiments.common import progress as progress_bar
 from curvdyn.optim import MLP, fractional_kfac_direction, kfac_statistics, scale_by_fractional_kfac
+from curvdyn.theory import scaling_exponents
 
 NAME = "digits"
 TITLE = "Real data (sklearn digits) — SGD, Adam, K-FAC and √K-FAC from small initial weights: update norms and training"
 
 OPTIMIZERS = ("sgd", "adam", "kfac", "sqrt-kfac")
-LABELS = {"sgd": "SGD", "adam": "Adam", "kfac": "K-FAC (q=1)", "sqrt-kfac": "√K-FAC (q=2)"}
-COLORS = {"sgd": "#1f77b4", "adam": "#8c564b", "kfac": "#d62728", "sqrt-kfac": "#2ca02c"}
-Q = {"sgd": math.inf, "adam": None, "kfac": 1.0, "sqrt-kfac": 2.0}
+#: The correction order q of the optimizers that have one (Adam has none).
+Q: dict[str, float] = {"sgd": math.inf, "kfac": 1.0, "sqrt-kfac": 2.0}
 
-WIDTHS = (64, 32, 32, 32, 10)
-N_TRAIN = 1297
-CURVATURE_BATCH = 256
-CURVATURE_EVERY = 2
-ADAM_EPS = 1e-8
 
-SETTINGS = {
-    False: {
-        "scales": (0.03, 0.1, 1.0),
-        "n_steps": 200,
-        "grids": {
-            "sgd": [{"lr": v} for v in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)],
-            "adam": [{"lr": v} for v in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)],
-            "kfac": [{"lr": lr, "damping": lam} for lam in (1e-3, 1e-6) for lr in (0.1, 0.3, 1.0, 3.0)],
-            "sqrt-kfac": [{"lr": lr, "damping": lam} for lam in (1e-3, 1e-6) for lr in (0.1, 0.3, 1.0, 3.0)],
-        },
-        "exponent_scales": tuple(float(a) for a in np.logspace(-2, 0, 9)),
-        "fit_max_scale": 0.1,
-    },
-}
-SETTINGS[True] = dict(
-    SETTINGS[False],
+@dataclasses.dataclass(frozen=True)
+class Hyper:
+    """One configuration of an optimizer's grid: learning rate and (K-FAC only) damping λ."""
+
+    lr: float
+    damping: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Grids:
+    """The tuning grid of every optimizer (the same number of configurations each)."""
+
+    sgd: tuple[Hyper, ...] = tuple(Hyper(v) for v in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0))
+    adam: tuple[Hyper, ...] = tuple(Hyper(v) for v in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1))
+    kfac: tuple[Hyper, ...] = tuple(Hyper(lr, lam) for lam in (1e-3, 1e-6) for lr in (0.1, 0.3, 1.0, 3.0))
+    sqrt_kfac: tuple[Hyper, ...] = tuple(Hyper(lr, lam) for lam in (1e-3, 1e-6) for lr in (0.1, 0.3, 1.0, 3.0))
+
+    def of(self, kind: str) -> tuple[Hyper, ...]:
+        """The grid of optimizer ``kind`` (``"sqrt-kfac"``, ...)."""
+        return getattr(self, kind.replace("-", "_"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The settings of the digits study.
+
+    Attributes:
+      scales: the initial scales α; n_steps: every run's budget of full-batch steps.
+      grids: the tuning grids.
+      exponent_scales: the scales of the first-update sweep; fit_max_scale: its log-log fit
+        uses α ≤ this.
+      widths: the bias-free tanh MLP; n_train: training images (the rest are the test set).
+      curvature_batch, curvature_every: K-FAC's factors (and roots) from a fresh random subset of
+        ``curvature_batch`` training images every ``curvature_every`` steps.
+      adam_eps: Adam's ε.
+      exponent_dampings: dampings of the first-update sweep (factored, π-adjusted; besides the
+        undamped roots).
+      cutoff_probe: a coarser pseudo-inverse cutoff for undamped K-FAC (besides curvdyn's default
+        1e-13): shows how much of its small-scale update comes from the factors' smallest
+        eigenvalues.
+    """
+
+    scales: tuple[float, ...] = (0.03, 0.1, 1.0)
+    n_steps: int = 200
+    grids: Grids = Grids()
+    exponent_scales: Axis = Axis(-2.0, 0.0, 9, log=True)
+    fit_max_scale: float = 0.1
+    widths: tuple[int, ...] = (64, 32, 32, 32, 10)
+    n_train: int = 1297
+    curvature_batch: int = 256
+    curvature_every: int = 2
+    adam_eps: float = 1e-8
+    exponent_dampings: tuple[float, ...] = (1e-6, 1e-3)
+    cutoff_probe: float = 1e-7
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths) - 1
+
+
+DEFAULT = Settings()
+QUICK = dataclasses.replace(
+    DEFAULT,
     scales=(0.03, 1.0),
     n_steps=80,
-    grids={
-        "sgd": [{"lr": v} for v in (0.3, 3.0)],
-        "adam": [{"lr": v} for v in (3e-3, 3e-2)],
-        "kfac": [{"lr": lr, "damping": 1e-6} for lr in (0.1, 0.3)],
-        "sqrt-kfac": [{"lr": lr, "damping": 1e-6} for lr in (0.3, 1.0)],
-    },
-    exponent_scales=tuple(float(a) for a in np.logspace(-2, 0, 5)),
+    grids=Grids(
+        sgd=tuple(Hyper(v) for v in (0.3, 3.0)),
+        adam=tuple(Hyper(v) for v in (3e-3, 3e-2)),
+        kfac=tuple(Hyper(lr, 1e-6) for lr in (0.1, 0.3)),
+        sqrt_kfac=tuple(Hyper(lr, 1e-6) for lr in (0.3, 1.0)),
+    ),
+    exponent_scales=Axis(-2.0, 0.0, 5, log=True),
 )
 
 MODEL = MLP("tanh")
 LINEAR = MLP("linear")
 
 
-def load_data(seed: int):
-    """``(x_train, y_train, x_test, y_test, labels_test)`` of the digits, split by ``seed``."""
+def load_data(seed: int, n_train: int = DEFAULT.n_train):
+    """``(x_train, y_train, x_test, y_test, labels_test)`` of the digits, split by ``seed`` into
+    ``n_train`` training images and the rest."""
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -120,15 +162,15 @@ def load_data(seed: int):
     x, labels = load_digits(return_X_y=True)
     perm = np.random.default_rng(seed).permutation(len(x))
     x, labels = x[perm].astype(np.float64), labels[perm]
-    x_tr, x_te = x[:N_TRAIN], x[N_TRAIN:]
+    x_tr, x_te = x[:n_train], x[n_train:]
     mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
     std[std == 0] = 1.0  # pixels constant over the training images: centred only (0 on training images)
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     y = np.eye(10)[labels] - 0.1
-    return x_tr, y[:N_TRAIN], x_te, y[N_TRAIN:], labels[N_TRAIN:]
+    return x_tr, y[:n_train], x_te, y[n_train:], labels[n_train:]
 
 
-def init_params(key, alpha: float, widths=WIDTHS):
+def init_params(key, alpha: float, widths: tuple[int, ...] = DEFAULT.widths):
     """Bias-free Xavier-normal weights times ``alpha``: ``w_i ~ N(0, α² · 2/(n_in + n_out))``."""
     keys = jax.random.split(key, len(widths) - 1)
     return tuple(
@@ -146,19 +188,20 @@ def _accuracy(params, x, labels):
 
 
 @functools.lru_cache(maxsize=16)
-def _trainer(kind: str, damping: float, n_steps: int):
+def _trainer(kind: str, damping: float, n_steps: int, curvature_every: int, curvature_batch: int, adam_eps: float):
     """A compiled ``run(params0, lr, key, x, y, x_test, y_test, labels_test)`` for one optimizer."""
+    transform: Any  # an optax transformation; K-FAC's update takes the extra argument curvature
     if kind in ("kfac", "sqrt-kfac"):
         transform = scale_by_fractional_kfac(
             q=Q[kind],
             damping=damping,
             depth_scaling=True,
             decay=0.0,
-            factor_update_every=CURVATURE_EVERY,
-            root_update_every=CURVATURE_EVERY,
+            factor_update_every=curvature_every,
+            root_update_every=curvature_every,
         )
     elif kind == "adam":
-        transform = optax.scale_by_adam(eps=ADAM_EPS)
+        transform = optax.scale_by_adam(eps=adam_eps)
     else:
         transform = optax.identity()
 
@@ -169,7 +212,7 @@ def _trainer(kind: str, damping: float, n_steps: int):
             if kind in ("kfac", "sqrt-kfac"):
 
                 def curvature():
-                    idx = jax.random.permutation(step_key, x.shape[0])[:CURVATURE_BATCH]
+                    idx = jax.random.permutation(step_key, x.shape[0])[:curvature_batch]
                     return kfac_statistics(MODEL, params, x[idx])
 
                 direction, state = transform.update(grads, state, params, curvature=curvature)
@@ -193,78 +236,88 @@ def _trainer(kind: str, damping: float, n_steps: int):
     return jax.jit(run)
 
 
-#: Dampings of the first-update sweep (factored, π-adjusted; besides the undamped roots).
-EXPONENT_DAMPINGS = (1e-6, 1e-3)
-#: A coarser pseudo-inverse cutoff for undamped K-FAC (besides curvdyn's default 1e-13): shows how
-#: much of its small-scale update comes from the factors' smallest eigenvalues.
-CUTOFF_PROBE = 1e-7
-
-
-def first_update_keys(dampings=EXPONENT_DAMPINGS) -> tuple[str, ...]:
+def first_update_keys(settings: Settings) -> tuple[str, ...]:
     """The names of the first-update norms, in the order :func:`first_update_norms` computes them."""
     keys = ["sgd", "adam", "kfac", "sqrt-kfac"]
-    keys += [f"{kind}@{lam:g}" for lam in dampings for kind in ("kfac", "sqrt-kfac")]
-    keys += [f"kfac_rcond{CUTOFF_PROBE:g}"]
+    keys += [f"{kind}@{lam:g}" for lam in settings.exponent_dampings for kind in ("kfac", "sqrt-kfac")]
+    keys += [f"kfac_rcond{settings.cutoff_probe:g}"]
     return tuple(keys + ["linear__sgd", "linear__kfac", "linear__sqrt-kfac"])
 
 
-@functools.partial(jax.jit, static_argnums=(3,))
-def _first_norms_jit(params, x, y, dampings):
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _first_norms_jit(params, x, y, dampings, adam_eps, cutoff_probe):
     norms = []
     for prefix, model in (("", MODEL), ("linear__", LINEAR)):
         grads = jax.grad(model.loss)(params, x, y)
         stats = kfac_statistics(model, params, x)
-        kw = dict(depth_scaling=True)
         norms.append(_tree_norm(grads))
         if not prefix:
-            adam = optax.scale_by_adam(eps=ADAM_EPS)
+            adam = optax.scale_by_adam(eps=adam_eps)
             norms.append(_tree_norm(adam.update(grads, adam.init(params))[0]))
         for kind in ("kfac", "sqrt-kfac"):
-            norms.append(_tree_norm(fractional_kfac_direction(grads, stats, q=Q[kind], damping=0.0, **kw)))
+            norms.append(
+                _tree_norm(fractional_kfac_direction(grads, stats, q=Q[kind], damping=0.0, depth_scaling=True))
+            )
         if not prefix:
             for lam in dampings:
                 for kind in ("kfac", "sqrt-kfac"):
-                    norms.append(_tree_norm(fractional_kfac_direction(grads, stats, q=Q[kind], damping=lam, **kw)))
+                    norms.append(
+                        _tree_norm(fractional_kfac_direction(grads, stats, q=Q[kind], damping=lam, depth_scaling=True))
+                    )
             norms.append(
-                _tree_norm(fractional_kfac_direction(grads, stats, q=1.0, damping=0.0, rcond=CUTOFF_PROBE, **kw))
+                _tree_norm(
+                    fractional_kfac_direction(grads, stats, q=1.0, damping=0.0, rcond=cutoff_probe, depth_scaling=True)
+                )
             )
     return jnp.stack(norms)
 
 
-def first_update_norms(x, y, key, scales, *, dampings=EXPONENT_DAMPINGS) -> dict[str, np.ndarray]:
-    """``‖direction(θ_0)‖`` (learning rate 1) at each scale α, for every optimizer and damping.
+def first_update_norms(x, y, key, settings: Settings) -> dict[str, np.ndarray]:
+    """``‖direction(θ_0)‖`` (learning rate 1) at each scale α of ``settings.exponent_scales``, for
+    every optimizer and damping.
 
     Keys (:func:`first_update_keys`): ``sgd``, ``adam`` (the first Adam step:
     ``g/(|g| + ε)`` per coordinate), ``kfac`` / ``sqrt-kfac`` (undamped: pseudo-inverse roots),
     ``kfac@λ`` / ``sqrt-kfac@λ`` for each damping, ``kfac_rcond1e-07`` (undamped K-FAC with the
-    coarser cutoff :data:`CUTOFF_PROBE`), and ``linear__sgd``, ``linear__kfac``,
+    coarser cutoff ``settings.cutoff_probe``), and ``linear__sgd``, ``linear__kfac``,
     ``linear__sqrt-kfac`` (undamped) for the linear network of the same widths and initial
     weights. Curvature from the whole training set.
     """
-    rows = np.asarray([_first_norms_jit(init_params(key, alpha), x, y, tuple(dampings)) for alpha in scales])
-    return {k: rows[:, i] for i, k in enumerate(first_update_keys(dampings))}
+    s = settings
+    rows = np.asarray(
+        [
+            _first_norms_jit(
+                init_params(key, alpha, s.widths), x, y, tuple(s.exponent_dampings), s.adam_eps, s.cutoff_probe
+            )
+            for alpha in s.exponent_scales.values()
+        ]
+    )
+    return {k: rows[:, i] for i, k in enumerate(first_update_keys(s))}
 
 
-def compute(*, quick: bool, seed: int, progress: bool = False):
-    s = SETTINGS[bool(quick)]
-    x_tr, y_tr, x_te, y_te, lab_te = load_data(seed)
+def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    s = settings
+    x_tr, y_tr, x_te, y_te, lab_te = load_data(seed, s.n_train)
     x, y, xt, yt, lt = (jnp.asarray(a) for a in (x_tr, y_tr, x_te, y_te, lab_te))
     k_init, k_curv = jax.random.split(jax.random.PRNGKey(seed), 3)[:2]
 
     data: dict[str, np.ndarray] = {
-        "scales": np.asarray(s["scales"], float),
-        "exponent_scales": np.asarray(s["exponent_scales"]),
+        "scales": np.asarray(s.scales, float),
+        "exponent_scales": s.exponent_scales.values(),
     }
-    runs, compile_s, compiled = {}, {}, {}
-    jobs = [(kind, j, a) for kind in OPTIMIZERS for j in range(len(s["grids"][kind])) for a in range(len(s["scales"]))]
+    runs: dict[str, dict[str, Any]] = {}
+    compile_s: dict[tuple[str, float], float] = {}
+    compiled: dict[tuple[str, float], Any] = {}
+    jobs = [(kind, j, a) for kind in OPTIMIZERS for j in range(len(s.grids.of(kind))) for a in range(len(s.scales))]
     for kind, j, a in progress_bar(jobs, enabled=progress, desc="digits runs"):
-        cfg = s["grids"][kind][j]
-        damping = float(cfg.get("damping", 0.0))
-        params0 = init_params(k_init, s["scales"][a])
-        args = (params0, jnp.asarray(float(cfg["lr"])), k_curv, x, y, xt, yt, lt)
+        hyper = s.grids.of(kind)[j]
+        damping = 0.0 if hyper.damping is None else float(hyper.damping)
+        params0 = init_params(k_init, s.scales[a], s.widths)
+        args = (params0, jnp.asarray(float(hyper.lr)), k_curv, x, y, xt, yt, lt)
         if (kind, damping) not in compiled:
             start = time.perf_counter()
-            compiled[kind, damping] = _trainer(kind, damping, s["n_steps"]).lower(*args).compile()
+            trainer = _trainer(kind, damping, s.n_steps, s.curvature_every, s.curvature_batch, s.adam_eps)
+            compiled[kind, damping] = trainer.lower(*args).compile()
             compile_s[kind, damping] = time.perf_counter() - start
         start = time.perf_counter()
         result = jax.block_until_ready(compiled[kind, damping](*args))
@@ -272,89 +325,53 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         name = f"{kind}__s{a}__c{j}"
         for field, value in zip(("train_loss", "test_loss", "test_acc", "update_norm"), result):
             data[f"{name}__{field}"] = np.asarray(value)
-        runs[name] = {"optimizer": kind, "scale": s["scales"][a], **cfg, "wall_time_s": round(wall, 4)}
-    dampings = list(EXPONENT_DAMPINGS)
+        cfg = {"lr": hyper.lr} if hyper.damping is None else {"lr": hyper.lr, "damping": hyper.damping}
+        runs[name] = {"optimizer": kind, "scale": s.scales[a], **cfg, "wall_time_s": round(wall, 4)}
     start = time.perf_counter()
-    norms = first_update_norms(x, y, k_init, s["exponent_scales"], dampings=dampings)
+    norms = first_update_norms(x, y, k_init, s)
     exponent_s = time.perf_counter() - start
     for k, v in norms.items():
         data[f"first__{k}"] = v
-    config = {
-        "data": {
-            "source": "sklearn.datasets.load_digits (bundled, no download)",
-            "n_train": N_TRAIN,
-            "n_test": int(x_te.shape[0]),
-            "split": "numpy default_rng(seed) permutation",
-            "inputs": "pixels standardized with the training mean and std (constant pixels: 0)",
-            "targets": "one-hot minus 1/10",
-        },
-        "network": {
-            "widths": list(WIDTHS),
-            "activation": "tanh",
-            "output": "linear",
-            "bias": False,
-            "init": "Xavier normal × α",
-            "depth": len(WIDTHS) - 1,
-            "seed_keys": "jax.random.split(PRNGKey(seed), 3)[:2] → init (same draw for every scale), curvature subsets",
-        },
-        "loss": "L = ½ mean_b ‖f(x_b) − y_b‖² (curvdyn convention)",
-        "scales": list(s["scales"]),
-        "n_steps": s["n_steps"],
-        "batch": "full batch (1297 images) for the gradient",
-        "optimizers": {
-            "sgd": "θ ← θ − η g",
-            "adam": f"optax.scale_by_adam(b1=0.9, b2=0.999, eps={ADAM_EPS:g}), θ ← θ − η m̂/(√v̂ + ε)",
-            "kfac": "curvdyn.optim.scale_by_fractional_kfac(q=1, depth_scaling=True (layer factor d^{-1}), "
-            "damping λ (factored, π-adjusted), decay=0)",
-            "sqrt-kfac": "the same with q=2 (layer factor d^{-1/2})",
-            "curvature": f"Kronecker factors from a fresh random subset of {CURVATURE_BATCH} training images, "
-            f"recomputed (with their roots) every {CURVATURE_EVERY} steps",
-        },
-        "grids": s["grids"],
-        "selection": "per optimizer and scale, the configuration with the lowest final training loss (finite)",
-        "exponent": {
-            "scales": list(s["exponent_scales"]),
-            "fit": f"least squares in log-log over α ≤ {s['fit_max_scale']:g}",
-            "dampings": dampings,
-            "curvature": "whole training set",
-            "wall_time_s": round(exponent_s, 3),
-        },
-        "fit_max_scale": s["fit_max_scale"],
+    outcome = {
+        "n_test": int(x_te.shape[0]),
+        "exponent_wall_time_s": round(exponent_s, 3),
         "compile_time_s": {f"{k}@{d:g}": round(v, 3) for (k, d), v in compile_s.items()},
         "runs": runs,
     }
-    return data, config
+    return data, outcome
 
 
-def describe(config) -> str:
+def describe(config: Config[Settings]) -> str:
     """The setup and numerics in words, for the report."""
-    grids = config["grids"]
-    walls = {}
-    for _name, run in config["runs"].items():
-        walls.setdefault(run["optimizer"], []).append(run["wall_time_s"] / config["n_steps"] * 1e3)
+    s = config.settings
+    runs = config.outcome["runs"]
+    walls: dict[str, list[float]] = {}
+    for run in runs.values():
+        walls.setdefault(run["optimizer"], []).append(run["wall_time_s"] / s.n_steps * 1e3)
 
     def grid_text(kind):
-        cfgs = grids[kind]
-        lrs = sorted({c["lr"] for c in cfgs})
-        lams = sorted({c["damping"] for c in cfgs if "damping" in c})
+        cfgs = s.grids.of(kind)
+        lrs = sorted({c.lr for c in cfgs})
+        lams = sorted({c.damping for c in cfgs if c.damping is not None})
         return f"η ∈ {{{', '.join(f'{v:g}' for v in lrs)}}}" + (
             f" × λ ∈ {{{', '.join(f'{v:g}' for v in lams)}}}" if lams else ""
         )
 
+    exp_scales = s.exponent_scales.values()
     return (
-        f"sklearn's bundled digits ({config['data']['n_train']} train / {config['data']['n_test']} test images, split by "
+        f"sklearn's bundled digits ({s.n_train} train / {config.outcome['n_test']} test images, split by "
         "the seed, pixels standardized, targets one-hot − 1/10). Bias-free tanh MLP "
-        f"{'-'.join(map(str, config['network']['widths']))}, squared loss ½ mean ‖f − y‖², Xavier-normal weights × α, "
-        f"α ∈ {{{', '.join(f'{v:g}' for v in config['scales'])}}}. {config['n_steps']} full-batch steps per run. "
+        f"{'-'.join(map(str, s.widths))}, squared loss ½ mean ‖f − y‖², Xavier-normal weights × α, "
+        f"α ∈ {{{', '.join(f'{v:g}' for v in s.scales)}}}. {s.n_steps} full-batch steps per run. "
         "Grids (the same number of configurations per optimizer; best by final training loss): "
-        + "; ".join(f"{LABELS[k]} {grid_text(k)}" for k in OPTIMIZERS)
+        + "; ".join(f"{rule_label(k)} {grid_text(k)}" for k in OPTIMIZERS)
         + f". K-FAC and √K-FAC: curvdyn.optim.scale_by_fractional_kfac with the layer factor d^{{-1/q}}, factored "
-        f"π-adjusted damping, factors from {CURVATURE_BATCH} random training images every {CURVATURE_EVERY} steps, no "
-        "moving average. Median wall time per step: "
-        + ", ".join(f"{LABELS[k]} {np.median(v):.2g} ms" for k, v in walls.items())
-        + f" (compiled; compilation {sum(config['compile_time_s'].values()):.1f} s in all). First-update exponents: "
-        f"‖direction(θ_0)‖ at η = 1 over α ∈ [{min(config['exponent']['scales']):g}, {max(config['exponent']['scales']):g}], "
-        f"slope fitted over α ≤ {config['fit_max_scale']:g}, curvature from the whole training set."
+        f"π-adjusted damping, factors from {s.curvature_batch} random training images every {s.curvature_every} "
+        "steps, no moving average. Median wall time per step: "
+        + ", ".join(f"{rule_label(k)} {np.median(v):.2g} ms" for k, v in walls.items())
+        + f" (compiled; compilation {sum(config.outcome['compile_time_s'].values()):.1f} s in all). First-update "
+        f"exponents: ‖direction(θ_0)‖ at η = 1 over α ∈ [{min(exp_scales):g}, {max(exp_scales):g}], "
+        f"slope fitted over α ≤ {s.fit_max_scale:g}, curvature from the whole training set."
     )
 
 
@@ -363,12 +380,12 @@ def describe(config) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def configs(data, config, kind: str, a: int) -> list[str]:
+def configs(data: Data, config: Config[Settings], kind: str, a: int) -> list[str]:
     """The run names of optimizer ``kind`` at scale index ``a``."""
-    return [f"{kind}__s{a}__c{j}" for j in range(len(config["grids"][kind]))]
+    return [f"{kind}__s{a}__c{j}" for j in range(len(config.settings.grids.of(kind)))]
 
 
-def best_run(data, config, kind: str, a: int) -> str:
+def best_run(data: Data, config: Config[Settings], kind: str, a: int) -> str:
     """The run with the lowest finite final training loss (the tuned configuration)."""
     names = configs(data, config, kind, a)
     finals = [float(data[f"{n}__train_loss"][-1]) for n in names]
@@ -380,17 +397,18 @@ def final(data, name: str, field: str) -> float:
     return float(data[f"{name}__{field}"][-1])
 
 
-def fitted_exponent(data, config, key: str) -> float:
+def fitted_exponent(data: Data, config: Config[Settings], key: str) -> float:
     """Slope of ``log ‖direction(θ_0)‖`` against ``log α`` over ``α ≤ fit_max_scale``."""
     a = np.asarray(data["exponent_scales"])
     v = np.asarray(data[f"first__{key}"])
-    keep = a <= config["fit_max_scale"] * (1 + 1e-12)
+    keep = a <= config.settings.fit_max_scale * (1 + 1e-12)
     return float(np.polyfit(np.log(a[keep]), np.log(v[keep]), 1)[0])
 
 
 def predicted_exponent(q: float, depth: int) -> float:
-    """``(d − 1)(1 − 2/q)`` (deep linear network, balanced small weights)."""
-    return (depth - 1) * (1 - 2 / q)
+    """The first update's exponent ``(d − 1)(1 − 2/q)`` of a deep linear network (S.I.16's ``e_w``,
+    :func:`curvdyn.theory.scaling_exponents`)."""
+    return scaling_exponents(depth, q)[0]
 
 
 def _with_deviation(key, statement, measured, target, tol, detail, known_deviation) -> Claim:
@@ -398,113 +416,13 @@ def _with_deviation(key, statement, measured, target, tol, detail, known_deviati
     return dataclasses.replace(within(key, statement, measured, target, tol, detail), known_deviation=known_deviation)
 
 
-def claims(data, config) -> list[Claim]:
-    out = []
-    d = config["network"]["depth"]
-    fit = config["fit_max_scale"]
-    a = np.asarray(data["exponent_scales"])
-    # the theory's reference: the linear network of the same widths on the same data
-    lin = {k: fitted_exponent(data, config, f"linear__{k}") for k in ("sgd", "kfac", "sqrt-kfac")}
-    errs = {k: abs(lin[k] - predicted_exponent(Q[k], d)) for k in lin}
-    worst = max(errs, key=errs.get)
-    out.append(
-        at_most(
-            "exponents-deep-linear-reference",
-            f"Deep linear reference (same widths, data, initial weights): the first update scales as α^((d−1)(1−2/q)) — "
-            f"{d - 1} for SGD, {-(d - 1)} for K-FAC (q=1), 0 for √K-FAC (q=2), d = {d} (section 3).",
-            errs[worst],
-            0.1,
-            "Largest |fitted − predicted| exponent; fitted slopes of ‖direction(θ_0)‖ over α ∈ "
-            f"[{a.min():g}, {fit:g}], undamped: " + ", ".join(f"{LABELS[k]} {v:.3f}" for k, v in lin.items()) + ".",
-        )
-    )
-    tanh = {k: fitted_exponent(data, config, k) for k in ("sgd", "kfac", "sqrt-kfac", "adam")}
-    out.append(
-        within(
-            "exponent-sgd-vanishes",
-            f"SGD's first update vanishes at small scale as α^(d−1) = α^{d - 1} (tanh network on digits).",
-            tanh["sgd"],
-            predicted_exponent(math.inf, d),
-            0.25,
-            f"Fitted over α ∈ [{a.min():g}, {fit:g}]; ‖g‖ = {data['first__sgd'][0]:.2g} at α = {a.min():g}, "
-            f"{data['first__sgd'][-1]:.2g} at α = {a.max():g}.",
-        )
-    )
-    out.append(
-        within(
-            "exponent-sqrt-kfac-order-one",
-            "√K-FAC's (q = 2, undamped) first update neither vanishes nor explodes at small scale: exponent 0 "
-            "(section 3, conclusion: √NGD-d 'eliminates the vanishing/exploding update problem').",
-            tanh["sqrt-kfac"],
-            0.0,
-            0.25,
-            f"Fitted over α ∈ [{a.min():g}, {fit:g}]; norms from {np.min(data['first__sqrt-kfac']):.3g} to "
-            f"{np.max(data['first__sqrt-kfac']):.3g} over α ∈ [{a.min():g}, {a.max():g}].",
-        )
-    )
-    kf = np.asarray(data["first__kfac"])
-    out.append(
-        at_least(
-            "kfac-explodes",
-            "K-FAC's (q = 1, undamped) first update explodes at small scale (section 3: NGD's parameter update "
-            "'explodes when the gradient vanishes').",
-            kf[0] / kf[-1],
-            100.0,
-            f"‖direction‖ at α = {a.min():g} over its value at α = {a.max():g} ({kf[0]:.3g} / {kf[-1]:.3g}). Fitted "
-            f"exponent over α ≤ {fit:g}: {tanh['kfac']:.2f} (deep-linear prediction {predicted_exponent(1, d):g}, "
-            f"linear reference {lin['kfac']:.2f}); in the tanh network it is not a clean power law — the pseudo-inverse "
-            "also inverts the small curvature the nonlinearity adds outside the linear network's range.",
-        )
-    )
-    out.append(
-        _with_deviation(
-            "exponent-kfac-deep-linear-value",
-            f"K-FAC's (q = 1, undamped) first update explodes as α^(−(d−1)) = α^{-(d - 1)} (deep-linear prediction, "
-            "section 3), here for the tanh network.",
-            tanh["kfac"],
-            predicted_exponent(1.0, d),
-            0.5,
-            f"Fitted over α ∈ [{a.min():g}, {fit:g}]; norms "
-            + ", ".join(f"{v:.2g}" for v in kf)
-            + " at α = "
-            + ", ".join(f"{v:.2g}" for v in a)
-            + f". The linear network of the same widths gives {lin['kfac']:.2f} "
-            f"(norms {', '.join(f'{v:.2g}' for v in data['first__linear__kfac'])}). With the pseudo-inverse cutoff "
-            f"{CUTOFF_PROBE:g} instead of 1e-13 the tanh network's norms are "
-            + ", ".join(f"{v:.2g}" for v in data[f"first__kfac_rcond{CUTOFF_PROBE:g}"])
-            + f" (fitted exponent {fitted_exponent(data, config, f'kfac_rcond{CUTOFF_PROBE:g}'):.2f}).",
-            (
-                "Undamped K-FAC is not well defined on the tanh network at small scale. The per-example tanh "
-                "derivatives make the output-side factors G_i full rank: besides the deep-linear range (where the "
-                "linear network's G_i has exact zeros) they carry small, genuine eigenvalues, which the pseudo-inverse "
-                "inverts. At small α these fall towards the cutoff, so the update's size depends on the cutoff by "
-                "orders of magnitude and log ‖direction‖ is not linear in log α; the deep-linear value −(d−1) holds "
-                "for the linear network (claim exponents-deep-linear-reference)."
-            ),
-        )
-    )
-    damped = {
-        f"{kind}@{lam:g}": fitted_exponent(data, config, f"{kind}@{lam:g}")
-        for lam in config["exponent"]["dampings"]
-        for kind in ("kfac", "sqrt-kfac")
-    }
-    big = max(config["exponent"]["dampings"])
-    out.append(
-        at_least(
-            "damping-turns-kfac-into-sgd",
-            f"With the usual damping (λ = {big:g}) both K-FAC variants lose the curvature correction at small scale: "
-            "their first update vanishes like SGD's (measured, not a claim of the paper).",
-            min(damped[f"kfac@{big:g}"], damped[f"sqrt-kfac@{big:g}"]),
-            0.8 * (d - 1),
-            "Fitted exponents with factored, π-adjusted damping: "
-            + ", ".join(f"{k} {v:.2f}" for k, v in damped.items())
-            + f" (SGD {tanh['sgd']:.2f}, Adam {tanh['adam']:.2f}). The prefactor is another matter: with λ = {big:g} "
-            f"K-FAC's first update at α = {a.min():g} is {data[f'first__kfac@{big:g}'][0] / data['first__sgd'][0]:.3g}× "
-            "SGD's (the π-adjusted damping of the small factor G_i shrinks with it), so damped K-FAC still escapes "
-            "small initializations that SGD cannot.",
-        )
-    )
-    return out + training_claims(data, config)
+def _linear_exponents(data: Data, config: Config[Settings]) -> dict[str, float]:
+    """The theory's reference: the fitted exponents of the linear network of the same widths on the same data."""
+    return {k: fitted_exponent(data, config, f"linear__{k}") for k in ("sgd", "kfac", "sqrt-kfac")}
+
+
+def _tanh_exponents(data: Data, config: Config[Settings]) -> dict[str, float]:
+    return {k: fitted_exponent(data, config, k) for k in ("sgd", "kfac", "sqrt-kfac", "adam")}
 
 
 def _best_among(data, config, kind: str, a: int, damping: float) -> float:
@@ -512,7 +430,7 @@ def _best_among(data, config, kind: str, a: int, damping: float) -> float:
 
     A diverged run (non-finite loss) counts as no progress: its final loss is the initial one.
     """
-    names = [n for n in configs(data, config, kind, a) if config["runs"][n].get("damping") == damping]
+    names = [n for n in configs(data, config, kind, a) if config.outcome["runs"][n].get("damping") == damping]
     vals = [final(data, n, "train_loss") for n in names]
     return min(v if math.isfinite(v) else float(data[f"{n}__train_loss"][0]) for n, v in zip(names, vals))
 
@@ -524,23 +442,19 @@ def _early_update_norm(data, name: str, steps: int = 10) -> float:
 
 def training_summary(data, config) -> str:
     """Tuned final training loss, test loss and accuracy per optimizer and scale, and the cost per step."""
-    scales = list(config["scales"])
+    scales = list(config.settings.scales)
+    runs = config.outcome["runs"]
     parts = []
     for kind in OPTIMIZERS:
-        runs = [best_run(data, config, kind, a) for a in range(len(scales))]
-        ms = (
-            np.median(
-                [config["runs"][n]["wall_time_s"] for a in range(len(scales)) for n in configs(data, config, kind, a)]
-            )
-            / config["n_steps"]
-            * 1e3
-        )
+        best = [best_run(data, config, kind, a) for a in range(len(scales))]
+        walls = [runs[n]["wall_time_s"] for a in range(len(scales)) for n in configs(data, config, kind, a)]
+        ms = np.median(walls) / config.settings.n_steps * 1e3
         parts.append(
-            f"{LABELS[kind]} ({ms:.2g} ms/step): "
+            f"{rule_label(kind)} ({ms:.2g} ms/step): "
             + ", ".join(
                 f"α={scales[a]:g} → {final(data, n, 'train_loss'):.2g}/{final(data, n, 'test_loss'):.2g}/"
                 f"{final(data, n, 'test_acc'):.3f}"
-                for a, n in enumerate(runs)
+                for a, n in enumerate(best)
             )
         )
     return "Tuned final train loss/test loss/test accuracy: " + "; ".join(parts)
@@ -554,114 +468,263 @@ def unbracketed(data, config) -> list[str]:
     """
     out = []
     for kind in OPTIMIZERS:
-        for a in range(len(config["scales"])):
-            best = config["runs"][best_run(data, config, kind, a)]
-            lrs = [c["lr"] for c in config["grids"][kind] if c.get("damping") == best.get("damping")]
+        for a in range(len(config.settings.scales)):
+            best = config.outcome["runs"][best_run(data, config, kind, a)]
+            lrs = [c.lr for c in config.settings.grids.of(kind) if c.damping == best.get("damping")]
             if best["lr"] in (min(lrs), max(lrs)):
-                out.append(f"{LABELS[kind]} at α = {best['scale']:g} (η = {best['lr']:g})")
+                out.append(f"{rule_label(kind)} at α = {best['scale']:g} (η = {best['lr']:g})")
     return out
 
 
 def _lrs_per_damping(config) -> int:
-    return min(
-        sum(c.get("damping") == lam for c in grid)
-        for grid in config["grids"].values()
-        for lam in {c.get("damping") for c in grid}
+    grids = [config.settings.grids.of(kind) for kind in OPTIMIZERS]
+    return min(sum(c.damping == lam for c in grid) for grid in grids for lam in {c.damping for c in grid})
+
+
+def _small_scale(config: Config[Settings]) -> tuple[int, int, str]:
+    """``(index of the smallest scale, index of the largest, "α = <smallest>")``."""
+    scales = list(config.settings.scales)
+    small = int(np.argmin(scales))
+    return small, int(np.argmax(scales)), f"α = {scales[small]:g}"
+
+
+# ---------------------------------------------------------------------------------------
+# the claims, in report order
+# ---------------------------------------------------------------------------------------
+
+
+def exponents_deep_linear_reference(data: Data, config: Config[Settings]) -> Claim:
+    d, fit = config.settings.depth, config.settings.fit_max_scale
+    a = np.asarray(data["exponent_scales"])
+    lin = _linear_exponents(data, config)
+    errs = {k: abs(lin[k] - predicted_exponent(Q[k], d)) for k in lin}
+    worst = max(errs, key=lambda k: errs[k])
+    return at_most(
+        "exponents-deep-linear-reference",
+        f"Deep linear reference (same widths, data, initial weights): the first update scales as α^((d−1)(1−2/q)) — "
+        f"{d - 1} for SGD, {-(d - 1)} for K-FAC (q=1), 0 for √K-FAC (q=2), d = {d} (section 3).",
+        errs[worst],
+        0.1,
+        "Largest |fitted − predicted| exponent; fitted slopes of ‖direction(θ_0)‖ over α ∈ "
+        f"[{a.min():g}, {fit:g}], undamped: " + ", ".join(f"{rule_label(k)} {v:.3f}" for k, v in lin.items()) + ".",
     )
 
 
-def training_claims(data, config) -> list[Claim]:
-    out = []
-    if _lrs_per_damping(config) >= 3:  # a bracket needs three points (not in the quick variant)
-        edge = unbracketed(data, config)
-        out.append(
-            at_most(
-                "learning-rate-grids-bracket-the-optimum",
-                "The tuning is fair: every optimizer's tuned learning rate, at every scale, lies inside its grid "
-                "(a smaller and a larger learning rate of the grid, with the same damping, end worse or diverge).",
-                float(len(edge)),
-                0.0,
-                "Tuned runs at an end of their grid: "
-                + (", ".join(edge) if edge else "none")
-                + f". Every optimizer has {len(config['grids']['sgd'])} configurations per scale.",
-            )
-        )
-    scales = list(config["scales"])
-    small, large = int(np.argmin(scales)), int(np.argmax(scales))
-    a_s = f"α = {scales[small]:g}"
+def exponent_sgd_vanishes(data: Data, config: Config[Settings]) -> Claim:
+    d, fit = config.settings.depth, config.settings.fit_max_scale
+    a = np.asarray(data["exponent_scales"])
+    return within(
+        "exponent-sgd-vanishes",
+        f"SGD's first update vanishes at small scale as α^(d−1) = α^{d - 1} (tanh network on digits).",
+        _tanh_exponents(data, config)["sgd"],
+        predicted_exponent(math.inf, d),
+        0.25,
+        f"Fitted over α ∈ [{a.min():g}, {fit:g}]; ‖g‖ = {data['first__sgd'][0]:.2g} at α = {a.min():g}, "
+        f"{data['first__sgd'][-1]:.2g} at α = {a.max():g}.",
+    )
+
+
+def exponent_sqrt_kfac_order_one(data: Data, config: Config[Settings]) -> Claim:
+    fit = config.settings.fit_max_scale
+    a = np.asarray(data["exponent_scales"])
+    return within(
+        "exponent-sqrt-kfac-order-one",
+        "√K-FAC's (q = 2, undamped) first update neither vanishes nor explodes at small scale: exponent 0 "
+        "(section 3, conclusion: √NGD-d 'eliminates the vanishing/exploding update problem').",
+        _tanh_exponents(data, config)["sqrt-kfac"],
+        0.0,
+        0.25,
+        f"Fitted over α ∈ [{a.min():g}, {fit:g}]; norms from {np.min(data['first__sqrt-kfac']):.3g} to "
+        f"{np.max(data['first__sqrt-kfac']):.3g} over α ∈ [{a.min():g}, {a.max():g}].",
+    )
+
+
+def kfac_explodes(data: Data, config: Config[Settings]) -> Claim:
+    d, fit = config.settings.depth, config.settings.fit_max_scale
+    a = np.asarray(data["exponent_scales"])
+    kf = np.asarray(data["first__kfac"])
+    return at_least(
+        "kfac-explodes",
+        "K-FAC's (q = 1, undamped) first update explodes at small scale (section 3: NGD's parameter update "
+        "'explodes when the gradient vanishes').",
+        kf[0] / kf[-1],
+        100.0,
+        f"‖direction‖ at α = {a.min():g} over its value at α = {a.max():g} ({kf[0]:.3g} / {kf[-1]:.3g}). Fitted "
+        f"exponent over α ≤ {fit:g}: {_tanh_exponents(data, config)['kfac']:.2f} (deep-linear prediction "
+        f"{predicted_exponent(1, d):g}, linear reference {_linear_exponents(data, config)['kfac']:.2f}); in the tanh "
+        "network it is not a clean power law — the pseudo-inverse also inverts the small curvature the nonlinearity "
+        "adds outside the linear network's range.",
+    )
+
+
+def exponent_kfac_deep_linear_value(data: Data, config: Config[Settings]) -> Claim:
+    d, fit, probe = config.settings.depth, config.settings.fit_max_scale, config.settings.cutoff_probe
+    a = np.asarray(data["exponent_scales"])
+    kf = np.asarray(data["first__kfac"])
+    return _with_deviation(
+        "exponent-kfac-deep-linear-value",
+        f"K-FAC's (q = 1, undamped) first update explodes as α^(−(d−1)) = α^{-(d - 1)} (deep-linear prediction, "
+        "section 3), here for the tanh network.",
+        _tanh_exponents(data, config)["kfac"],
+        predicted_exponent(1.0, d),
+        0.5,
+        f"Fitted over α ∈ [{a.min():g}, {fit:g}]; norms "
+        + ", ".join(f"{v:.2g}" for v in kf)
+        + " at α = "
+        + ", ".join(f"{v:.2g}" for v in a)
+        + f". The linear network of the same widths gives {_linear_exponents(data, config)['kfac']:.2f} "
+        f"(norms {', '.join(f'{v:.2g}' for v in data['first__linear__kfac'])}). With the pseudo-inverse cutoff "
+        f"{probe:g} instead of 1e-13 the tanh network's norms are "
+        + ", ".join(f"{v:.2g}" for v in data[f"first__kfac_rcond{probe:g}"])
+        + f" (fitted exponent {fitted_exponent(data, config, f'kfac_rcond{probe:g}'):.2f}).",
+        (
+            "Undamped K-FAC is not well defined on the tanh network at small scale. The per-example tanh "
+            "derivatives make the output-side factors G_i full rank: besides the deep-linear range (where the "
+            "linear network's G_i has exact zeros) they carry small, genuine eigenvalues, which the pseudo-inverse "
+            "inverts. At small α these fall towards the cutoff, so the update's size depends on the cutoff by "
+            "orders of magnitude and log ‖direction‖ is not linear in log α; the deep-linear value −(d−1) holds "
+            "for the linear network (claim exponents-deep-linear-reference)."
+        ),
+    )
+
+
+def damping_turns_kfac_into_sgd(data: Data, config: Config[Settings]) -> Claim:
+    d = config.settings.depth
+    a = np.asarray(data["exponent_scales"])
+    tanh = _tanh_exponents(data, config)
+    damped = {
+        f"{kind}@{lam:g}": fitted_exponent(data, config, f"{kind}@{lam:g}")
+        for lam in config.settings.exponent_dampings
+        for kind in ("kfac", "sqrt-kfac")
+    }
+    big = max(config.settings.exponent_dampings)
+    return at_least(
+        "damping-turns-kfac-into-sgd",
+        f"With the usual damping (λ = {big:g}) both K-FAC variants lose the curvature correction at small scale: "
+        "their first update vanishes like SGD's (measured, not a claim of the paper).",
+        min(damped[f"kfac@{big:g}"], damped[f"sqrt-kfac@{big:g}"]),
+        0.8 * (d - 1),
+        "Fitted exponents with factored, π-adjusted damping: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in damped.items())
+        + f" (SGD {tanh['sgd']:.2f}, Adam {tanh['adam']:.2f}). The prefactor is another matter: with λ = {big:g} "
+        f"K-FAC's first update at α = {a.min():g} is {data[f'first__kfac@{big:g}'][0] / data['first__sgd'][0]:.3g}× "
+        "SGD's (the π-adjusted damping of the small factor G_i shrinks with it), so damped K-FAC still escapes "
+        "small initializations that SGD cannot.",
+    )
+
+
+def learning_rate_grids_bracket_the_optimum(data: Data, config: Config[Settings]) -> Claim | None:
+    if _lrs_per_damping(config) < 3:  # a bracket needs three points (not in the quick variant)
+        return None
+    edge = unbracketed(data, config)
+    return at_most(
+        "learning-rate-grids-bracket-the-optimum",
+        "The tuning is fair: every optimizer's tuned learning rate, at every scale, lies inside its grid "
+        "(a smaller and a larger learning rate of the grid, with the same damping, end worse or diverge).",
+        float(len(edge)),
+        0.0,
+        "Tuned runs at an end of their grid: "
+        + (", ".join(edge) if edge else "none")
+        + f". Every optimizer has {len(config.settings.grids.sgd)} configurations per scale.",
+    )
+
+
+def sgd_stalls_at_small_scale(data: Data, config: Config[Settings]) -> Claim:
+    small, _, a_s = _small_scale(config)
+    runs = config.outcome["runs"]
     start_loss = float(data[f"sgd__s{small}__c0__train_loss"][0])
     sgd_name = best_run(data, config, "sgd", small)
-    lrs = [config["runs"][n]["lr"] for n in configs(data, config, "sgd", small)]
+    lrs = [runs[n]["lr"] for n in configs(data, config, "sgd", small)]
     diverged = sum(not math.isfinite(final(data, n, "train_loss")) for n in configs(data, config, "sgd", small))
-    out.append(
-        at_least(
-            "sgd-stalls-at-small-scale",
-            f"From small weights ({a_s}) SGD does not leave the initial plateau within the budget, at any learning "
-            "rate of its grid: vanishing updates (section 3; Saxe et al.'s plateaus).",
-            final(data, sgd_name, "train_loss") / start_loss,
-            0.9,
-            f"Final over initial training loss of the tuned run (η = {config['runs'][sgd_name]['lr']:g}; grid "
-            f"{', '.join(f'{v:g}' for v in lrs)}; {diverged} of them diverged), {config['n_steps']} full-batch steps. "
-            + training_summary(data, config)
-            + ".",
-        )
+    return at_least(
+        "sgd-stalls-at-small-scale",
+        f"From small weights ({a_s}) SGD does not leave the initial plateau within the budget, at any learning "
+        "rate of its grid: vanishing updates (section 3; Saxe et al.'s plateaus).",
+        final(data, sgd_name, "train_loss") / start_loss,
+        0.9,
+        f"Final over initial training loss of the tuned run (η = {runs[sgd_name]['lr']:g}; grid "
+        f"{', '.join(f'{v:g}' for v in lrs)}; {diverged} of them diverged), {config.settings.n_steps} full-batch "
+        "steps. " + training_summary(data, config) + ".",
     )
+
+
+def sqrt_kfac_trains_from_small_weights(data: Data, config: Config[Settings]) -> Claim:
+    small, large, a_s = _small_scale(config)
+    a_l = f"α = {config.settings.scales[large]:g}"
     sq_small = final(data, best_run(data, config, "sqrt-kfac", small), "train_loss")
     sq_large = final(data, best_run(data, config, "sqrt-kfac", large), "train_loss")
-    out.append(
-        at_most(
-            "sqrt-kfac-trains-from-small-weights",
-            f"√K-FAC (with the small damping of its grid) trains from small weights ({a_s}) as well as from "
-            f"α = {scales[large]:g} (conclusion: √NGD-d's parameter dynamics neither vanish nor explode).",
-            sq_small / sq_large,
-            2.0,
-            f"Final training loss of tuned √K-FAC at {a_s} over that at α = {scales[large]:g} "
-            f"({sq_small:.3g} / {sq_large:.3g}). Its update norms over the first 10 steps: max ‖Δθ_t‖ = "
-            f"{_early_update_norm(data, best_run(data, config, 'sqrt-kfac', small)):.3g} at {a_s}, "
-            f"{_early_update_norm(data, best_run(data, config, 'sqrt-kfac', large)):.3g} at α = {scales[large]:g}; "
-            f"SGD's (tuned) {_early_update_norm(data, best_run(data, config, 'sgd', small)):.2g} at {a_s}. The trained "
-            "runs are damped (the first-update exponents of damped √K-FAC are close to SGD's, claim "
-            "damping-turns-kfac-into-sgd), so their first step is small at small scale; the updates grow to O(1) within "
-            "a few steps, while SGD's stay small.",
-        )
+    return at_most(
+        "sqrt-kfac-trains-from-small-weights",
+        f"√K-FAC (with the small damping of its grid) trains from small weights ({a_s}) as well as from "
+        f"{a_l} (conclusion: √NGD-d's parameter dynamics neither vanish nor explode).",
+        sq_small / sq_large,
+        2.0,
+        f"Final training loss of tuned √K-FAC at {a_s} over that at {a_l} "
+        f"({sq_small:.3g} / {sq_large:.3g}). Its update norms over the first 10 steps: max ‖Δθ_t‖ = "
+        f"{_early_update_norm(data, best_run(data, config, 'sqrt-kfac', small)):.3g} at {a_s}, "
+        f"{_early_update_norm(data, best_run(data, config, 'sqrt-kfac', large)):.3g} at {a_l}; "
+        f"SGD's (tuned) {_early_update_norm(data, best_run(data, config, 'sgd', small)):.2g} at {a_s}. The trained "
+        "runs are damped (the first-update exponents of damped √K-FAC are close to SGD's, claim "
+        "damping-turns-kfac-into-sgd), so their first step is small at small scale; the updates grow to O(1) within "
+        "a few steps, while SGD's stay small.",
     )
-    dampings = sorted({float(c["damping"]) for c in config["grids"]["kfac"]})
+
+
+def tiny_damping_kfac_fails_sqrt_kfac_trains(data: Data, config: Config[Settings]) -> Claim:
+    small, _, a_s = _small_scale(config)
+    runs = config.outcome["runs"]
+    start_loss = float(data[f"sgd__s{small}__c0__train_loss"][0])
+    dampings = sorted({float(c.damping) for c in config.settings.grids.kfac if c.damping is not None})
     tiny = min(dampings)
     k_tiny = _best_among(data, config, "kfac", small, tiny)
     s_tiny = _best_among(data, config, "sqrt-kfac", small, tiny)
-    out.append(
-        at_least(
-            "tiny-damping-kfac-fails-sqrt-kfac-trains",
-            f"With the same tiny damping (λ = {tiny:g}) from small weights ({a_s}), K-FAC does not train (its runs "
-            "diverge or stall) while √K-FAC trains (conclusion: NGD-d's parameter updates explode, √NGD-d's do not).",
-            k_tiny / s_tiny,
-            10.0,
-            f"Best final training loss over the learning rates with λ = {tiny:g} (a diverged run counts as its initial "
-            f"loss): K-FAC {k_tiny:.3g}, √K-FAC {s_tiny:.3g} (initial {start_loss:.3g}). K-FAC's runs there, final loss "
-            "and largest update: "
-            + ", ".join(
-                f"η = {config['runs'][n]['lr']:g}: {final(data, n, 'train_loss'):.3g}, "
-                f"max ‖Δθ_t‖ = {float(np.max(data[f'{n}__update_norm'])):.3g}"
-                for n in configs(data, config, "kfac", small)
-                if config["runs"][n].get("damping") == tiny
-            )
-            + "; √K-FAC's: "
-            + ", ".join(
-                f"η = {config['runs'][n]['lr']:g}: {final(data, n, 'train_loss'):.3g}, "
-                f"max ‖Δθ_t‖ = {float(np.max(data[f'{n}__update_norm'])):.3g}"
-                for n in configs(data, config, "sqrt-kfac", small)
-                if config["runs"][n].get("damping") == tiny
-            )
-            + (
-                f". With λ = {max(dampings):g} K-FAC trains from {a_s} "
-                f"(best {_best_among(data, config, 'kfac', small, max(dampings)):.3g}): the damping turns it into a "
-                "rescaled gradient step at small scale (see the damped exponents)."
-                if len(dampings) > 1
-                else "."
-            ),
+
+    def listing(kind: str) -> str:
+        return ", ".join(
+            f"η = {runs[n]['lr']:g}: {final(data, n, 'train_loss'):.3g}, "
+            f"max ‖Δθ_t‖ = {float(np.max(data[f'{n}__update_norm'])):.3g}"
+            for n in configs(data, config, kind, small)
+            if runs[n].get("damping") == tiny
         )
+
+    return at_least(
+        "tiny-damping-kfac-fails-sqrt-kfac-trains",
+        f"With the same tiny damping (λ = {tiny:g}) from small weights ({a_s}), K-FAC does not train (its runs "
+        "diverge or stall) while √K-FAC trains (conclusion: NGD-d's parameter updates explode, √NGD-d's do not).",
+        k_tiny / s_tiny,
+        10.0,
+        f"Best final training loss over the learning rates with λ = {tiny:g} (a diverged run counts as its initial "
+        f"loss): K-FAC {k_tiny:.3g}, √K-FAC {s_tiny:.3g} (initial {start_loss:.3g}). K-FAC's runs there, final loss "
+        "and largest update: "
+        + listing("kfac")
+        + "; √K-FAC's: "
+        + listing("sqrt-kfac")
+        + (
+            f". With λ = {max(dampings):g} K-FAC trains from {a_s} "
+            f"(best {_best_among(data, config, 'kfac', small, max(dampings)):.3g}): the damping turns it into a "
+            "rescaled gradient step at small scale (see the damped exponents)."
+            if len(dampings) > 1
+            else "."
+        ),
     )
-    return out
+
+
+CLAIMS = (
+    exponents_deep_linear_reference,
+    exponent_sgd_vanishes,
+    exponent_sqrt_kfac_order_one,
+    kfac_explodes,
+    exponent_kfac_deep_linear_value,
+    damping_turns_kfac_into_sgd,
+    learning_rate_grids_bracket_the_optimum,
+    sgd_stalls_at_small_scale,
+    sqrt_kfac_trains_from_small_weights,
+    tiny_damping_kfac_fails_sqrt_kfac_trains,
+)
+
+
+def claims(data: Data, config: Config[Settings]) -> list[Claim]:
+    return measure(CLAIMS, data, config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -669,11 +732,12 @@ def training_claims(data, config) -> list[Claim]:
 # ---------------------------------------------------------------------------------------
 
 
-def plot(data, config):
-    scales = list(config["scales"])
+def plot(data: Data, config: Config[Settings]) -> Figure:
+    scales = list(config.settings.scales)
     n_s = len(scales)
     n_col = max(n_s + 1, 4)
-    fig, axes = plt.subplots(3, n_col, figsize=(4.3 * n_col, 11.5))
+    fig = Figure(figsize=(4.3 * n_col, 11.5))
+    axes = fig.subplots(3, n_col)
     for a in range(n_s, n_col - 1):  # unused scale columns (quick variant)
         axes[0, a].set_visible(False)
         axes[1, a].set_visible(False)
@@ -681,15 +745,15 @@ def plot(data, config):
     for a, alpha in enumerate(scales):
         for kind in OPTIMIZERS:
             name = best_run(data, config, kind, a)
-            cfg = config["runs"][name]
-            lab = f"{LABELS[kind]} η={cfg['lr']:g}" + (f" λ={cfg['damping']:g}" if "damping" in cfg else "")
+            cfg = config.outcome["runs"][name]
+            lab = f"{rule_label(kind)} η={cfg['lr']:g}" + (f" λ={cfg['damping']:g}" if "damping" in cfg else "")
             steps = np.arange(len(data[f"{name}__train_loss"]))
-            axes[0, a].plot(steps, data[f"{name}__train_loss"], color=COLORS[kind], lw=1.6, label=lab)
-            axes[0, a].plot(steps, data[f"{name}__test_loss"], color=COLORS[kind], lw=1.0, ls="--")
+            axes[0, a].plot(steps, data[f"{name}__train_loss"], color=rule_color(kind), lw=1.6, label=lab)
+            axes[0, a].plot(steps, data[f"{name}__test_loss"], color=rule_color(kind), lw=1.0, ls="--")
             axes[1, a].plot(
                 np.arange(1, len(data[f"{name}__update_norm"]) + 1),
                 data[f"{name}__update_norm"],
-                color=COLORS[kind],
+                color=rule_color(kind),
                 lw=1.4,
                 label=lab,
             )
@@ -712,13 +776,13 @@ def plot(data, config):
             ea,
             data[f"first__{kind}"],
             "o-",
-            color=COLORS[kind],
+            color=rule_color(kind),
             lw=1.5,
             ms=4,
-            label=f"{LABELS[kind]}: slope {fitted_exponent(data, config, kind):.2f}",
+            label=f"{rule_label(kind)}: slope {fitted_exponent(data, config, kind):.2f}",
         )
     for kind in ("sgd", "kfac", "sqrt-kfac"):
-        ax.plot(ea, data[f"first__linear__{kind}"], ":", color=COLORS[kind], lw=1.3)
+        ax.plot(ea, data[f"first__linear__{kind}"], ":", color=rule_color(kind), lw=1.3)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("initial scale α")
@@ -727,7 +791,7 @@ def plot(data, config):
     ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
 
     ax = axes[1, n_col - 1]
-    for lam, ls in zip(config["exponent"]["dampings"], ("-", "--", "-.")):
+    for lam, ls in zip(config.settings.exponent_dampings, ("-", "--", "-.")):
         for kind in ("kfac", "sqrt-kfac"):
             key = f"{kind}@{lam:g}"
             ax.plot(
@@ -736,11 +800,11 @@ def plot(data, config):
                 ls,
                 marker="o",
                 ms=3.5,
-                color=COLORS[kind],
+                color=rule_color(kind),
                 lw=1.4,
-                label=f"{LABELS[kind]} λ={lam:g}: slope {fitted_exponent(data, config, key):.2f}",
+                label=f"{rule_label(kind)} λ={lam:g}: slope {fitted_exponent(data, config, key):.2f}",
             )
-    ax.plot(ea, data["first__sgd"], ":", color=COLORS["sgd"], lw=1.4, label="SGD")
+    ax.plot(ea, data["first__sgd"], ":", color=rule_color("sgd"), lw=1.4, label="SGD")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("initial scale α")
@@ -756,13 +820,20 @@ def plot(data, config):
             xs + (i - 1.5) * width,
             [final(data, n, "train_loss") for n in names],
             width,
-            color=COLORS[kind],
-            label=LABELS[kind],
+            color=rule_color(kind),
+            label=rule_label(kind),
         )
-        axes[2, 1].bar(xs + (i - 1.5) * width, [final(data, n, "test_loss") for n in names], width, color=COLORS[kind])
-        axes[2, 2].bar(xs + (i - 1.5) * width, [final(data, n, "test_acc") for n in names], width, color=COLORS[kind])
-        walls = [config["runs"][n]["wall_time_s"] / config["n_steps"] * 1e3 for n in configs(data, config, kind, 0)]
-        axes[2, 3].bar(i, float(np.median(walls)), color=COLORS[kind])
+        axes[2, 1].bar(
+            xs + (i - 1.5) * width, [final(data, n, "test_loss") for n in names], width, color=rule_color(kind)
+        )
+        axes[2, 2].bar(
+            xs + (i - 1.5) * width, [final(data, n, "test_acc") for n in names], width, color=rule_color(kind)
+        )
+        walls = [
+            config.outcome["runs"][n]["wall_time_s"] / config.settings.n_steps * 1e3
+            for n in configs(data, config, kind, 0)
+        ]
+        axes[2, 3].bar(i, float(np.median(walls)), color=rule_color(kind))
     for ax, title in zip(axes[2, :3], ("final train loss (tuned)", "final test loss (tuned)", "test accuracy (tuned)")):
         ax.set_xticks(xs, [f"α={v:g}" for v in scales])
         ax.set_title(title, fontsize=10.5)
@@ -772,14 +843,14 @@ def plot(data, config):
     axes[2, 2].set_yticks(np.linspace(0, 1, 6))
     axes[2, 2].legend(*axes[2, 0].get_legend_handles_labels(), fontsize=7.5, loc="upper center", ncol=2, framealpha=0.9)
     ax = axes[2, 3]
-    ax.set_xticks(range(len(OPTIMIZERS)), [LABELS[k].split(" ")[0] for k in OPTIMIZERS])
+    ax.set_xticks(range(len(OPTIMIZERS)), [rule_label(k).split(" ")[0] for k in OPTIMIZERS])
     ax.set_ylabel("ms per step (median over the grid)")
     ax.set_title("wall time per step (compiled)", fontsize=10.5)
     for ax in axes.ravel():
         ax.grid(alpha=0.25)
     fig.suptitle(
-        f"Digits (sklearn), bias-free tanh MLP {'-'.join(str(n) for n in WIDTHS)}, squared loss, "
-        f"{config['n_steps']} full-batch steps per run, best of {len(config['grids']['sgd'])} configurations",
+        f"Digits (sklearn), bias-free tanh MLP {'-'.join(str(n) for n in config.settings.widths)}, squared loss, "
+        f"{config.settings.n_steps} full-batch steps per run, best of {len(config.settings.grids.sgd)} configurations",
         fontsize=13,
     )
     return fig

@@ -24,29 +24,31 @@ speed claims: √NGD's ``‖σ̇‖ = η|σ_Δ|`` (eq. 16) and footnote 7's ``�
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from curvdyn import theory
-from curvdyn.experiments.base import Claim, at_least, at_most
+from curvdyn.experiments.base import Claim, Config, Data, at_least, at_most, measure
 from curvdyn.experiments.common import (
     MODE_RUN_N_SAVE,
     MODE_RUN_ODE,
+    Axis,
     random_target,
     relative_drift,
     rule_color,
     rule_label,
+    scalar,
 )
 from curvdyn.experiments.common import (
     progress as progress_bar,
 )
 from curvdyn.init import init_aligned
+from curvdyn.integrators import ODE
 from curvdyn.rules import get_rule
 from curvdyn.simulate import simulate
 from curvdyn.task import Task
@@ -58,30 +60,48 @@ RULES = ("sgd", "ngd", "sqrt-ngd", "ngd-d", "sqrt-ngd-d")
 HYPERBOLIC = ("sgd", "ngd", "sqrt-ngd")  # rules that conserve σ_1² − σ_2² (Theorem 1, eq. 7)
 PANEL = dict(zip(RULES, "ABCDE"))
 
-SETTINGS = {
-    False: {
-        "target": 1.0,
-        "eta": 1.0,
-        # four starting points (σ_1, σ_2): two below the solution set σ_1σ_2 = σ̄*, two above
-        "starts": [[0.6, 0.15], [0.1, 0.5], [1.9, 1.2], [0.7, 1.9]],
-        "highlight": 0,  # the start shared by the NGD / NGD-d comparison (red dots)
-        "sync_levels": [0.25, 0.5, 0.75, 0.9],  # map values σ̄ marked by the red dots
-        "t_end": 20.0,
-        "n_save": MODE_RUN_N_SAVE,
-        "field_grid": [0.1, 2.0, 14],  # linspace for the arrows
-        "speed_grid": [-2.0, 1.0, 41],  # log10 range for the speed claims
-        "mesh": [0.005, 2.1, 300],  # linspace for the level sets
-        "mode_ode": {"rtol": 1e-12, "atol": 1e-14, "solver": "tsit5", "max_steps": 100_000},
-        "full_rules": list(HYPERBOLIC),
-    },
-}
-# quick: the same mode theory; one full-matrix rule (each full-matrix rule compiles once, ~7 s)
-SETTINGS[True] = dict(SETTINGS[False], full_rules=["ngd"])
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The settings of Fig. 1 (the module docstring says what each part is for).
+
+    Attributes:
+      target, eta: the mode's target ``σ̄*`` and the learning rate η.
+      starts: the starting points ``(σ_1, σ_2)``: two below the solution set ``σ_1σ_2 = σ̄*``,
+        two above.
+      highlight: the start shared by the NGD / NGD-d comparison (red dots).
+      sync_levels: the map values ``σ̄`` marked by the red dots.
+      t_end, n_save: the mode trajectories' end time and number of save times (the sync
+        times included).
+      field_grid: the arrows' axis; speed_grid: the log axis of the speed claims; mesh: the
+        axis of the level sets.
+      mode_ode: the integrator of the mode ODEs.
+      full_rules: the rules of the full-matrix check; full_ode: its integrator.
+    """
+
+    target: float = 1.0
+    eta: float = 1.0
+    starts: tuple[tuple[float, float], ...] = ((0.6, 0.15), (0.1, 0.5), (1.9, 1.2), (0.7, 1.9))
+    highlight: int = 0
+    sync_levels: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9)
+    t_end: float = 20.0
+    n_save: int = MODE_RUN_N_SAVE
+    field_grid: Axis = Axis(0.1, 2.0, 14)
+    speed_grid: Axis = Axis(-2.0, 1.0, 41, log=True)
+    mesh: Axis = Axis(0.005, 2.1, 300)
+    mode_ode: ODE = ODE(rtol=1e-12, atol=1e-14, solver="tsit5", max_steps=100_000)
+    full_rules: tuple[str, ...] = HYPERBOLIC
+    full_ode: ODE = MODE_RUN_ODE
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The full-matrix network: ``len(starts)`` modes, so widths ``(m, m, m)``."""
+        return (len(self.starts),) * 3
 
 
-def _axis_grid(lo, hi, n, *, log=False) -> tuple[np.ndarray, np.ndarray]:
-    axis = np.logspace(lo, hi, int(n)) if log else np.linspace(lo, hi, int(n))
-    return axis, grid_points(axis)
+DEFAULT = Settings()
+#: The same mode theory; one full-matrix rule (each full-matrix rule compiles once, ~7 s).
+QUICK = dataclasses.replace(DEFAULT, full_rules=("ngd",))
 
 
 def grid_points(axis) -> np.ndarray:
@@ -90,33 +110,31 @@ def grid_points(axis) -> np.ndarray:
     return np.stack([s1, s2], axis=-1)
 
 
-def compute(*, quick: bool, seed: int, progress: bool = False):
-    s = SETTINGS[bool(quick)]
-    start_time = time.perf_counter()
-    target, eta = float(s["target"]), float(s["eta"])
-    starts = np.asarray(s["starts"], dtype=np.float64)
+def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    s = settings
+    target, eta = float(s.target), float(s.eta)
+    starts = np.asarray(s.starts, dtype=np.float64)
     n_modes = starts.shape[0]
-    hl = int(s["highlight"])
-    levels = np.asarray(s["sync_levels"], dtype=np.float64)
+    hl = int(s.highlight)
+    levels = np.asarray(s.sync_levels, dtype=np.float64)
 
     # NGD's map dynamics is σ̄̇ = −η(σ̄ − σ̄*) whatever σ_1, σ_2 (eq. 20, q = 1: p = 0), so the
     # times at which it reaches the marked levels are map_time of the p = 0 solution.
     p_ngd = theory.stiffness(2, 1.0)
     eta_bar_ngd = theory.depth_calibrated_rate(eta, 2, 1.0)
     t_sync = theory.map_time(levels, p_ngd, target, eta_bar=eta_bar_ngd, init=float(np.prod(starts[hl])))
-    if not np.all(np.isfinite(t_sync) & (t_sync > 0) & (t_sync < s["t_end"])):
+    if not np.all(np.isfinite(t_sync) & (t_sync > 0) & (t_sync < s.t_end)):
         raise ValueError(f"sync levels {levels} are not reached within t_end from the highlighted start")
-    ts = np.sort(np.concatenate([np.linspace(0.0, s["t_end"], s["n_save"] - len(levels)), t_sync]))
+    ts = np.sort(np.concatenate([np.linspace(0.0, s.t_end, s.n_save - len(levels)), t_sync]))
     if np.any(np.diff(ts) <= 0):
         raise ValueError("a sync time coincides with a regular save time; change sync_levels or t_end")
     sync_index = np.searchsorted(ts, t_sync)
 
-    field_axis, field_pts = _axis_grid(*s["field_grid"])
-    speed_axis, speed_pts = _axis_grid(*s["speed_grid"], log=True)
-    mesh_axis, mesh_pts = _axis_grid(*s["mesh"])
+    field_axis, speed_axis, mesh_axis = s.field_grid.values(), s.speed_grid.values(), s.mesh.values()
+    field_pts, speed_pts, mesh_pts = grid_points(field_axis), grid_points(speed_axis), grid_points(mesh_axis)
     data: dict[str, np.ndarray] = {
-        "target": np.float64(target),
-        "eta": np.float64(eta),
+        "target": scalar(target),
+        "eta": scalar(eta),
         "starts": starts,
         "t": ts,
         "sync_index": sync_index,
@@ -125,14 +143,14 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         "speed_axis": speed_axis,
         "mesh_axis": mesh_axis,
     }
-    runs = {}
+    runs: dict[str, dict[str, Any]] = {}
     for name in progress_bar(RULES, enabled=progress, desc="fig1 mode theory"):
         rule = get_rule(name)
         data[f"field__{name}"] = np.asarray(theory.mode_velocity(rule, field_pts, target, eta=eta))
         data[f"speed__{name}"] = np.asarray(theory.mode_velocity(rule, speed_pts, target, eta=eta))
         data[f"levelset__{name}"] = np.asarray(theory.constant_of_motion(rule, mesh_pts))[..., 0]
         modes = theory.simulate_modes(
-            rule, starts, np.full(n_modes, target), s["t_end"], eta=eta, save_at=ts, **s["mode_ode"]
+            rule, starts, np.full(n_modes, target), s.t_end, eta=eta, save_at=ts, integrator=s.mode_ode
         )
         data[f"modes__{name}"] = np.asarray(modes.sigmas)
         runs[name] = {"mode_ode_status": modes.status, "mode_ode_steps": modes.n_steps}
@@ -140,13 +158,12 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     # full-matrix check: a 4 → 4 → 4 network whose modes start at the four points
     w_star = random_target(jax.random.PRNGKey(seed), [target] * n_modes)
     task = Task(w_star)
-    widths = (n_modes,) * 3
-    ws0 = init_aligned(w_star, widths, starts.T)
-    bases = theory.aligned_bases(w_star, widths)
+    ws0 = init_aligned(w_star, s.widths, starts.T)
+    bases = theory.aligned_bases(w_star, s.widths)
     data["full_target"] = w_star
-    for name in progress_bar(s["full_rules"], enabled=progress, desc="fig1 full-matrix runs"):
+    for name in progress_bar(s.full_rules, enabled=progress, desc="fig1 full-matrix runs"):
         t0 = time.perf_counter()
-        traj = simulate(ws0, task, get_rule(name), s["t_end"], eta=eta, save_at=ts, seed=seed, integrator=MODE_RUN_ODE)
+        traj = simulate(ws0, task, get_rule(name), s.t_end, eta=eta, save_at=ts, seed=seed, integrator=s.full_ode)
         data[f"full__{name}__t"] = np.asarray(traj.t)
         data[f"full__{name}__sigmas"] = theory.layer_mode_values(traj.weights, bases)
         data[f"full__{name}__C"] = np.asarray(traj.conserved[0])
@@ -155,54 +172,26 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
             full_solver_steps=traj.config["solver_steps"],
             full_wall_time_s=round(time.perf_counter() - t0, 3),
         )
-
-    config = {
-        "mode": {
-            "depth": 2,
-            "target_sigma_bar": target,
-            "eta": eta,
-            "starts (sigma_1, sigma_2)": starts.tolist(),
-            "highlighted_start": hl,
-            "sync_levels_sigma_bar": levels.tolist(),
-            "sync_times": t_sync.tolist(),
-        },
-        "rules": list(RULES),
-        "t_end": s["t_end"],
-        "save_times": f"{s['n_save'] - len(levels)} equally spaced on [0, t_end] plus the {len(levels)} sync times",
-        "field_grid": {"linspace": s["field_grid"]},
-        "speed_grid": {"logspace": s["speed_grid"]},
-        "mesh": {"linspace": s["mesh"]},
-        "mode_ode": s["mode_ode"],
-        "full_matrix": {
-            "rules": list(s["full_rules"]),
-            "widths": list(widths),
-            "target": "U diag(sigma_bar*) V^T, Haar-random U, V from jax.random.PRNGKey(seed)",
-            "init": "init_aligned(target, widths, starts^T) (hidden basis: coordinate axes)",
-            "ode": MODE_RUN_ODE.as_config(),
-        },
-        "runs": runs,
-        "wall_time_s": round(time.perf_counter() - start_time, 3),
-    }
-    return data, config
+    return data, {"sync_times": t_sync.tolist(), "runs": runs}
 
 
-def describe(config) -> str:
+def describe(config: Config[Settings]) -> str:
     """The setup and numerics in words, for the report."""
-    mode, full, ode = config["mode"], config["full_matrix"], config["mode_ode"]
-    starts = ", ".join(f"({a:g}, {b:g})" for a, b in mode["starts (sigma_1, sigma_2)"])
-    n_f, n_s = config["field_grid"]["linspace"][2], config["speed_grid"]["logspace"][2]
+    s = config.settings
+    starts = ", ".join(f"({a:g}, {b:g})" for a, b in s.starts)
+    n_f, n_s = s.field_grid.num, s.speed_grid.num
     return (
-        f"One singular mode of a depth-2 network, target σ̄* = {mode['target_sigma_bar']:g}, η = {mode['eta']:g}. "
+        f"One singular mode of a depth-2 network, target σ̄* = {s.target:g}, η = {s.eta:g}. "
         f"Arrows: theory.mode_velocity on a {n_f} × {n_f} grid, normalized by |σ_Δ| (colour: log10 of the "
-        f"normalized speed); the speed claims use a {n_s} × {n_s} log grid with σ_i from 1e{config['speed_grid']['logspace'][0]:g} "
-        f"to 1e{config['speed_grid']['logspace'][1]:g}. Red paths: level sets of theory.constant_of_motion and the mode "
-        f"ODEs (theory.simulate_modes, {ode['solver']}, rtol {ode['rtol']:g}, to t = {config['t_end']:g}) from {starts}. "
+        f"normalized speed); the speed claims use a {n_s} × {n_s} log grid with σ_i from 1e{s.speed_grid.start:g} "
+        f"to 1e{s.speed_grid.stop:g}. Red paths: level sets of theory.constant_of_motion and the mode "
+        f"ODEs (theory.simulate_modes, {s.mode_ode.solver}, rtol {s.mode_ode.rtol:g}, to t = {s.t_end:g}) from {starts}. "
         "The red dots mark the times at which NGD's map value reaches σ̄ = "
-        + ", ".join(f"{v:g}" for v in mode["sync_levels_sigma_bar"])
+        + ", ".join(f"{v:g}" for v in s.sync_levels)
         + " (theory.map_time of the p = 0 map dynamics) on both the NGD and the NGD-d trajectory. Full-matrix "
-        f"check: a {'-'.join(map(str, full['widths']))} network whose modes start at these points (init_aligned, "
-        f"target U Vᵀ·σ̄* with Haar-random U, V), rules {', '.join(rule_label(r) for r in full['rules'])}; "
-        f"curvdyn.simulate ({full['ode']['solver']}, rtol {full['ode']['rtol']:g}), read out per layer and mode."
+        f"check: a {'-'.join(map(str, s.widths))} network whose modes start at these points (init_aligned, "
+        f"target U Vᵀ·σ̄* with Haar-random U, V), rules {', '.join(rule_label(r) for r in s.full_rules)}; "
+        f"curvdyn.simulate ({s.full_ode.solver}, rtol {s.full_ode.rtol:g}), read out per layer and mode."
     )
 
 
@@ -249,65 +238,74 @@ def _full_rules(data) -> list[str]:
     return [r for r in RULES if f"full__{r}__sigmas" in data]
 
 
-def claims(data, config) -> list[Claim]:
-    out = []
-    target = float(data["target"])
-    n_starts = len(data["starts"])
-    pts = grid_points(data["speed_axis"])
-    j_norm = np.asarray(theory.coupling_norm(pts))
+def _grid_text(data: Data) -> str:
+    """How the speed claims' log grid is described."""
+    j_norm = np.asarray(theory.coupling_norm(grid_points(data["speed_axis"])))
     span = f"‖j‖ from {j_norm.min():.2g} to {j_norm.max():.2g}"
-    grid_txt = (
+    return (
         f"log grid σ_i ∈ [{data['speed_axis'][0]:g}, {data['speed_axis'][-1]:g}]² "
         f"({len(data['speed_axis'])}² points, {span}; points with σ_Δ = 0 excluded)"
     )
 
+
+# ---------------------------------------------------------------------------------------
+# the claims, in report order
+# ---------------------------------------------------------------------------------------
+
+
+def hyperbolic_paths(data: Data, config: Config[Settings]) -> Claim:
     drifts = {r: hyperbolic_drift(data, r) for r in HYPERBOLIC}
-    worst = max(drifts, key=drifts.get)
-    out.append(
-        at_most(
-            "hyperbolic-paths",
-            "SGD, NGD and √NGD follow the same hyperbolic paths σ_1² − σ_2² = const (eqs. 7, 12, 14; Fig. 1A–C).",
-            drifts[worst],
-            1e-8,
-            f"Max over t and {n_starts} starts of |C(t) − C(0)|/|C(0)|, C = σ_1² − σ_2², along the integrated mode "
-            f"trajectories (simulate_modes, rtol {config['mode_ode']['rtol']:g}); "
-            + ", ".join(f"{rule_label(r)} {drifts[r]:.1e}" for r in HYPERBOLIC)
-            + ".",
-        )
+    worst = max(drifts, key=lambda r: drifts[r])
+    return at_most(
+        "hyperbolic-paths",
+        "SGD, NGD and √NGD follow the same hyperbolic paths σ_1² − σ_2² = const (eqs. 7, 12, 14; Fig. 1A–C).",
+        drifts[worst],
+        1e-8,
+        f"Max over t and {len(data['starts'])} starts of |C(t) − C(0)|/|C(0)|, C = σ_1² − σ_2², along the integrated "
+        f"mode trajectories (simulate_modes, rtol {config.settings.mode_ode.rtol:g}); "
+        + ", ".join(f"{rule_label(r)} {drifts[r]:.1e}" for r in HYPERBOLIC)
+        + ".",
     )
 
-    full = _full_rules(data)
-    if full:
-        err = {r: float(np.max(np.abs(data[f"full__{r}__sigmas"] - data[f"modes__{r}"]))) for r in full}
-        worst = max(err, key=err.get)
-        out.append(
-            at_most(
-                "full-matrix-matches-mode-theory",
-                "The full-matrix dynamics of aligned d = 2 weights reduces to the singular-mode dynamics "
-                "(eqs. 6, 12, 14; footnote 2).",
-                err[worst],
-                1e-7,
-                f"Max |σ_i(t) full − σ_i(t) mode ODE| over t, {n_starts} modes and both layers; full-matrix 4-4-4 network "
-                f"(simulate, rtol {config['full_matrix']['ode']['rtol']:g}) read out with layer_mode_values; "
-                + ", ".join(f"{rule_label(r)} {err[r]:.1e}" for r in full)
-                + ".",
-            )
-        )
-        cons = {r: relative_drift(data[f"full__{r}__C"]) for r in full}
-        worst = max(cons, key=cons.get)
-        out.append(
-            at_most(
-                "full-matrix-conservation",
-                "In the full-matrix runs w_1w_1ᵀ − w_2ᵀw_2 stays constant (Theorem 1, eq. 4), the matrix form of "
-                "the hyperbolic paths.",
-                cons[worst],
-                1e-8,
-                "Max over t of ‖C(t) − C(0)‖_F/‖C(0)‖_F, C = w_1w_1ᵀ − w_2ᵀw_2; "
-                + ", ".join(f"{rule_label(r)} {cons[r]:.1e}" for r in full)
-                + ".",
-            )
-        )
 
+def full_matrix_matches_mode_theory(data: Data, config: Config[Settings]) -> Claim | None:
+    full = _full_rules(data)
+    if not full:
+        return None
+    err = {r: float(np.max(np.abs(data[f"full__{r}__sigmas"] - data[f"modes__{r}"]))) for r in full}
+    worst = max(err, key=lambda r: err[r])
+    return at_most(
+        "full-matrix-matches-mode-theory",
+        "The full-matrix dynamics of aligned d = 2 weights reduces to the singular-mode dynamics "
+        "(eqs. 6, 12, 14; footnote 2).",
+        err[worst],
+        1e-7,
+        f"Max |σ_i(t) full − σ_i(t) mode ODE| over t, {len(data['starts'])} modes and both layers; full-matrix 4-4-4 "
+        f"network (simulate, rtol {config.settings.full_ode.rtol:g}) read out with layer_mode_values; "
+        + ", ".join(f"{rule_label(r)} {err[r]:.1e}" for r in full)
+        + ".",
+    )
+
+
+def full_matrix_conservation(data: Data, config: Config[Settings]) -> Claim | None:
+    full = _full_rules(data)
+    if not full:
+        return None
+    cons = {r: relative_drift(data[f"full__{r}__C"]) for r in full}
+    worst = max(cons, key=lambda r: cons[r])
+    return at_most(
+        "full-matrix-conservation",
+        "In the full-matrix runs w_1w_1ᵀ − w_2ᵀw_2 stays constant (Theorem 1, eq. 4), the matrix form of "
+        "the hyperbolic paths.",
+        cons[worst],
+        1e-8,
+        "Max over t of ‖C(t) − C(0)‖_F/‖C(0)‖_F, C = w_1w_1ᵀ − w_2ᵀw_2; "
+        + ", ".join(f"{rule_label(r)} {cons[r]:.1e}" for r in full)
+        + ".",
+    )
+
+
+def same_direction_full_rules(data: Data, config: Config[Settings]) -> Claim:
     # the full rules share their update direction at every grid point (Fig. 1A–C)
     ref = data["speed__sgd"]
     unit = ref / np.linalg.norm(ref, axis=-1, keepdims=True).clip(1e-300)
@@ -320,105 +318,115 @@ def claims(data, config) -> list[Claim]:
                 np.nanmax(np.linalg.norm(v / np.linalg.norm(v, axis=-1, keepdims=True).clip(1e-300) - unit, axis=-1))
             ),
         )
-    out.append(
-        at_most(
-            "same-direction-full-rules",
-            "SGD, NGD and √NGD share the same update direction at every point (Fig. 1A–C caption).",
-            dev,
-            1e-12,
-            f"Max over the {grid_txt} of ‖σ̇/‖σ̇‖ − σ̇_SGD/‖σ̇_SGD‖‖ for NGD and √NGD.",
-        )
+    return at_most(
+        "same-direction-full-rules",
+        "SGD, NGD and √NGD share the same update direction at every point (Fig. 1A–C caption).",
+        dev,
+        1e-12,
+        f"Max over the {_grid_text(data)} of ‖σ̇/‖σ̇‖ − σ̇_SGD/‖σ̇_SGD‖‖ for NGD and √NGD.",
     )
 
+
+def normalized_speed_law(data: Data, config: Config[Settings]) -> Claim:
+    pts = grid_points(data["speed_axis"])
+    j_norm = np.asarray(theory.coupling_norm(pts))
     law = 0.0
     for r in HYPERBOLIC:
         # S.I.15: ‖σ̇‖/|σ_Δ| ∝ ‖j‖^{1−2/q}; ‖j‖ ∝ α^{d−1} for balanced weights, so this is S.I.16's e_w/(d − 1)
         expo = theory.scaling_exponents(2, get_rule(r).q)[0] / (2 - 1)
         speed, keep = _normalized_speed(data, r, pts, "speed")
         law = max(law, float(np.max(np.abs(speed / j_norm[keep] ** expo - 1.0))))
-    out.append(
-        at_most(
-            "normalized-speed-law",
-            "The normalized update speed is ‖σ̇‖/|σ_Δ| = η‖j‖^{1−2/q}: ‖j‖ for SGD, 1/‖j‖ for NGD, 1 for √NGD "
-            "(eqs. 8, 13, 15; Fig. 1 caption).",
-            law,
-            1e-12,
-            f"Max relative deviation over the {grid_txt}, rules SGD, NGD, √NGD.",
-        )
+    return at_most(
+        "normalized-speed-law",
+        "The normalized update speed is ‖σ̇‖/|σ_Δ| = η‖j‖^{1−2/q}: ‖j‖ for SGD, 1/‖j‖ for NGD, 1 for √NGD "
+        "(eqs. 8, 13, 15; Fig. 1 caption).",
+        law,
+        1e-12,
+        f"Max relative deviation over the {_grid_text(data)}, rules SGD, NGD, √NGD.",
     )
 
+
+def sqrt_ngd_constant_speed(data: Data, config: Config[Settings]) -> Claim:
+    speed, _ = _normalized_speed(data, "sqrt-ngd", grid_points(data["speed_axis"]), "speed")
+    return at_most(
+        "sqrt-ngd-constant-speed",
+        "√NGD's update speed ‖σ̇‖ = η|σ_Δ| is independent of the coupling strength (eq. 16, Fig. 1C).",
+        float(np.max(np.abs(speed - 1.0))),
+        1e-12,
+        f"Max over the {_grid_text(data)} of |‖σ̇‖/(η|σ_Δ|) − 1|.",
+    )
+
+
+def sqrt_ngd_d_same_speed(data: Data, config: Config[Settings]) -> Claim:
+    pts = grid_points(data["speed_axis"])
     speed, _ = _normalized_speed(data, "sqrt-ngd", pts, "speed")
-    out.append(
-        at_most(
-            "sqrt-ngd-constant-speed",
-            "√NGD's update speed ‖σ̇‖ = η|σ_Δ| is independent of the coupling strength (eq. 16, Fig. 1C).",
-            float(np.max(np.abs(speed - 1.0))),
-            1e-12,
-            f"Max over the {grid_txt} of |‖σ̇‖/(η|σ_Δ|) − 1|.",
-        )
-    )
     speed_d, _ = _normalized_speed(data, "sqrt-ngd-d", pts, "speed")
-    out.append(
-        at_most(
-            "sqrt-ngd-d-same-speed",
-            "√NGD-d has the identical parameter update speed ‖σ̇‖ = η|σ_Δ| as √NGD (eq. 26, Fig. 1E).",
-            float(np.max(np.abs(speed_d / speed - 1.0))),
-            1e-12,
-            f"Max over the {grid_txt} of |‖σ̇‖_√NGD-d/‖σ̇‖_√NGD − 1|.",
-        )
+    return at_most(
+        "sqrt-ngd-d-same-speed",
+        "√NGD-d has the identical parameter update speed ‖σ̇‖ = η|σ_Δ| as √NGD (eq. 26, Fig. 1E).",
+        float(np.max(np.abs(speed_d / speed - 1.0))),
+        1e-12,
+        f"Max over the {_grid_text(data)} of |‖σ̇‖_√NGD-d/‖σ̇‖_√NGD − 1|.",
     )
 
-    drift = constant_drift(data, "ngd-d")
-    out.append(
-        at_most(
-            "ngd-d-conserves-ratio",
-            "NGD-d follows radially diverging paths that conserve σ_1/σ_2 (eq. 24, section 3.3, Fig. 1D).",
-            drift,
-            1e-8,
-            f"Max over t and {n_starts} starts of |K(t) − K(0)|/|K(0)|, K = σ_1/σ_2, along the NGD-d mode trajectories.",
-        )
-    )
-    broken = hyperbolic_drift(data, "ngd-d")
-    out.append(
-        at_least(
-            "ngd-d-breaks-hyperbolic",
-            "NGD-d leaves the hyperbolic paths: σ_1² − σ_2² is not conserved (section 3.3: the block-diagonal "
-            "approximation adds null-space components).",
-            broken,
-            0.1,
-            f"Max over t and {n_starts} starts of |C(t) − C(0)|/|C(0)|, C = σ_1² − σ_2², along the NGD-d trajectories "
-            f"(for comparison NGD: {hyperbolic_drift(data, 'ngd'):.1e}).",
-        )
-    )
-    drift = constant_drift(data, "sqrt-ngd-d")
-    out.append(
-        at_most(
-            "sqrt-ngd-d-conserves-abs-difference",
-            "√NGD-d follows parallel paths that conserve |σ_1| − |σ_2| (eq. 26, Fig. 1E).",
-            drift,
-            1e-8,
-            f"Max over t and {n_starts} starts of |K(t) − K(0)|/|K(0)|, K = |σ_1| − |σ_2|, along the √NGD-d trajectories.",
-        )
+
+def ngd_d_conserves_ratio(data: Data, config: Config[Settings]) -> Claim:
+    return at_most(
+        "ngd-d-conserves-ratio",
+        "NGD-d follows radially diverging paths that conserve σ_1/σ_2 (eq. 24, section 3.3, Fig. 1D).",
+        constant_drift(data, "ngd-d"),
+        1e-8,
+        f"Max over t and {len(data['starts'])} starts of |K(t) − K(0)|/|K(0)|, K = σ_1/σ_2, along the NGD-d mode "
+        "trajectories.",
     )
 
+
+def ngd_d_breaks_hyperbolic(data: Data, config: Config[Settings]) -> Claim:
+    return at_least(
+        "ngd-d-breaks-hyperbolic",
+        "NGD-d leaves the hyperbolic paths: σ_1² − σ_2² is not conserved (section 3.3: the block-diagonal "
+        "approximation adds null-space components).",
+        hyperbolic_drift(data, "ngd-d"),
+        0.1,
+        f"Max over t and {len(data['starts'])} starts of |C(t) − C(0)|/|C(0)|, C = σ_1² − σ_2², along the NGD-d "
+        f"trajectories (for comparison NGD: {hyperbolic_drift(data, 'ngd'):.1e}).",
+    )
+
+
+def sqrt_ngd_d_conserves_abs_difference(data: Data, config: Config[Settings]) -> Claim:
+    return at_most(
+        "sqrt-ngd-d-conserves-abs-difference",
+        "√NGD-d follows parallel paths that conserve |σ_1| − |σ_2| (eq. 26, Fig. 1E).",
+        constant_drift(data, "sqrt-ngd-d"),
+        1e-8,
+        f"Max over t and {len(data['starts'])} starts of |K(t) − K(0)|/|K(0)|, K = |σ_1| − |σ_2|, along the √NGD-d "
+        "trajectories.",
+    )
+
+
+def ngd_d_same_map_dynamics(data: Data, config: Config[Settings]) -> Claim:
+    target = float(data["target"])
     sb_ngd, sb_d = map_values(data, "ngd"), map_values(data, "ngd-d")
     diff = float(np.max(np.abs(sb_ngd - sb_d)) / target)
-    hl = int(config["mode"]["highlighted_start"])
+    hl = int(config.settings.highlight)
     idx = data["sync_index"]
     at_dots = float(np.max(np.abs(np.stack([sb_ngd[idx, hl], sb_d[idx, hl]]) - data["sync_levels"])))
-    out.append(
-        at_most(
-            "ngd-d-same-map-dynamics",
-            "NGD-d has identical map dynamics to NGD: from the same start both traverse the σ_Δ contours with "
-            "synchronized timing (section 3.3, Fig. 1B,D red dots).",
-            diff,
-            1e-8,
-            f"Max over t and {n_starts} starts of |σ̄_NGD-d(t) − σ̄_NGD(t)|/σ̄*; at the red dots (times where the p = 0 "
-            f"map solution reaches σ̄ = {', '.join(f'{v:g}' for v in data['sync_levels'])}) both are within "
-            f"{at_dots:.1e} of those levels.",
-        )
+    return at_most(
+        "ngd-d-same-map-dynamics",
+        "NGD-d has identical map dynamics to NGD: from the same start both traverse the σ_Δ contours with "
+        "synchronized timing (section 3.3, Fig. 1B,D red dots).",
+        diff,
+        1e-8,
+        f"Max over t and {len(data['starts'])} starts of |σ̄_NGD-d(t) − σ̄_NGD(t)|/σ̄*; at the red dots (times where "
+        f"the p = 0 map solution reaches σ̄ = {', '.join(f'{v:g}' for v in data['sync_levels'])}) both are within "
+        f"{at_dots:.1e} of those levels.",
     )
 
+
+def ngd_d_larger_update(data: Data, config: Config[Settings]) -> Claim:
+    target = float(data["target"])
+    pts = grid_points(data["speed_axis"])
+    hl = int(config.settings.highlight)
     speed_ngd = np.linalg.norm(data["speed__ngd"], axis=-1)
     speed_ngdd = np.linalg.norm(data["speed__ngd-d"], axis=-1)
     keep = np.abs(displacement(pts, target)) > 1e-9 * target
@@ -427,19 +435,36 @@ def claims(data, config) -> list[Claim]:
     with np.errstate(divide="ignore", invalid="ignore"):
         traj_ratio = update_speed(data, "ngd-d", hl) / update_speed(data, "ngd", hl)
     traj_ratio = traj_ratio[np.isfinite(traj_ratio)]
-    out.append(
-        at_least(
-            "ngd-d-larger-update",
-            "NGD-d's parameter update is at least as large as NGD's, ‖σ̇‖_NGD-d ≥ ‖σ̇‖_NGD (footnote 7, Jensen).",
-            float(np.min(ratio)),
-            1.0 - 1e-12,
-            f"Min over the {grid_txt} of ‖σ̇‖_NGD-d/‖σ̇‖_NGD (equality on the balanced diagonal σ_1 = σ_2: min there "
-            f"{float(np.min(ratio[diag])):.12g}); max on the grid {float(np.max(ratio)):.3g}; along the highlighted "
-            f"trajectories (same t) the ratio runs from {float(np.min(traj_ratio)):.3g} to "
-            f"{float(np.max(traj_ratio)):.3g}.",
-        )
+    return at_least(
+        "ngd-d-larger-update",
+        "NGD-d's parameter update is at least as large as NGD's, ‖σ̇‖_NGD-d ≥ ‖σ̇‖_NGD (footnote 7, Jensen).",
+        float(np.min(ratio)),
+        1.0 - 1e-12,
+        f"Min over the {_grid_text(data)} of ‖σ̇‖_NGD-d/‖σ̇‖_NGD (equality on the balanced diagonal σ_1 = σ_2: min "
+        f"there {float(np.min(ratio[diag])):.12g}); max on the grid {float(np.max(ratio)):.3g}; along the highlighted "
+        f"trajectories (same t) the ratio runs from {float(np.min(traj_ratio)):.3g} to "
+        f"{float(np.max(traj_ratio)):.3g}.",
     )
-    return out
+
+
+CLAIMS = (
+    hyperbolic_paths,
+    full_matrix_matches_mode_theory,
+    full_matrix_conservation,
+    same_direction_full_rules,
+    normalized_speed_law,
+    sqrt_ngd_constant_speed,
+    sqrt_ngd_d_same_speed,
+    ngd_d_conserves_ratio,
+    ngd_d_breaks_hyperbolic,
+    sqrt_ngd_d_conserves_abs_difference,
+    ngd_d_same_map_dynamics,
+    ngd_d_larger_update,
+)
+
+
+def claims(data: Data, config: Config[Settings]) -> list[Claim]:
+    return measure(CLAIMS, data, config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -475,15 +500,16 @@ def _path_levels(name: str, values: np.ndarray) -> np.ndarray:
     return np.unique(np.round(np.concatenate([values, extra]), 12))
 
 
-def plot(data, config):
+def plot(data: Data, config: Config[Settings]) -> Figure:
     target, eta = float(data["target"]), float(data["eta"])
     starts = data["starts"]
-    hl = int(config["mode"]["highlighted_start"])
+    hl = int(config.settings.highlight)
     t = data["t"]
     idx = data["sync_index"]
     lim = float(data["mesh_axis"][-1])
 
-    fig, axes = plt.subplots(2, 3, figsize=(16.5, 11.2), constrained_layout=True)
+    fig = Figure(figsize=(16.5, 11.2), layout="constrained")
+    axes = fig.subplots(2, 3)
     panels = [axes[0, 0], axes[0, 1], axes[0, 2], axes[1, 0], axes[1, 1]]
     f_pts = grid_points(data["field_axis"])
     m_axis = data["mesh_axis"]
@@ -564,6 +590,7 @@ def plot(data, config):
             loc="left",
             fontsize=11.5,
         )
+    assert quiver is not None  # one per panel
     cb = fig.colorbar(quiver, ax=panels, shrink=0.55, pad=0.01, aspect=30)
     cb.set_label("$\\log_{10}\\,\\|\\dot\\sigma\\|/|\\sigma_\\Delta|$  (arrow colour; arrows show direction)")
 

@@ -31,31 +31,33 @@ Checks of those curves:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from typing import Any
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from scipy import integrate
 
 from curvdyn import theory
-from curvdyn.experiments.base import Claim, at_most
+from curvdyn.experiments.base import Claim, Config, Data, at_most, measure
 from curvdyn.experiments.common import (
     MODE_RUN_N_SAVE,
     MODE_RUN_ODE,
     MODE_RUN_WIDTH,
+    Axis,
     random_target,
     rule_color,
     rule_label,
+    scalar,
 )
 from curvdyn.experiments.common import (
     progress as progress_bar,
 )
 from curvdyn.init import init_aligned, init_balanced
+from curvdyn.integrators import ODE
 from curvdyn.rules import get_rule
 from curvdyn.simulate import simulate
 from curvdyn.task import Task
@@ -65,24 +67,75 @@ TITLE = "Fig. 2 — map learning curves σ̄(t) and loss profiles for stiffness 
 
 CLOSED_P = (0.0, 0.5, 1.0)
 
-SETTINGS = {
-    False: {
-        "p_values": [0.0, 0.5, 1.0, 2.0],
-        "strengths": [0.5, 1.0, 2.0, 4.0],
-        "eta_bar": 1.0,
-        "stiff_init_fraction": 0.01,  # σ̄(0)/σ̄* for p ≥ 1 (caption); 0 for p < 1
-        "curve_log10_t": [-3.0, 4.0, 560],  # t = 0 plus a log grid
-        "ode_check": {"p": 2.0, "method": "DOP853", "rtol": 1e-12, "atol": 1e-14, "converged": 1e-9},
-        "eta": 1.0,
-        "full_cases": [["ngd", 2], ["sqrt-ngd", 2], ["sgd", 2], ["sqrt-ngd", 3]],
-        "full_init_fraction": {"p<1": 1e-3, "p>=1": 1e-2},
-        "full_t_end": 30.0,
-        "full_t_min": 1e-3,
-        "unaligned_scale": 0.05,
-    },
-}
-# quick: the same theory curves and checks; one full-matrix rule (each compiles once, ~7 s)
-SETTINGS[True] = dict(SETTINGS[False], full_cases=[["ngd", 2]])
+
+@dataclasses.dataclass(frozen=True)
+class Eq21Check:
+    """The check of the curves without a closed form: SciPy's ``solve_ivp`` applied to eq. (21).
+
+    Attributes:
+      p: the stiffness checked (one of the settings' ``p_values``).
+      scipy_solver: ``solve_ivp``'s ``method``; rtol, atol: its tolerances (atol relative to σ̄*).
+      converged: each curve is integrated up to where ``|σ̄ − σ̄*|`` falls below ``converged·σ̄*``.
+    """
+
+    p: float = 2.0
+    scipy_solver: str = "DOP853"
+    rtol: float = 1e-12
+    atol: float = 1e-14
+    converged: float = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class FullMatrixRuns:
+    """The full-matrix runs of balanced, aligned networks (and the one in random orientation).
+
+    Attributes:
+      cases: ``(rule, depth)`` pairs.
+      init_fraction, stiff_init_fraction: ``σ̄(0)/σ̄*`` for p < 1 and for p ≥ 1.
+      t_end, t_min, n_save: save times 0 and ``n_save − 1`` log-spaced from ``t_min`` to ``t_end``.
+      width: of every layer (one mode per strength).
+      unaligned_scale: the singular value of the randomly oriented balanced NGD start.
+      ode: the integrator.
+    """
+
+    cases: tuple[tuple[str, int], ...] = (("ngd", 2), ("sqrt-ngd", 2), ("sgd", 2), ("sqrt-ngd", 3))
+    init_fraction: float = 1e-3
+    stiff_init_fraction: float = 1e-2
+    t_end: float = 30.0
+    t_min: float = 1e-3
+    n_save: int = MODE_RUN_N_SAVE
+    width: int = MODE_RUN_WIDTH
+    unaligned_scale: float = 0.05
+    ode: ODE = MODE_RUN_ODE
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The settings of Fig. 2.
+
+    Attributes:
+      p_values, strengths: the stiffness of each column and the mode strengths σ̄*.
+      eta_bar: η̄ of the curves.
+      stiff_init_fraction: ``σ̄(0)/σ̄*`` of the curves for p ≥ 1 (the caption's; 0 for p < 1).
+      curve_times: the curves' times (after t = 0).
+      eq21_check: the numerical check of the curves without a closed form.
+      eta: the learning rate of the full-matrix runs.
+      full: the full-matrix runs.
+    """
+
+    p_values: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    strengths: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    eta_bar: float = 1.0
+    stiff_init_fraction: float = 0.01
+    curve_times: Axis = Axis(-3.0, 4.0, 560, log=True)
+    eq21_check: Eq21Check = Eq21Check()
+    eta: float = 1.0
+    full: FullMatrixRuns = FullMatrixRuns()
+
+
+DEFAULT = Settings()
+#: The same theory curves and checks; one full-matrix rule (each compiles once, ~7 s).
+QUICK = dataclasses.replace(DEFAULT, full=dataclasses.replace(DEFAULT.full, cases=(("ngd", 2),)))
 
 
 def case_name(rule: str, depth: int) -> str:
@@ -108,16 +161,14 @@ def _invertible_path_init(key, w_star, width: int, scale: float, max_draws: int 
     raise RuntimeError(f"no orientation with an invertible map path in {max_draws} draws")
 
 
-def compute(*, quick: bool, seed: int, progress: bool = False):
-    s = SETTINGS[bool(quick)]
-    start_time = time.perf_counter()
-    ps = np.asarray(s["p_values"], dtype=np.float64)
-    strengths = np.asarray(s["strengths"], dtype=np.float64)
-    eta_bar = float(s["eta_bar"])
-    lo, hi, n = s["curve_log10_t"]
-    t = np.concatenate([[0.0], np.logspace(lo, hi, int(n))])
+def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    s = settings
+    ps = np.asarray(s.p_values, dtype=np.float64)
+    strengths = np.asarray(s.strengths, dtype=np.float64)
+    eta_bar = float(s.eta_bar)
+    t = np.concatenate([[0.0], s.curve_times.values()])
 
-    inits = np.array([[0.0 if p < 1 else s["stiff_init_fraction"] * tg for tg in strengths] for p in ps])
+    inits = np.array([[0.0 if p < 1 else s.stiff_init_fraction * tg for tg in strengths] for p in ps])
     curves = np.array(
         [
             [theory.map_solution(t, p, tg, eta_bar=eta_bar, init=x0) for tg, x0 in zip(strengths, row)]
@@ -143,7 +194,7 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     data: dict[str, np.ndarray] = {
         "p_values": ps,
         "strengths": strengths,
-        "eta_bar": np.float64(eta_bar),
+        "eta_bar": scalar(eta_bar),
         "t": t,
         "sigma": curves,
         "init": inits,
@@ -151,11 +202,11 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         "half_value": half_value,
         "closed_p": np.asarray(CLOSED_P),
     }
-    closed_init = [0.0 if p < 1 else s["stiff_init_fraction"] for p in CLOSED_P]
-    for method in ("closed", "general"):
-        data[f"{method}_sigma"] = np.array(
+    closed_init = [0.0 if p < 1 else s.stiff_init_fraction for p in CLOSED_P]
+    for branch in ("closed", "general"):
+        data[f"{branch}_sigma"] = np.array(
             [
-                [theory.map_solution(t, p, tg, eta_bar=eta_bar, init=x0 * tg, method=method) for tg in strengths]
+                [theory.map_solution(t, p, tg, eta_bar=eta_bar, init=x0 * tg, branch=branch) for tg in strengths]
                 for p, x0 in zip(CLOSED_P, closed_init)
             ]
         )
@@ -163,57 +214,56 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
     # p = 2 has no closed form: integrate eq. (21) itself numerically, each σ̄* up to where its
     # curve is within `converged` of σ̄* (beyond that an explicit solver only crawls at the
     # stability limit of the fast relaxation rate η̄σ̄*^p; the curve there is flat at σ̄*)
-    oc = s["ode_check"]
-    p_ode = float(oc["p"])
+    oc = s.eq21_check
+    p_ode = float(oc.p)
     k_ode = int(np.argmin(np.abs(ps - p_ode)))
     if ps[k_ode] != p_ode:
-        raise ValueError(f"ode_check p = {p_ode} is not among the p_values {ps}")
+        raise ValueError(f"eq21_check p = {p_ode} is not among the p_values {ps}")
     velocity = jax.jit(theory.balanced_map_velocity)
     ode_sigma = np.full((len(strengths), len(t)), np.nan)
     for k, tg in enumerate(strengths):
-        last = int(np.nonzero(np.abs(curves[k_ode, k] - tg) > oc["converged"] * tg)[0][-1])
+        last = int(np.nonzero(np.abs(curves[k_ode, k] - tg) > oc.converged * tg)[0][-1])
         sol = integrate.solve_ivp(
             lambda _t, y, tg=tg: np.asarray(velocity(y, p_ode, tg, eta_bar=eta_bar)),
             (0.0, float(t[last])),
             [inits[k_ode, k]],
-            method=oc["method"],
+            method=oc.scipy_solver,
             t_eval=t[: last + 1],
-            rtol=oc["rtol"],
-            atol=oc["atol"] * tg,
+            rtol=oc.rtol,
+            atol=oc.atol * tg,
         )
         if not sol.success:
             raise RuntimeError(f"the eq. (21) ODE check failed for σ̄* = {tg}: {sol.message}")
         ode_sigma[k, : last + 1] = sol.y[0]
-    data["ode_p"] = np.float64(p_ode)
+    data["ode_p"] = scalar(p_ode)
     data["ode_sigma"] = ode_sigma
 
     # full-matrix runs of balanced, aligned networks
-    eta = float(s["eta"])
+    eta = float(s.eta)
+    full = s.full
     k_target, k_unaligned = jax.random.split(jax.random.PRNGKey(seed))
-    width = MODE_RUN_WIDTH
+    width = full.width
     if len(strengths) != width:
         raise ValueError(f"the full-matrix runs need {width} strengths (one per mode), got {len(strengths)}")
     w_star = random_target(k_target, strengths)
     task = Task(w_star)
-    ts = np.concatenate(
-        [[0.0], np.logspace(math.log10(s["full_t_min"]), math.log10(s["full_t_end"]), MODE_RUN_N_SAVE - 1)]
-    )
+    ts = np.concatenate([[0.0], np.logspace(math.log10(full.t_min), math.log10(full.t_end), full.n_save - 1)])
     data["full_target"] = w_star
     # init_aligned and project_modes list the modes by decreasing strength (the target's SVD);
     # `order` maps the order of `strengths` to that one
     s_desc = theory.correlation_modes(task)[1]
     order = np.array([int(np.argmin(np.abs(s_desc - tg))) for tg in strengths])
-    runs = {}
-    for rule_name, depth in progress_bar(s["full_cases"], enabled=progress, desc="fig2 full-matrix runs"):
+    runs: dict[str, dict[str, Any]] = {}
+    for rule_name, depth in progress_bar(full.cases, enabled=progress, desc="fig2 full-matrix runs"):
         t0 = time.perf_counter()
         rule = get_rule(rule_name)
         p = theory.stiffness(depth, rule.q)
         e_bar = theory.depth_calibrated_rate(eta, depth, rule.q)
-        x0 = s["full_init_fraction"]["p<1" if p < 1 else "p>=1"]
+        x0 = full.init_fraction if p < 1 else full.stiff_init_fraction
         sb0 = x0 * strengths
         per_layer = (sb0 ** (1.0 / depth))[np.argsort(order)]  # in the target's SVD order
         ws0 = init_aligned(w_star, (width,) * (depth + 1), np.tile(per_layer, (depth, 1)))
-        traj = simulate(ws0, task, rule, s["full_t_end"], eta=eta, save_at=ts, seed=seed, integrator=MODE_RUN_ODE)
+        traj = simulate(ws0, task, rule, full.t_end, eta=eta, save_at=ts, seed=seed, integrator=full.ode)
         key = case_name(rule_name, depth)
         data[f"full__{key}__t"] = np.asarray(traj.t)
         data[f"full__{key}__modes"] = theory.project_modes(traj.map, task)[:, order]
@@ -221,8 +271,8 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
             [theory.map_solution(np.asarray(traj.t), p, tg, eta_bar=e_bar, init=x) for tg, x in zip(strengths, sb0)],
             axis=1,
         )
-        data[f"full__{key}__p"] = np.float64(p)
-        data[f"full__{key}__eta_bar"] = np.float64(e_bar)
+        data[f"full__{key}__p"] = scalar(p)
+        data[f"full__{key}__eta_bar"] = scalar(e_bar)
         data[f"full__{key}__init"] = sb0
         runs[key] = {
             "rule": rule_name,
@@ -235,61 +285,34 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
             "wall_time_s": round(time.perf_counter() - t0, 3),
         }
 
-    ws_u, draws = _invertible_path_init(k_unaligned, w_star, width, s["unaligned_scale"])
-    traj = simulate(
-        ws_u, task, get_rule("ngd"), s["full_t_end"], eta=eta, save_at=ts, seed=seed, integrator=MODE_RUN_ODE
-    )
+    ws_u, draws = _invertible_path_init(k_unaligned, w_star, width, full.unaligned_scale)
+    traj = simulate(ws_u, task, get_rule("ngd"), full.t_end, eta=eta, save_at=ts, seed=seed, integrator=full.ode)
     data["unaligned__t"] = np.asarray(traj.t)
     data["unaligned__map"] = np.asarray(traj.map)
-    data["eta"] = np.float64(eta)
+    data["eta"] = scalar(eta)
     runs["ngd-unaligned"] = {"status": traj.status, "solver_steps": traj.config["solver_steps"], "draws": draws}
 
-    config = {
-        "curves": {
-            "equation": "eq. 21: d sigma_bar/dt = -eta_bar (sigma_bar - sigma_bar*) sigma_bar^p",
-            "p_values": ps.tolist(),
-            "strengths": strengths.tolist(),
-            "eta_bar": eta_bar,
-            "init": f"0 for p < 1, {s['stiff_init_fraction']:g} * sigma_bar* for p >= 1",
-            "stiff_init_fraction": s["stiff_init_fraction"],
-            "times": f"0 and {int(n)} log-spaced from 1e{lo:g} to 1e{hi:g}",
-        },
-        "ode_check": oc,
-        "full_matrix": {
-            "cases": runs,
-            "width": width,
-            "eta": eta,
-            "target": "U diag(strengths) V^T, Haar-random U, V from jax.random.split(PRNGKey(seed))[0]",
-            "init": "init_aligned with every layer's mode value (x0 * sigma_bar*)^(1/d) (aligned and balanced)",
-            "init_fraction": s["full_init_fraction"],
-            "unaligned": f"ngd, init_balanced(fold_in(split(PRNGKey(seed))[1], k), widths {[width] * 3}, "
-            f"scale {s['unaligned_scale']}), the first k whose straight map path to W* stays invertible "
-            "(no eigenvalue of W*^-1 W(0) on the negative real axis)",
-            "save_times": f"0 and {MODE_RUN_N_SAVE - 1} log-spaced from {s['full_t_min']:g} to {s['full_t_end']:g}",
-            "ode": MODE_RUN_ODE.as_config(),
-        },
-        "wall_time_s": round(time.perf_counter() - start_time, 3),
-    }
-    return data, config
+    return data, {"runs": runs}
 
 
-def describe(config) -> str:
+def describe(config: Config[Settings]) -> str:
     """The setup and numerics in words, for the report."""
-    cur, full, oc = config["curves"], config["full_matrix"], config["ode_check"]
+    s = config.settings
+    oc, full = s.eq21_check, s.full
     cases = "; ".join(
         f"{rule_label(c['rule'])} d = {c['depth']} (p = {c['p']:.3g}, η̄ = {c['eta_bar']:.4g}, σ̄(0) = "
         f"{c['init_fraction']:g}·σ̄*)"
-        for k, c in full["cases"].items()
+        for k, c in config.outcome["runs"].items()
         if k != "ngd-unaligned"
     )
     return (
         "Curves: the exact solution of eq. (21) (theory.map_solution; closed forms at p = 0, ½, 1, the general-p "
-        f"series solution otherwise) for p ∈ {{{', '.join(f'{p:g}' for p in cur['p_values'])}}} and σ̄* ∈ "
-        f"{{{', '.join(f'{v:g}' for v in cur['strengths'])}}}, η̄ = {cur['eta_bar']:g}, from σ̄(0) = 0 for p < 1 and "
-        f"{cur['stiff_init_fraction']:g}·σ̄* for p ≥ 1 (the caption's); half-max "
-        f"times from theory.half_max_time. The p = {oc['p']:g} curves are checked against SciPy's {oc['method']} "
-        f"(rtol {oc['rtol']:g}) applied to theory.balanced_map_velocity. Full-matrix runs (curvdyn.simulate, "
-        f"{full['ode']['solver']}, rtol {full['ode']['rtol']:g}) of width-{full['width']} networks whose four modes "
+        f"series solution otherwise) for p ∈ {{{', '.join(f'{p:g}' for p in s.p_values)}}} and σ̄* ∈ "
+        f"{{{', '.join(f'{v:g}' for v in s.strengths)}}}, η̄ = {s.eta_bar:g}, from σ̄(0) = 0 for p < 1 and "
+        f"{s.stiff_init_fraction:g}·σ̄* for p ≥ 1 (the caption's); half-max "
+        f"times from theory.half_max_time. The p = {oc.p:g} curves are checked against SciPy's {oc.scipy_solver} "
+        f"(rtol {oc.rtol:g}) applied to theory.balanced_map_velocity. Full-matrix runs (curvdyn.simulate, "
+        f"{full.ode.solver}, rtol {full.ode.rtol:g}) of width-{full.width} networks whose four modes "
         f"have the strengths σ̄*, weights aligned with the target and balanced across layers: {cases}; map modes read "
         "with theory.project_modes. A further NGD run starts from balanced weights in random orientation "
         "(init_balanced), drawn so that the straight map path to W* stays invertible."
@@ -350,152 +373,170 @@ def _case_label(data, case: str) -> str:
     return f"{rule_label(rule)} d = {depth} (p = {float(data[f'full__{case}__p']):.3g}, d_eff = {d_eff:.3g})"
 
 
-def claims(data, config) -> list[Claim]:
-    out = []
-    strengths = data["strengths"]
-    cases = full_cases(data)
-    full_ode = f"simulate rtol {config['full_matrix']['ode']['rtol']:g}"
+def _full_ode(config: Config[Settings]) -> str:
+    return f"simulate rtol {config.settings.full.ode.rtol:g}"
 
-    if "ngd-d2" in cases:
-        err = full_error(data, "ngd-d2")
-        eb = float(data["full__ngd-d2__eta_bar"])
-        zero_start = np.stack(
-            [theory.map_solution(data["full__ngd-d2__t"], 0.0, tg, eta_bar=eb, init=0.0) for tg in strengths], axis=1
-        )
-        from_zero = float(np.max(np.abs(data["full__ngd-d2__modes"] - zero_start) / strengths))
-        out.append(
-            at_most(
-                "ngd-map-exponential",
-                "Under NGD the map dynamics is exactly exponential, σ̄(t) = σ̄* + (σ̄(0) − σ̄*)e^{−η̄t} with η̄ = η "
-                "(p = 0, section 3.2, Fig. 2).",
-                err,
-                1e-7,
-                f"Full-matrix NGD run of a balanced aligned d = 2 network (width {config['full_matrix']['width']}, "
-                f"{full_ode}), max over t and the {len(strengths)} modes of |σ̄(t) − closed form|/σ̄*, modes read with "
-                f"project_modes. Against σ̄*(1 − e^{{−η̄t}}) from exactly 0 the deviation is {from_zero:.1e} "
-                f"(= the start fraction {config['full_matrix']['init_fraction']['p<1']:g}·e^{{−η̄t}}: the full dynamics "
-                "cannot start at 0).",
-            )
-        )
+
+# ---------------------------------------------------------------------------------------
+# the claims, in report order
+# ---------------------------------------------------------------------------------------
+
+
+def ngd_map_exponential(data: Data, config: Config[Settings]) -> Claim | None:
+    if "ngd-d2" not in full_cases(data):
+        return None
+    strengths = data["strengths"]
+    err = full_error(data, "ngd-d2")
+    eb = float(data["full__ngd-d2__eta_bar"])
+    zero_start = np.stack(
+        [theory.map_solution(data["full__ngd-d2__t"], 0.0, tg, eta_bar=eb, init=0.0) for tg in strengths], axis=1
+    )
+    from_zero = float(np.max(np.abs(data["full__ngd-d2__modes"] - zero_start) / strengths))
+    return at_most(
+        "ngd-map-exponential",
+        "Under NGD the map dynamics is exactly exponential, σ̄(t) = σ̄* + (σ̄(0) − σ̄*)e^{−η̄t} with η̄ = η "
+        "(p = 0, section 3.2, Fig. 2).",
+        err,
+        1e-7,
+        f"Full-matrix NGD run of a balanced aligned d = 2 network (width {config.settings.full.width}, "
+        f"{_full_ode(config)}), max over t and the {len(strengths)} modes of |σ̄(t) − closed form|/σ̄*, modes read "
+        f"with project_modes. Against σ̄*(1 − e^{{−η̄t}}) from exactly 0 the deviation is {from_zero:.1e} "
+        f"(= the start fraction {config.settings.full.init_fraction:g}·e^{{−η̄t}}: the full dynamics "
+        "cannot start at 0).",
+    )
+
+
+def ngd_displacement_exponential(data: Data, config: Config[Settings]) -> Claim:
     delta = data["unaligned__map"] - data["full_target"]
     decay = _decay(data)[:, None, None]
     dev = float(np.max(np.linalg.norm(delta - decay * delta[0], axis=(-2, -1))) / np.linalg.norm(delta[0]))
-    out.append(
-        at_most(
-            "ngd-displacement-exponential",
-            "NGD makes the whole displacement decay exponentially, Δ(t) = Δ(0)e^{−ηt}, for invertible weights in "
-            "any orientation (S.I.1; p = 0 in eq. 21).",
-            dev,
-            1e-7,
-            "Full-matrix NGD run from balanced weights in random orientation (init_balanced, not aligned with W*), "
-            f"d = 2, width {config['full_matrix']['width']}; max over t of ‖Δ(t) − Δ(0)e^{{−ηt}}‖_F/‖Δ(0)‖_F. The "
-            "orientation is drawn such that the straight map path (1 − e^{−ηt})W* + e^{−ηt}W(0) stays invertible "
-            f"(draw {config['full_matrix']['cases']['ngd-unaligned']['draws']}; S.I.1 assumes invertible weights); "
-            "orientations whose path crosses a singular map stop at a rank-deficient map instead.",
-        )
+    return at_most(
+        "ngd-displacement-exponential",
+        "NGD makes the whole displacement decay exponentially, Δ(t) = Δ(0)e^{−ηt}, for invertible weights in "
+        "any orientation (S.I.1; p = 0 in eq. 21).",
+        dev,
+        1e-7,
+        "Full-matrix NGD run from balanced weights in random orientation (init_balanced, not aligned with W*), "
+        f"d = 2, width {config.settings.full.width}; max over t of ‖Δ(t) − Δ(0)e^{{−ηt}}‖_F/‖Δ(0)‖_F. The "
+        "orientation is drawn such that the straight map path (1 − e^{−ηt})W* + e^{−ηt}W(0) stays invertible "
+        f"(draw {config.outcome['runs']['ngd-unaligned']['draws']}; S.I.1 assumes invertible weights); "
+        "orientations whose path crosses a singular map stop at a rank-deficient map instead.",
     )
 
+
+def general_solution_closed_forms(data: Data, config: Config[Settings]) -> Claim:
+    strengths = data["strengths"]
     err = float(np.max(np.abs(data["general_sigma"] - data["closed_sigma"]) / strengths[None, :, None]))
-    out.append(
-        at_most(
-            "general-solution-closed-forms",
-            "The exact solution of eq. (21) for general p reproduces the closed forms of section 3.2: "
-            "σ̄*(1 − e^{−η̄t}) (p = 0), σ̄* tanh²(η̄√σ̄* t/2) (p = ½), the logistic (p = 1).",
-            err,
-            1e-10,
-            "Max over t, σ̄* ∈ {" + ", ".join(f"{v:g}" for v in strengths) + "} and p ∈ {0, ½, 1} of "
-            "|map_solution(general) − map_solution(closed)|/σ̄*, from σ̄(0) = 0 (p < 1) and σ̄*/100 (p = 1).",
-        )
+    return at_most(
+        "general-solution-closed-forms",
+        "The exact solution of eq. (21) for general p reproduces the closed forms of section 3.2: "
+        "σ̄*(1 − e^{−η̄t}) (p = 0), σ̄* tanh²(η̄√σ̄* t/2) (p = ½), the logistic (p = 1).",
+        err,
+        1e-10,
+        "Max over t, σ̄* ∈ {" + ", ".join(f"{v:g}" for v in strengths) + "} and p ∈ {0, ½, 1} of "
+        "|map_solution(general) − map_solution(closed)|/σ̄*, from σ̄(0) = 0 (p < 1) and σ̄*/100 (p = 1).",
     )
 
+
+def stiff_solution_solves_eq21(data: Data, config: Config[Settings]) -> Claim:
+    oc = config.settings.eq21_check
     k = int(np.argmin(np.abs(data["p_values"] - float(data["ode_p"]))))
-    err = float(np.nanmax(np.abs(data["ode_sigma"] - data["sigma"][k]) / strengths[:, None]))
-    out.append(
-        at_most(
-            "stiff-solution-solves-eq21",
-            f"The p = {float(data['ode_p']):g} learning curves of Fig. 2 (no closed form) solve eq. (21).",
-            err,
-            1e-7,
-            "Max over t and σ̄* of |σ̄ exact − σ̄ numerical|/σ̄*, the numerical solution by "
-            f"{config['ode_check']['method']} "
-            f"(rtol {config['ode_check']['rtol']:g}) of σ̄̇ = balanced_map_velocity(σ̄), from σ̄*/100, up to where "
-            f"|σ̄ − σ̄*| falls below {config['ode_check']['converged']:g}·σ̄*.",
-        )
+    err = float(np.nanmax(np.abs(data["ode_sigma"] - data["sigma"][k]) / data["strengths"][:, None]))
+    return at_most(
+        "stiff-solution-solves-eq21",
+        f"The p = {float(data['ode_p']):g} learning curves of Fig. 2 (no closed form) solve eq. (21).",
+        err,
+        1e-7,
+        "Max over t and σ̄* of |σ̄ exact − σ̄ numerical|/σ̄*, the numerical solution by "
+        f"{oc.scipy_solver} "
+        f"(rtol {oc.rtol:g}) of σ̄̇ = balanced_map_velocity(σ̄), from σ̄*/100, up to where "
+        f"|σ̄ − σ̄*| falls below {oc.converged:g}·σ̄*.",
     )
 
+
+def half_max_time_scaling(data: Data, config: Config[Settings]) -> Claim:
+    strengths = data["strengths"]
     slopes = {float(p): fitted_exponent(strengths, data["half_time"][i]) for i, p in enumerate(data["p_values"])}
     worst = max(abs(slopes[p] + p) for p in slopes)
     on_curve = float(np.max(np.abs(data["half_value"] / (0.5 * strengths) - 1.0)))
-    out.append(
-        at_most(
-            "half-max-time-scaling",
-            "The half-max time (overall time-scale of learning) scales with mode strength as σ̄*^{−p} (Fig. 2 caption, "
-            "section 3.2).",
-            worst,
-            1e-9,
-            "Max over p of |fitted exponent + p|, the exponent a least-squares fit of ln t½ against ln σ̄* over σ̄* ∈ {"
-            + ", ".join(f"{v:g}" for v in strengths)
-            + "}; fitted: "
-            + ", ".join(f"p = {p:g}: {v:.10f}" for p, v in slopes.items())
-            + f". The black circles lie on the curves: |σ̄(t½)/(σ̄*/2) − 1| ≤ {on_curve:.1e}.",
-        )
+    return at_most(
+        "half-max-time-scaling",
+        "The half-max time (overall time-scale of learning) scales with mode strength as σ̄*^{−p} (Fig. 2 caption, "
+        "section 3.2).",
+        worst,
+        1e-9,
+        "Max over p of |fitted exponent + p|, the exponent a least-squares fit of ln t½ against ln σ̄* over σ̄* ∈ {"
+        + ", ".join(f"{v:g}" for v in strengths)
+        + "}; fitted: "
+        + ", ".join(f"p = {p:g}: {v:.10f}" for p, v in slopes.items())
+        + f". The black circles lie on the curves: |σ̄(t½)/(σ̄*/2) − 1| ≤ {on_curve:.1e}.",
     )
 
-    if "sqrt-ngd-d2" in cases:
-        out.append(
-            at_most(
-                "sqrt-ngd-tanh2",
-                "A d = 2 network under √NGD has p = ½ and follows σ̄* tanh²(η̄√σ̄* t/2 + atanh√(σ̄(0)/σ̄*)), "
-                "η̄ = √2 η (eq. 21, section 3.2).",
-                full_error(data, "sqrt-ngd-d2"),
-                1e-7,
-                f"Full-matrix √NGD run, balanced aligned d = 2 network ({full_ode}); max over t and modes of "
-                "|σ̄(t) − closed form|/σ̄*.",
-            )
-        )
-    if "sgd-d2" in cases:
-        eb = float(data["full__sgd-d2__eta_bar"])
-        out.append(
-            at_most(
-                "saxe-logistic",
-                "A d = 2 network under SGD from balanced small weights learns each mode along the logistic curve of "
-                "Saxe et al. (2013), σ̄*/(1 + (σ̄*/σ̄(0) − 1)e^{−η̄σ̄* t}), η̄ = 2η (p = 1, section 3.2).",
-                full_error(data, "sgd-d2"),
-                1e-7,
-                f"Full-matrix SGD run from σ̄(0) = σ̄*/100 (η̄ = {eb:g}, {full_ode}); max over t and modes of "
-                "|σ̄(t) − logistic|/σ̄*.",
-            )
-        )
-    if "sqrt-ngd-d3" in cases:
-        case = "sqrt-ngd-d3"
-        p = float(data[f"full__{case}__p"])
-        eb = float(data[f"full__{case}__eta_bar"])
-        t = data[f"full__{case}__t"]
-        alt = {}
-        for p_alt in (0.5, 1.0):
-            want = np.stack(
-                [
-                    theory.map_solution(t, p_alt, tg, eta_bar=eb, init=x)
-                    for tg, x in zip(strengths, data[f"full__{case}__init"])
-                ],
-                axis=1,
-            )
-            alt[p_alt] = float(np.max(np.abs(data[f"full__{case}__modes"] - want) / strengths))
-        d_eff = theory.effective_depth(3, get_rule("sqrt-ngd").q)
-        out.append(
-            at_most(
-                "effective-depth",
-                "A d = 3 network under √NGD (q = 2) has the map dynamics of an SGD network of effective depth "
-                "d_eff = dq/(d + q − 1) = 1.5, i.e. stiffness p = 2(d_eff − 1)/d_eff = 2(d−1)(q−1)/(dq) = ⅔ "
-                "(eqs. 21, 22).",
-                full_error(data, case),
-                1e-7,
-                f"Full-matrix √NGD d = 3 run (balanced, aligned; η̄ = √3 η = {eb:.6g}; {full_ode}); max over t and modes "
-                f"of |σ̄(t) − exact solution at p = {p:.6g}|/σ̄* (d_eff = {d_eff:.6g}). For contrast, the same data "
-                f"against the p = ½ solution (d_eff = 4/3): {alt[0.5]:.2g}, against p = 1 (d_eff = 2): {alt[1.0]:.2g}.",
-            )
-        )
 
+def sqrt_ngd_tanh2(data: Data, config: Config[Settings]) -> Claim | None:
+    if "sqrt-ngd-d2" not in full_cases(data):
+        return None
+    return at_most(
+        "sqrt-ngd-tanh2",
+        "A d = 2 network under √NGD has p = ½ and follows σ̄* tanh²(η̄√σ̄* t/2 + atanh√(σ̄(0)/σ̄*)), "
+        "η̄ = √2 η (eq. 21, section 3.2).",
+        full_error(data, "sqrt-ngd-d2"),
+        1e-7,
+        f"Full-matrix √NGD run, balanced aligned d = 2 network ({_full_ode(config)}); max over t and modes of "
+        "|σ̄(t) − closed form|/σ̄*.",
+    )
+
+
+def saxe_logistic(data: Data, config: Config[Settings]) -> Claim | None:
+    if "sgd-d2" not in full_cases(data):
+        return None
+    eb = float(data["full__sgd-d2__eta_bar"])
+    return at_most(
+        "saxe-logistic",
+        "A d = 2 network under SGD from balanced small weights learns each mode along the logistic curve of "
+        "Saxe et al. (2013), σ̄*/(1 + (σ̄*/σ̄(0) − 1)e^{−η̄σ̄* t}), η̄ = 2η (p = 1, section 3.2).",
+        full_error(data, "sgd-d2"),
+        1e-7,
+        f"Full-matrix SGD run from σ̄(0) = σ̄*/100 (η̄ = {eb:g}, {_full_ode(config)}); max over t and modes of "
+        "|σ̄(t) − logistic|/σ̄*.",
+    )
+
+
+def sqrt_ngd_effective_depth(data: Data, config: Config[Settings]) -> Claim | None:
+    case = "sqrt-ngd-d3"
+    if case not in full_cases(data):
+        return None
+    strengths = data["strengths"]
+    p = float(data[f"full__{case}__p"])
+    eb = float(data[f"full__{case}__eta_bar"])
+    t = data[f"full__{case}__t"]
+    alt = {}
+    for p_alt in (0.5, 1.0):
+        want = np.stack(
+            [
+                theory.map_solution(t, p_alt, tg, eta_bar=eb, init=x)
+                for tg, x in zip(strengths, data[f"full__{case}__init"])
+            ],
+            axis=1,
+        )
+        alt[p_alt] = float(np.max(np.abs(data[f"full__{case}__modes"] - want) / strengths))
+    d_eff = theory.effective_depth(3, get_rule("sqrt-ngd").q)
+    return at_most(
+        "effective-depth",
+        "A d = 3 network under √NGD (q = 2) has the map dynamics of an SGD network of effective depth "
+        "d_eff = dq/(d + q − 1) = 1.5, i.e. stiffness p = 2(d_eff − 1)/d_eff = 2(d−1)(q−1)/(dq) = ⅔ "
+        "(eqs. 21, 22).",
+        full_error(data, case),
+        1e-7,
+        f"Full-matrix √NGD d = 3 run (balanced, aligned; η̄ = √3 η = {eb:.6g}; {_full_ode(config)}); max over t and "
+        f"modes of |σ̄(t) − exact solution at p = {p:.6g}|/σ̄* (d_eff = {d_eff:.6g}). For contrast, the same data "
+        f"against the p = ½ solution (d_eff = 4/3): {alt[0.5]:.2g}, against p = 1 (d_eff = 2): {alt[1.0]:.2g}.",
+    )
+
+
+def stiffness_from_full_matrix(data: Data, config: Config[Settings]) -> Claim:
+    strengths = data["strengths"]
+    cases = full_cases(data)
     fits = {c: 0.0 - fitted_exponent(strengths, full_half_times(data, c)) for c in cases}
     worst = max(fits, key=lambda c: abs(fits[c] - float(data[f"full__{c}__p"])))
     dev = abs(fits[worst] - float(data[f"full__{worst}__p"]))
@@ -505,19 +546,33 @@ def claims(data, config) -> list[Claim]:
             f"; the √NGD d = 3 value {float(data['full__sqrt-ngd-d3__p']):.5f} is the stiffness 2(d_eff − 1)/d_eff "
             f"of SGD at the effective depth d_eff = {theory.effective_depth(3, get_rule('sqrt-ngd').q):g} (eq. 22)"
         )
-    out.append(
-        at_most(
-            "stiffness-from-full-matrix",
-            "The learning time-scale of full-matrix networks scales as σ̄*^{−p} with the stiffness p = 2(d−1)(q−1)/(dq) "
-            "of their rule and depth (eq. 21, Fig. 2 caption).",
-            dev,
-            1e-3,
-            "Max over the full-matrix runs of |p fitted − p|; p fitted = −slope of ln t½ against ln σ̄*, the half-max "
-            "times read off the recorded σ̄(t) (interpolated in ln t and logit σ̄/σ̄*; 240 log-spaced save times, "
-            f"which limits the accuracy to ~1e-4). {txt}.",
-        )
+    return at_most(
+        "stiffness-from-full-matrix",
+        "The learning time-scale of full-matrix networks scales as σ̄*^{−p} with the stiffness p = 2(d−1)(q−1)/(dq) "
+        "of their rule and depth (eq. 21, Fig. 2 caption).",
+        dev,
+        1e-3,
+        "Max over the full-matrix runs of |p fitted − p|; p fitted = −slope of ln t½ against ln σ̄*, the half-max "
+        "times read off the recorded σ̄(t) (interpolated in ln t and logit σ̄/σ̄*; 240 log-spaced save times, "
+        f"which limits the accuracy to ~1e-4). {txt}.",
     )
-    return out
+
+
+CLAIMS = (
+    ngd_map_exponential,
+    ngd_displacement_exponential,
+    general_solution_closed_forms,
+    stiff_solution_solves_eq21,
+    half_max_time_scaling,
+    sqrt_ngd_tanh2,
+    saxe_logistic,
+    sqrt_ngd_effective_depth,
+    stiffness_from_full_matrix,
+)
+
+
+def claims(data: Data, config: Config[Settings]) -> list[Claim]:
+    return measure(CLAIMS, data, config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -561,12 +616,12 @@ def _stiffness_strip(ax, data):
     ax.set_xlabel("stiffness p = 2(d−1)(q−1)/(dq)  (q = 1 NGD, q = 2 √NGD, q = ∞ SGD)", fontsize=10)
 
 
-def plot(data, config):
+def plot(data: Data, config: Config[Settings]) -> Figure:
     ps = data["p_values"]
     strengths = data["strengths"]
     t = data["t"]
     n_p = len(ps)
-    fig = plt.figure(figsize=(4.3 * n_p, 14.0), constrained_layout=True)
+    fig = Figure(figsize=(4.3 * n_p, 14.0), layout="constrained")
     grid = fig.add_gridspec(4, n_p, height_ratios=[0.42, 1.0, 0.9, 1.0])
     _stiffness_strip(fig.add_subplot(grid[0, :]), data)
     top = [fig.add_subplot(grid[1, i]) for i in range(n_p)]

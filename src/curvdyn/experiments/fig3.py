@@ -23,20 +23,19 @@ data ``W* = Y Xᵀ/P``, and the test loss there (the dashed line) is computed ex
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from typing import Any
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from curvdyn import theory
-from curvdyn.experiments.base import Claim, at_least, at_most
-from curvdyn.experiments.common import first_crossing, log_times, rule_color, rule_label
+from curvdyn.experiments.base import Claim, Config, Data, at_least, at_most, measure
+from curvdyn.experiments.common import first_crossing, log_times, rule_color, rule_label, scalar
 from curvdyn.experiments.common import progress as progress_bar
 from curvdyn.init import init_random
 from curvdyn.integrators import ODE, Euler
@@ -52,46 +51,106 @@ RULES = ("sgd", "ngd", "sqrt-ngd", "ngd-d", "sqrt-ngd-d")
 CONTINUOUS = ("sgd", "sqrt-ngd", "sqrt-ngd-d")
 DISCRETE = ("ngd", "ngd-d")
 
-# Run settings. ``quick`` keeps the experiment (task, network, rules, numerics) and lowers the
-# resolution: fewer recorded times, looser ODE tolerances, coarser NGD steps and a shorter
-# SGD run.
-SETTINGS = {
-    False: {
-        "n": 16,
-        "depth": 4,
-        "rank": 3,
-        "snr": 10.0,
-        "noise_std": 1.0,
-        "n_train": 16,
-        "init_scale": 0.05,
-        "eta": 1.0,
-        "t_end": {"sgd": 10000.0, "sqrt-ngd": 12.0, "sqrt-ngd-d": 12.0, "ngd": 12.0, "ngd-d": 12.0},
-        "sgd_method": "ode",
-        "n_save": 400,
-        "n_save_curvature": 100,
-        "t_min": 1e-3,
-        "rtol": 1e-6,
-        "atol": 1e-9,
-        "solver": "tsit5",
-        "max_steps": 2_000_000,
-        "ngd_dt": 0.1,
-        "ngd_clip": 0.5,
-        "ngd_save_every": 2,
-        "lm_damping": 1e-5,
-    },
-}
-# --quick: the same task, network, rules and NGD numerics (so the same data set and initial
-# weights), at lower resolution: fewer recorded times, looser ODE tolerances, and SGD as
-# explicit Euler steps at 1.5/λ_max (λ_max = d s_1^{2−2/d}, the largest curvature at the
-# solution) instead of the adaptive ODE. SGD's run is long (its noise modes take ~1e4 time
-# units from 0.05-scale weights) and stiff (the learned signal modes relax at rate λ_max ≈ 134),
-# so the adaptive solver is stability-limited to steps ≈ 0.02 at ~150 µs each; the Euler
-# step costs ~10× less.
-SETTINGS[True] = dict(
-    SETTINGS[False], sgd_method="euler", n_save=200, n_save_sgd_euler=2000, n_save_curvature=60, rtol=1e-5, atol=1e-8
-)
 
-SGD_EULER_SAFETY = 1.5  # Euler step = SGD_EULER_SAFETY / λ_max; stable below 2
+@dataclasses.dataclass(frozen=True)
+class TeacherTask:
+    """The student–teacher task (:func:`curvdyn.student_teacher`, whitened inputs).
+
+    Attributes:
+      n: input and output dimension N; rank: the teacher's rank; snr, noise_std: every teacher
+      mode has strength ``snr · noise_std``; n_train: the number of training samples P.
+    """
+
+    n: int = 16
+    rank: int = 3
+    snr: float = 10.0
+    noise_std: float = 1.0
+    n_train: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLengths:
+    """Each rule's final time (η = 1). SGD's noise modes take ~1e4 time units from 0.05-scale weights."""
+
+    sgd: float = 10000.0
+    ngd: float = 12.0
+    sqrt_ngd: float = 12.0
+    ngd_d: float = 12.0
+    sqrt_ngd_d: float = 12.0
+
+    def of(self, rule: str) -> float:
+        """The final time of ``rule`` (a rule name such as ``"sqrt-ngd"``)."""
+        return float(getattr(self, rule.replace("-", "_")))
+
+
+@dataclasses.dataclass(frozen=True)
+class NGDNumerics:
+    """NGD's and NGD-d's numerics (the paper's section 4): Euler steps with Levenberg–Marquardt
+    damping and update clipping.
+
+    Attributes:
+      dt: the Euler step; clip: each step's parameter update ``η·dt·direction`` is rescaled to
+      norm ≤ clip (a parameter speed of at most clip/dt); save_every: record every this many
+      steps; lm_damping: the Levenberg–Marquardt shift.
+    """
+
+    dt: float = 0.1
+    clip: float = 0.5
+    save_every: int = 2
+    lm_damping: float = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The settings of Fig. 3.
+
+    Attributes:
+      task: the student–teacher task.
+      depth, init_scale: the student (width N, depth d, every layer random with largest
+        singular value ``init_scale``).
+      eta: the learning rate of every rule (η = 1: times compare directly).
+      t_end: each rule's final time.
+      sgd_integrator: ``"ode"`` (adaptive) or ``"euler"`` (explicit steps of
+        ``sgd_euler_safety / λ_max``, λ_max the largest curvature at the solution; stable below 2).
+      n_save, n_save_curvature: log-spaced save times of SGD's and of √NGD's, √NGD-d's ODE runs
+        (from ``t_min``); n_save_sgd_euler: equally spaced save times of SGD's Euler run.
+      ode: the integrator of the ODE runs.
+      ngd: NGD's and NGD-d's Euler numerics.
+    """
+
+    task: TeacherTask = TeacherTask()
+    depth: int = 4
+    init_scale: float = 0.05
+    eta: float = 1.0
+    t_end: RunLengths = RunLengths()
+    sgd_integrator: str = "ode"
+    n_save: int = 400
+    n_save_curvature: int = 100
+    n_save_sgd_euler: int = 2000
+    t_min: float = 1e-3
+    ode: ODE = ODE(rtol=1e-6, atol=1e-9, solver="tsit5", max_steps=2_000_000)
+    ngd: NGDNumerics = NGDNumerics()
+    sgd_euler_safety: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.sgd_integrator not in ("ode", "euler"):
+            raise ValueError(f"sgd_integrator must be 'ode' or 'euler', got {self.sgd_integrator!r}")
+
+
+DEFAULT = Settings()
+#: ``--quick``: the same task, network, rules and NGD numerics (so the same data set and initial
+#: weights), at lower resolution: fewer recorded times, looser ODE tolerances, and SGD as explicit
+#: Euler steps at 1.5/λ_max (λ_max = d s_1^{2−2/d}, the largest curvature at the solution) instead
+#: of the adaptive ODE. SGD's run is long (its noise modes take ~1e4 time units from 0.05-scale
+#: weights) and stiff (the learned signal modes relax at rate λ_max ≈ 134), so the adaptive solver
+#: is stability-limited to steps ≈ 0.02 at ~150 µs each; the Euler step costs ~10× less.
+QUICK = dataclasses.replace(
+    DEFAULT,
+    sgd_integrator="euler",
+    n_save=200,
+    n_save_curvature=60,
+    ode=dataclasses.replace(DEFAULT.ode, rtol=1e-5, atol=1e-8),
+)
 
 
 def _test_loss(maps: np.ndarray, teacher: np.ndarray, noise_floor: float) -> np.ndarray:
@@ -104,82 +163,86 @@ def sgd_curvature_max(strengths: np.ndarray, depth: int) -> float:
     return float(depth * float(np.max(strengths)) ** (2.0 - 2.0 / depth))
 
 
-def _run_rule(name: str, ws0, task, s: dict, seed: int, strengths: np.ndarray):
+def _run_rule(name: str, ws0, task, s: Settings, seed: int, strengths: np.ndarray):
     """One rule's simulation with this experiment's numerics; returns (trajectory, numerics)."""
-    t_end = s["t_end"][name]
-    if name in CONTINUOUS and not (name == "sgd" and s["sgd_method"] == "euler"):
-        n_save = s["n_save"] if name == "sgd" else s["n_save_curvature"]
+    t_end = s.t_end.of(name)
+    numerics: dict[str, Any]
+    if name in CONTINUOUS and not (name == "sgd" and s.sgd_integrator == "euler"):
+        n_save = s.n_save if name == "sgd" else s.n_save_curvature
         traj = simulate(
             ws0,
             task,
             get_rule(name),
             t_end,
-            eta=s["eta"],
-            integrator=ODE(rtol=s["rtol"], atol=s["atol"], solver=s["solver"], max_steps=s["max_steps"]),
-            save_at=log_times(t_end, n_save, s["t_min"]),
+            eta=s.eta,
+            integrator=s.ode,
+            save_at=log_times(t_end, n_save, s.t_min),
             seed=seed,
         )
         numerics = {
-            "method": "ode",
-            "solver": s["solver"],
-            "rtol": s["rtol"],
-            "atol": s["atol"],
+            "integrator": "ode",
+            "solver": s.ode.solver,
+            "rtol": s.ode.rtol,
+            "atol": s.ode.atol,
             "solver_steps": traj.config["solver_steps"],
         }
     elif name == "sgd":
-        dt = SGD_EULER_SAFETY / (s["eta"] * sgd_curvature_max(strengths, s["depth"]))
+        dt = s.sgd_euler_safety / (s.eta * sgd_curvature_max(strengths, s.depth))
         n_steps = int(math.ceil(t_end / dt))
         traj = simulate(
             ws0,
             task,
             get_rule(name),
-            eta=s["eta"],
+            eta=s.eta,
             integrator=Euler(dt=dt, steps=n_steps),
-            n_save=s["n_save_sgd_euler"],
+            n_save=s.n_save_sgd_euler,
             seed=seed,
         )
         numerics = {
-            "method": "euler",
+            "integrator": "euler",
             "dt": dt,
             "n_steps": n_steps,
-            "dt_rule": f"{SGD_EULER_SAFETY} / (eta * d * s_1^(2-2/d))",
+            "dt_rule": f"{s.sgd_euler_safety} / (eta * d * s_1^(2-2/d))",
         }
     else:
-        n_steps = int(round(t_end / s["ngd_dt"]))
+        ngd = s.ngd
+        n_steps = int(round(t_end / ngd.dt))
         traj = simulate(
             ws0,
             task,
-            get_rule(name, lm_damping=s["lm_damping"]),
-            eta=s["eta"],
-            integrator=Euler(dt=s["ngd_dt"], steps=n_steps, clip=s["ngd_clip"]),
-            n_save=n_steps // s["ngd_save_every"] + 1,
+            get_rule(name, lm_damping=ngd.lm_damping),
+            eta=s.eta,
+            integrator=Euler(dt=ngd.dt, steps=n_steps, clip=ngd.clip),
+            n_save=n_steps // ngd.save_every + 1,
             seed=seed,
         )
-        numerics = {"method": "euler", "dt": s["ngd_dt"], "clip": s["ngd_clip"], "lm_damping": s["lm_damping"]}
-        clipped = np.asarray(traj.update_norm) * s["ngd_dt"] > s["ngd_clip"]
+        numerics = {"integrator": "euler", "dt": ngd.dt, "clip": ngd.clip, "lm_damping": ngd.lm_damping}
+        clipped = np.asarray(traj.update_norm) * ngd.dt > ngd.clip
         numerics["clipped_until_t"] = float(np.asarray(traj.t)[clipped][-1]) if clipped.any() else 0.0
     return traj, numerics
 
 
-def compute(*, quick: bool, seed: int, progress: bool = False):
-    s = SETTINGS[bool(quick)]
-    n, d = s["n"], s["depth"]
+def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    s = settings
+    n, d = s.task.n, s.depth
     k_data, k_init = jax.random.split(jax.random.PRNGKey(seed))
-    st = student_teacher(k_data, n, rank=s["rank"], snr=s["snr"], n_train=s["n_train"], noise_std=s["noise_std"])
+    st = student_teacher(
+        k_data, n, rank=s.task.rank, snr=s.task.snr, n_train=s.task.n_train, noise_std=s.task.noise_std
+    )
     task = st.train_task
     teacher = np.asarray(st.teacher)
     noise_floor = float(st.test_task.loss_offset)
-    ws0 = init_random(k_init, (n,) * (d + 1), s["init_scale"])
+    ws0 = init_random(k_init, (n,) * (d + 1), s.init_scale)
 
     _, strengths, _ = theory.correlation_modes(task)
     w_star = np.asarray(task.target)
     data: dict[str, np.ndarray] = {
         "data_strengths": strengths,
         "teacher_strengths": np.linalg.svd(teacher, compute_uv=False),
-        "overfit_test_loss": np.float64(_test_loss(w_star, teacher, noise_floor)),
-        "overfit_train_loss": np.float64(task.loss_offset),
-        "noise_floor": np.float64(noise_floor),
-        "initial_map_norm": np.float64(np.linalg.norm(np.asarray(network_map(ws0)), 2)),
+        "overfit_test_loss": scalar(_test_loss(w_star, teacher, noise_floor)),
+        "overfit_train_loss": scalar(task.loss_offset),
+        "noise_floor": scalar(noise_floor),
+        "initial_map_norm": scalar(np.linalg.norm(np.asarray(network_map(ws0)), 2)),
     }
 
     runs = {}
@@ -196,53 +259,16 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         data[f"{name}__modes"] = theory.project_modes(maps, task)
         data[f"{name}__update_norm"] = np.asarray(traj.update_norm)
         runs[name] = info
-
-    config = {
-        "task": {
-            "kind": "student_teacher",
-            "n_in": n,
-            "n_out": n,
-            "rank": s["rank"],
-            "snr": s["snr"],
-            "noise_std": s["noise_std"],
-            "n_train": s["n_train"],
-            "teacher_profile": None,
-            "whitened_inputs": True,
-            "seed_key": "jax.random.split(PRNGKey(seed))[0]",
-        },
-        "network": {
-            "widths": [n] * (d + 1),
-            "init": "init_random (every layer's largest singular value = init_scale)",
-            "init_scale": s["init_scale"],
-            "seed_key": "jax.random.split(PRNGKey(seed))[1]",
-        },
-        "rules": list(RULES),
-        "eta": s["eta"],
-        "t_end": s["t_end"],
-        "save_times": f"0 and {s['n_save']} (SGD) / {s['n_save_curvature']} (√NGD, √NGD-d) log-spaced times from "
-        f"{s['t_min']:g} to t_end for the ODE runs; every {s['ngd_save_every']} steps for NGD/NGD-d"
-        + (f"; {s['n_save_sgd_euler']} equally spaced times for SGD's Euler run" if s["sgd_method"] == "euler" else ""),
-        "sgd_method": s["sgd_method"],
-        "ode": {"solver": s["solver"], "rtol": s["rtol"], "atol": s["atol"], "max_steps": s["max_steps"]},
-        "ngd_numerics": {
-            "method": "euler",
-            "dt": s["ngd_dt"],
-            "clip": s["ngd_clip"],
-            "clip_meaning": "each Euler step's parameter update eta*dt*direction is rescaled to norm <= clip "
-            "(a parameter speed of at most clip/dt)",
-            "lm_damping": s["lm_damping"],
-        },
-        "runs": runs,
-    }
-    return data, config
+    return data, {"runs": runs}
 
 
-def describe(config) -> str:
+def describe(config: Config[Settings]) -> str:
     """The setup and numerics in words, for the report."""
-    task, net, ode, ngd = config["task"], config["network"], config["ode"], config["ngd_numerics"]
-    t_end = config["t_end"]
-    sgd = config["runs"].get("sgd", {})
-    if config.get("sgd_method") == "euler":
+    s = config.settings
+    task, ode, ngd = s.task, s.ode, s.ngd
+    runs = config.outcome["runs"]
+    sgd = runs.get("sgd", {})
+    if s.sgd_integrator == "euler":
         sgd_txt = (
             f"SGD as explicit Euler steps of dt = {sgd.get('dt', float('nan')):.4g} (1.5/λ_max, λ_max the largest "
             "curvature at the solution; --quick), √NGD and √NGD-d as adaptive ODEs"
@@ -250,16 +276,16 @@ def describe(config) -> str:
     else:
         sgd_txt = "SGD, √NGD and √NGD-d as adaptive ODEs"
     return (
-        f"Student–teacher task: N = {task['n_in']} inputs and outputs, rank-{task['rank']} teacher with all modes of "
-        f"strength SNR × noise std = {task['snr'] * task['noise_std']:g}, P = {task['n_train']} exactly whitened "
-        f"training samples, exact expected test loss. Student: depth {len(net['widths']) - 1}, width "
-        f"{net['widths'][1]}, every layer random with largest singular value {net['init_scale']:g}; all rules start "
-        f"from the same weights with η = {config['eta']:g}. Numerics: {sgd_txt} ({ode['solver']}, rtol {ode['rtol']:g}, "
-        f"atol {ode['atol']:g}); NGD and NGD-d as the paper's section 4 says — Euler steps dt = {ngd['dt']:g} with "
-        f"Levenberg–Marquardt damping {ngd['lm_damping']:g} and update clipping (every step's parameter change is "
-        f"capped at norm {ngd['clip']:g}, i.e. a speed ≤ {ngd['clip'] / ngd['dt']:g}; NGD was clipped until "
-        f"t ≈ {config['runs'].get('ngd', {}).get('clipped_until_t', float('nan')):.3g}). Run lengths: "
-        + ", ".join(f"{rule_label(r)} {t_end[r]:g}" for r in RULES)
+        f"Student–teacher task: N = {task.n} inputs and outputs, rank-{task.rank} teacher with all modes of "
+        f"strength SNR × noise std = {task.snr * task.noise_std:g}, P = {task.n_train} exactly whitened "
+        f"training samples, exact expected test loss. Student: depth {s.depth}, width "
+        f"{task.n}, every layer random with largest singular value {s.init_scale:g}; all rules start "
+        f"from the same weights with η = {s.eta:g}. Numerics: {sgd_txt} ({ode.solver}, rtol {ode.rtol:g}, "
+        f"atol {ode.atol:g}); NGD and NGD-d as the paper's section 4 says — Euler steps dt = {ngd.dt:g} with "
+        f"Levenberg–Marquardt damping {ngd.lm_damping:g} and update clipping (every step's parameter change is "
+        f"capped at norm {ngd.clip:g}, i.e. a speed ≤ {ngd.clip / ngd.dt:g}; NGD was clipped until "
+        f"t ≈ {runs.get('ngd', {}).get('clipped_until_t', float('nan')):.3g}). Run lengths: "
+        + ", ".join(f"{rule_label(r)} {s.t_end.of(r):g}" for r in RULES)
         + ". Mode components are u_kᵀ W v_k on the singular vectors of the training data's Σ_yx = Y Xᵀ/P. "
         "The early-stopping time is the time of minimum test loss."
     )
@@ -270,11 +296,7 @@ def describe(config) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def _rank(config) -> int:
-    return int(config["task"]["rank"])
-
-
-def excess_test_loss(data, name: str) -> np.ndarray:
+def excess_test_loss(data: Data, name: str) -> np.ndarray:
     """Test loss above the noise floor, ``½‖W − W̄*‖²``, over time."""
     return data[f"{name}__test_loss"] - float(data["noise_floor"])
 
@@ -307,114 +329,171 @@ def mode_separation(data, name: str, rank: int) -> float:
     return float(h[rank] / h[rank - 1])
 
 
-def claims(data, config) -> list[Claim]:
-    rank = _rank(config)
-    best = {r: float(np.min(excess_test_loss(data, r))) for r in RULES}
-    stop = {r: early_stopping(data, r)[0] for r in RULES}
-    overfit = float(data["overfit_test_loss"])
-    final = {r: float(data[f"{r}__test_loss"][-1]) for r in RULES}
-    sep = {r: mode_separation(data, r, rank) for r in RULES}
-    floor = float(data["noise_floor"])
-    best_txt = ", ".join(f"{rule_label(r)} {best[r]:.3f}" for r in RULES)
-    stop_txt = ", ".join(f"{rule_label(r)} {stop[r]:.3g}" for r in RULES)
+_EXCESS = "Excess test loss = expected test loss − noise floor ½Nσ² = ½‖W − W̄*‖²"
+
+
+def _best(data: Data) -> dict[str, float]:
+    """The best (minimum) excess test loss of every rule."""
+    return {r: float(np.min(excess_test_loss(data, r))) for r in RULES}
+
+
+def _best_text(data: Data) -> str:
+    best = _best(data)
+    return ", ".join(f"{rule_label(r)} {best[r]:.3f}" for r in RULES)
+
+
+def _stop(data: Data) -> dict[str, float]:
+    return {r: early_stopping(data, r)[0] for r in RULES}
+
+
+def _stop_text(data: Data) -> str:
+    stop = _stop(data)
     valley = {r: near_best_interval(data, r) for r in ("sgd", "ngd", "sqrt-ngd")}
-    stop_txt += (
-        " (the excess test loss stays within 5% of its minimum from t = "
+    return (
+        ", ".join(f"{rule_label(r)} {stop[r]:.3g}" for r in RULES)
+        + " (the excess test loss stays within 5% of its minimum from t = "
         + ", ".join(f"{valley[r][0]:.3g} to {valley[r][1]:.3g} for {rule_label(r)}" for r in valley)
         + ")"
     )
-    excess = "Excess test loss = expected test loss − noise floor ½Nσ² = ½‖W − W̄*‖²"
-    out = []
-    for name in ("sqrt-ngd", "sqrt-ngd-d"):
-        ratio = best[name] / best["sgd"]
-        out.append(
-            Claim(
-                f"best-test-{name}-vs-sgd",
-                f"{rule_label(name)} reaches a best (early-stopped) test loss comparable to SGD's (section 4, Fig. 3C).",
-                ratio,
-                "ratio within 1 ± 0.1",
-                bool(np.isfinite(ratio) and abs(ratio - 1.0) <= 0.1),
-                f"Ratio of best excess test losses {rule_label(name)}/SGD. {excess}; best values: {best_txt} "
-                f"(noise floor {floor:.3g}).",
-            )
-        )
-    for name, ref in (("sqrt-ngd", "ngd"), ("sqrt-ngd-d", "ngd-d")):
-        out.append(
-            at_most(
-                f"best-test-{name}-below-{ref}",
-                f"{rule_label(name)} generalizes better than {rule_label(ref)}: lower best test loss "
-                "(section 4; contribution 4).",
-                best[name] / best[ref],
-                0.9,
-                f"Ratio of best excess test losses {rule_label(name)}/{rule_label(ref)}; best values: {best_txt}.",
-            )
-        )
-    ratio = stop["sqrt-ngd"] / stop["ngd"]
-    out.append(
-        Claim(
-            "stop-time-sqrt-ngd-vs-ngd",
-            "√NGD's early-stopping time is comparable to NGD's (section 4, Fig. 3C).",
-            ratio,
-            "ratio between 0.1 and 10",
-            bool(np.isfinite(ratio) and 0.1 <= ratio <= 10.0),
-            f"Ratio of the times of minimum test loss, √NGD/NGD, η = 1 for both; times: {stop_txt}. NGD's time "
-            "depends on its update clipping (its steps were clipped until t ≈ "
-            f"{config['runs'].get('ngd', {}).get('clipped_until_t', float('nan')):.3g}; a tighter clip delays it), and "
-            "√NGD stops earlier than NGD when the ratio is below 1.",
-        )
-    )
-    out.append(
-        at_least(
-            "stop-time-sgd-vs-sqrt-ngd",
-            "SGD's early-stopping time is far longer than √NGD's (long plateaus; section 4, Fig. 3C).",
-            stop["sgd"] / stop["sqrt-ngd"],
-            10.0,
-            f"Ratio of the times of minimum test loss, SGD/√NGD; times: {stop_txt}.",
-        )
-    )
-    dev = {r: abs(final[r] - overfit) / overfit for r in RULES}
-    worst = max(dev, key=dev.get)
-    out.append(
-        at_most(
-            "same-overfitted-test-loss",
-            "All rules end at the same overfitted test loss, that of the training data's least-squares map "
-            "(section 4, Fig. 3C dashed line).",
-            dev[worst],
-            0.01,
-            f"Max over rules of |L_test(t_end) − L_test(W*)| / L_test(W*), L_test(W*) = {overfit:.4g}; worst "
-            f"{rule_label(worst)}; final test losses: "
-            + ", ".join(f"{rule_label(r)} {final[r]:.4g} (t_end {float(data[f'{r}__t'][-1]):.3g})" for r in RULES)
-            + ".",
-        )
-    )
+
+
+def _separations(data: Data, config: Config[Settings]) -> dict[str, float]:
+    return {r: mode_separation(data, r, config.settings.task.rank) for r in RULES}
+
+
+def _separation_text(data: Data, config: Config[Settings]) -> str:
+    rank = config.settings.task.rank
+    sep = _separations(data, config)
     sep_txt = ", ".join(f"{rule_label(r)} {sep[r]:.3g}" for r in RULES)
-    how = (
+    return (
         f"Separation = t½(mode {rank + 1}) / t½(mode {rank}): the time at which the strongest noise mode's "
         "component reaches half its data strength over that of the weakest signal mode "
         f"(strengths {data['data_strengths'][rank]:.3g} and {data['data_strengths'][rank - 1]:.3g}); "
         f"values: {sep_txt}."
     )
-    ngd_sep = max(sep["ngd"], sep["ngd-d"])
-    out.append(
-        at_most(
-            "ngd-learns-signal-and-noise-together",
-            "NGD (and NGD-d) learn the signal and the noise modes simultaneously (section 4, Fig. 3D; contribution 4).",
-            ngd_sep,
-            1.5,
-            "Larger of NGD's and NGD-d's separation. " + how,
+
+
+# ---------------------------------------------------------------------------------------
+# the claims, in report order
+# ---------------------------------------------------------------------------------------
+
+
+def _best_test_vs_sgd(name: str):
+    def claim(data: Data, config: Config[Settings]) -> Claim:
+        best = _best(data)
+        ratio = best[name] / best["sgd"]
+        return Claim(
+            f"best-test-{name}-vs-sgd",
+            f"{rule_label(name)} reaches a best (early-stopped) test loss comparable to SGD's (section 4, Fig. 3C).",
+            ratio,
+            "ratio within 1 ± 0.1",
+            bool(np.isfinite(ratio) and abs(ratio - 1.0) <= 0.1),
+            f"Ratio of best excess test losses {rule_label(name)}/SGD. {_EXCESS}; best values: {_best_text(data)} "
+            f"(noise floor {float(data['noise_floor']):.3g}).",
         )
-    )
-    sqrt_sep = min(sep["sqrt-ngd"], sep["sqrt-ngd-d"])
-    out.append(
-        at_least(
-            "sqrt-ngd-separates-signal-from-noise",
-            "√NGD (and √NGD-d) separate the time-scales of signal and noise modes (section 4, Fig. 3D; contribution 4).",
-            sqrt_sep,
-            2.0,
-            "Smaller of √NGD's and √NGD-d's separation. " + how,
+
+    claim.__name__ = f"best_test_{name.replace('-', '_')}_vs_sgd"
+    return claim
+
+
+def _best_test_below(name: str, ref: str):
+    def claim(data: Data, config: Config[Settings]) -> Claim:
+        best = _best(data)
+        return at_most(
+            f"best-test-{name}-below-{ref}",
+            f"{rule_label(name)} generalizes better than {rule_label(ref)}: lower best test loss "
+            "(section 4; contribution 4).",
+            best[name] / best[ref],
+            0.9,
+            f"Ratio of best excess test losses {rule_label(name)}/{rule_label(ref)}; best values: {_best_text(data)}.",
         )
+
+    claim.__name__ = f"best_test_{name.replace('-', '_')}_below_{ref.replace('-', '_')}"
+    return claim
+
+
+def stop_time_sqrt_ngd_vs_ngd(data: Data, config: Config[Settings]) -> Claim:
+    stop = _stop(data)
+    ratio = stop["sqrt-ngd"] / stop["ngd"]
+    clipped = config.outcome["runs"].get("ngd", {}).get("clipped_until_t", float("nan"))
+    return Claim(
+        "stop-time-sqrt-ngd-vs-ngd",
+        "√NGD's early-stopping time is comparable to NGD's (section 4, Fig. 3C).",
+        ratio,
+        "ratio between 0.1 and 10",
+        bool(np.isfinite(ratio) and 0.1 <= ratio <= 10.0),
+        f"Ratio of the times of minimum test loss, √NGD/NGD, η = 1 for both; times: {_stop_text(data)}. NGD's time "
+        f"depends on its update clipping (its steps were clipped until t ≈ {clipped:.3g}; a tighter clip delays it), "
+        "and √NGD stops earlier than NGD when the ratio is below 1.",
     )
-    return out
+
+
+def stop_time_sgd_vs_sqrt_ngd(data: Data, config: Config[Settings]) -> Claim:
+    stop = _stop(data)
+    return at_least(
+        "stop-time-sgd-vs-sqrt-ngd",
+        "SGD's early-stopping time is far longer than √NGD's (long plateaus; section 4, Fig. 3C).",
+        stop["sgd"] / stop["sqrt-ngd"],
+        10.0,
+        f"Ratio of the times of minimum test loss, SGD/√NGD; times: {_stop_text(data)}.",
+    )
+
+
+def same_overfitted_test_loss(data: Data, config: Config[Settings]) -> Claim:
+    overfit = float(data["overfit_test_loss"])
+    final = {r: float(data[f"{r}__test_loss"][-1]) for r in RULES}
+    dev = {r: abs(final[r] - overfit) / overfit for r in RULES}
+    worst = max(dev, key=lambda r: dev[r])
+    return at_most(
+        "same-overfitted-test-loss",
+        "All rules end at the same overfitted test loss, that of the training data's least-squares map "
+        "(section 4, Fig. 3C dashed line).",
+        dev[worst],
+        0.01,
+        f"Max over rules of |L_test(t_end) − L_test(W*)| / L_test(W*), L_test(W*) = {overfit:.4g}; worst "
+        f"{rule_label(worst)}; final test losses: "
+        + ", ".join(f"{rule_label(r)} {final[r]:.4g} (t_end {float(data[f'{r}__t'][-1]):.3g})" for r in RULES)
+        + ".",
+    )
+
+
+def ngd_learns_signal_and_noise_together(data: Data, config: Config[Settings]) -> Claim:
+    sep = _separations(data, config)
+    return at_most(
+        "ngd-learns-signal-and-noise-together",
+        "NGD (and NGD-d) learn the signal and the noise modes simultaneously (section 4, Fig. 3D; contribution 4).",
+        max(sep["ngd"], sep["ngd-d"]),
+        1.5,
+        "Larger of NGD's and NGD-d's separation. " + _separation_text(data, config),
+    )
+
+
+def sqrt_ngd_separates_signal_from_noise(data: Data, config: Config[Settings]) -> Claim:
+    sep = _separations(data, config)
+    return at_least(
+        "sqrt-ngd-separates-signal-from-noise",
+        "√NGD (and √NGD-d) separate the time-scales of signal and noise modes (section 4, Fig. 3D; contribution 4).",
+        min(sep["sqrt-ngd"], sep["sqrt-ngd-d"]),
+        2.0,
+        "Smaller of √NGD's and √NGD-d's separation. " + _separation_text(data, config),
+    )
+
+
+CLAIMS = (
+    _best_test_vs_sgd("sqrt-ngd"),
+    _best_test_vs_sgd("sqrt-ngd-d"),
+    _best_test_below("sqrt-ngd", "ngd"),
+    _best_test_below("sqrt-ngd-d", "ngd-d"),
+    stop_time_sqrt_ngd_vs_ngd,
+    stop_time_sgd_vs_sqrt_ngd,
+    same_overfitted_test_loss,
+    ngd_learns_signal_and_noise_together,
+    sqrt_ngd_separates_signal_from_noise,
+)
+
+
+def claims(data: Data, config: Config[Settings]) -> list[Claim]:
+    return measure(CLAIMS, data, config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -426,11 +505,11 @@ def _style(name: str) -> dict:
     return {"color": rule_color(name), "ls": "--" if name.endswith("-d") else "-", "lw": 1.8, "label": rule_label(name)}
 
 
-def plot(data, config):
-    rank = _rank(config)
+def plot(data: Data, config: Config[Settings]) -> Figure:
+    rank = config.settings.task.rank
     strengths = data["data_strengths"]
     n_modes = len(strengths)
-    fig = plt.figure(figsize=(16, 9.5), constrained_layout=True)
+    fig = Figure(figsize=(16, 9.5), layout="constrained")
     grid = fig.add_gridspec(2, 15, height_ratios=[1.15, 1.0])
     ax_a = fig.add_subplot(grid[0, 0:4])
     ax_b = fig.add_subplot(grid[0, 4:9])
@@ -522,12 +601,11 @@ def plot(data, config):
     axes_d[0].plot([], [], color="0.6", lw=0.9, label="noise modes")
     axes_d[0].plot([], [], color="k", ls=":", lw=1.0, label="early stopping")
     axes_d[0].legend(fontsize=8, loc="upper left")
-    task = config["task"]
-    ngd = config["ngd_numerics"]
+    s = config.settings
     fig.suptitle(
-        f"Fig. 3 — student–teacher: N = {task['n_in']}, depth {len(config['network']['widths']) - 1}, rank-{rank} teacher, "
-        f"SNR {task['snr']:g}, P = {task['n_train']}, init scale {config['network']['init_scale']:g}; "
-        f"NGD/NGD-d: Euler dt = {ngd['dt']:g}, clip {ngd['clip']:g}, LM {ngd['lm_damping']:g}",
+        f"Fig. 3 — student–teacher: N = {s.task.n}, depth {s.depth}, rank-{rank} teacher, "
+        f"SNR {s.task.snr:g}, P = {s.task.n_train}, init scale {s.init_scale:g}; "
+        f"NGD/NGD-d: Euler dt = {s.ngd.dt:g}, clip {s.ngd.clip:g}, LM {s.ngd.lm_damping:g}",
         fontsize=12,
     )
     return fig

@@ -24,21 +24,19 @@ as α grows, which bends the curves at the large-α end (a correction of relativ
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
-import time
+from typing import Any
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from curvdyn import theory
-from curvdyn.experiments.base import Claim, at_least, at_most
+from curvdyn.experiments.base import Claim, Config, Data, at_least, at_most, measure
+from curvdyn.experiments.common import Axis, random_target, rule_color, rule_label
 from curvdyn.experiments.common import progress as progress_bar
-from curvdyn.experiments.common import random_target, rule_color, rule_label
 from curvdyn.init import init_balanced, init_xavier
 from curvdyn.network import outer_products
 from curvdyn.rules import get_rule
@@ -51,10 +49,27 @@ RULES = ("sgd", "sqrt-ngd", "ngd", "ngd-d", "sqrt-ngd-d")
 QUANTITIES = ("speed", "rate")  # ‖ẇ‖/√L (S.I.16) and |L̇/L| (S.I.17)
 XAVIER_TOL = 0.1  # |exponent − prediction| allowed on random weights (the paper: "approximately")
 
-SETTINGS = {
-    False: {"depths": [2, 3, 4], "width": 8, "log10_alpha": [-2.0, 0.0, 9], "n_seeds": 10, "eta": 1.0},
-}
-SETTINGS[True] = dict(SETTINGS[False], depths=[2, 3], log10_alpha=[-2.0, 0.0, 5])
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The settings of Fig. S.I.1.
+
+    Attributes:
+      depths: the network depths d; width: every layer's width N (``w_i`` is N × N).
+      alphas: the weight scales α.
+      n_seeds: the number of Xavier-normal weight draws per depth.
+      eta: the learning rate η.
+    """
+
+    depths: tuple[int, ...] = (2, 3, 4)
+    width: int = 8
+    alphas: Axis = Axis(-2.0, 0.0, 9, log=True)
+    n_seeds: int = 10
+    eta: float = 1.0
+
+
+DEFAULT = Settings()
+QUICK = dataclasses.replace(DEFAULT, depths=(2, 3), alphas=Axis(-2.0, 0.0, 5, log=True))
 
 
 def _block_condition(ws) -> float:
@@ -68,12 +83,10 @@ def _block_condition(ws) -> float:
     )
 
 
-def compute(*, quick: bool, seed: int, progress: bool = False):
-    s = SETTINGS[bool(quick)]
-    start_time = time.perf_counter()
-    depths, n, n_seeds, eta = list(s["depths"]), int(s["width"]), int(s["n_seeds"]), float(s["eta"])
-    lo, hi, n_alpha = s["log10_alpha"]
-    alphas = np.logspace(lo, hi, int(n_alpha))
+def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    s = settings
+    depths, n, n_seeds, eta = list(s.depths), int(s.width), int(s.n_seeds), float(s.eta)
+    alphas = s.alphas.values()
     k_target, k_bal, k_xav = jax.random.split(jax.random.PRNGKey(seed), 3)
     task = Task(random_target(k_target, np.ones(n)))
 
@@ -110,39 +123,21 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
         data[f"pred_{q}"] = pred[q]
         data[f"balanced_{q}"] = bal[q]
         data[f"xavier_{q}"] = xav[q]
-    config = {
-        "setup": {
-            "width": n,
-            "depths": depths,
-            "alphas": f"{int(n_alpha)} log-spaced from 1e{lo:g} to 1e{hi:g}",
-            "target": "U V^T, Haar-random orthogonal U, V (all singular values 1), from split(PRNGKey(seed), 3)[0]",
-            "input_cov": "identity",
-            "eta": eta,
-            "n_seeds": n_seeds,
-        },
-        "rules": list(RULES),
-        "balanced_weights": "alpha * init_balanced(fold_in(split(PRNGKey(seed), 3)[1], d), widths, 1.0)",
-        "xavier_weights": f"alpha * init_xavier(fold_in(fold_in(split(PRNGKey(seed), 3)[2], d), k), widths, 1.0), "
-        f"k = 0..{n_seeds - 1}",
-        "measurement": "theory.scaling_curve (exact rule directions, method 'auto')",
-        "exponent_fit": "least-squares slope of ln Q against ln alpha over the alpha grid",
-        "xavier_tolerance": XAVIER_TOL,
-        "wall_time_s": round(time.perf_counter() - start_time, 3),
-    }
-    return data, config
+    return data, {}
 
 
-def describe(config) -> str:
+def describe(config: Config[Settings]) -> str:
     """The setup and numerics in words, for the report."""
-    st = config["setup"]
+    s = config.settings
+    alphas = f"{s.alphas.num} log-spaced from 1e{s.alphas.start:g} to 1e{s.alphas.stop:g}"
     return (
-        f"Networks of constant width {st['width']} (every layer {st['width']} × {st['width']}), depths "
-        f"{', '.join(map(str, st['depths']))}, target U Vᵀ with Haar-random orthogonal U, V, Σ = I, η = {st['eta']:g}; "
-        f"α: {st['alphas']}. For every depth and rule (SGD, √NGD, NGD, NGD-d, √NGD-d) the update of α·w is measured "
+        f"Networks of constant width {s.width} (every layer {s.width} × {s.width}), depths "
+        f"{', '.join(map(str, s.depths))}, target U Vᵀ with Haar-random orthogonal U, V, Σ = I, η = {s.eta:g}; "
+        f"α: {alphas}. For every depth and rule (SGD, √NGD, NGD, NGD-d, √NGD-d) the update of α·w is measured "
         "with theory.scaling_curve (‖ẇ‖/√L = η‖d‖/√L and |L̇/L| = η|⟨g, d⟩|/L from the rule's exact direction d) on "
         "balanced weights with all singular values α (init_balanced) and on Xavier-normal weights times α "
-        f"(init_xavier, {st['n_seeds']} seeds). Dotted lines: theory.balanced_update_rates. Exponents: least-squares slopes of "
-        "ln Q against ln α over the α grid (per seed for the Xavier weights, then averaged)."
+        f"(init_xavier, {s.n_seeds} seeds). Dotted lines: theory.balanced_update_rates. Exponents: least-squares "
+        "slopes of ln Q against ln α over the α grid (per seed for the Xavier weights, then averaged)."
     )
 
 
@@ -191,41 +186,70 @@ _KNOWN_DEVIATIONS = {
 }
 
 
-def claims(data, config) -> list[Claim]:
-    out = []
+def _setup(data: Data, config: Config[Settings]) -> str:
     alphas, depths = data["alphas"], data["depths"]
-    rules = [str(r) for r in data["rules"]]
-    exps = data["exponents"]
-    setup = (
-        f"width {config['setup']['width']}, d ∈ {{{', '.join(str(d) for d in depths)}}}, "
+    return (
+        f"width {config.settings.width}, d ∈ {{{', '.join(str(d) for d in depths)}}}, "
         f"α ∈ [{alphas[0]:g}, {alphas[-1]:g}] ({len(alphas)} values)"
     )
 
-    dev = max(float(np.max(np.abs(slopes(alphas, data[f"balanced_{q}"]) - exps[..., _qi(q)]))) for q in QUANTITIES)
-    out.append(
-        at_most(
-            "balanced-exponents",
-            "For balanced weights the update size and loss rate follow ‖ẇ‖/√L ∝ α^{(d−1)(1−2/q)} and "
-            "|L̇/L| ∝ α^{(d−1)(2−2/q)} exactly, for the full and the block-diagonal rules (S.I.16–17, Fig. S.I.1).",
-            dev,
-            1e-6,
-            f"Max over depths, rules ({', '.join(rule_label(r) for r in rules)}) and both quantities of |fitted − "
-            f"predicted exponent|; {setup}.",
-        )
+
+def _rules(data: Data) -> list[str]:
+    return [str(r) for r in data["rules"]]
+
+
+def _roundoff_bound(data: Data) -> float:
+    """The round-off level ``ε·κ`` of the exact zero power laws, κ the largest layer-block condition number."""
+    return max(np.finfo(np.float64).eps * float(np.max(data["xavier_block_cond"])), 1e-12)
+
+
+def _ngd_d_over_ngd(data: Data) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """``(ratio (D, S, A), balanced ratio, geometric mean per depth, per-depth text)`` of ‖ẇ‖_NGD-d/‖ẇ‖_NGD."""
+    i, j = _rule_index(data, "ngd"), _rule_index(data, "ngd-d")
+    ratio = data["xavier_speed"][:, j] / data["xavier_speed"][:, i]
+    bal_ratio = data["balanced_speed"][:, j] / data["balanced_speed"][:, i]
+    gmean = np.exp(np.mean(np.log(ratio), axis=(1, 2)))
+    per_depth = ", ".join(
+        f"d = {d}: {g:.3g} (range {ratio[k].min():.3g}–{ratio[k].max():.3g})"
+        for k, (d, g) in enumerate(zip(data["depths"], gmean))
     )
-    rel = max(float(np.max(np.abs(data[f"balanced_{q}"] / data[f"pred_{q}"] - 1.0))) for q in QUANTITIES)
-    out.append(
-        at_most(
-            "balanced-values",
-            "The measured updates of balanced weights lie on the predicted lines (the dotted lines of Fig. S.I.1).",
-            rel,
-            1e-9,
-            "Max relative deviation of the measured ‖ẇ‖/√L and |L̇/L| (exact rule directions) from "
-            "theory.balanced_update_rates, over depths, rules and α.",
-        )
+    return ratio, bal_ratio, gmean, per_depth
+
+
+# ---------------------------------------------------------------------------------------
+# the claims, in report order
+# ---------------------------------------------------------------------------------------
+
+
+def balanced_exponents(data: Data, config: Config[Settings]) -> Claim:
+    alphas, exps = data["alphas"], data["exponents"]
+    dev = max(float(np.max(np.abs(slopes(alphas, data[f"balanced_{q}"]) - exps[..., _qi(q)]))) for q in QUANTITIES)
+    return at_most(
+        "balanced-exponents",
+        "For balanced weights the update size and loss rate follow ‖ẇ‖/√L ∝ α^{(d−1)(1−2/q)} and "
+        "|L̇/L| ∝ α^{(d−1)(2−2/q)} exactly, for the full and the block-diagonal rules (S.I.16–17, Fig. S.I.1).",
+        dev,
+        1e-6,
+        f"Max over depths, rules ({', '.join(rule_label(r) for r in _rules(data))}) and both quantities of |fitted − "
+        f"predicted exponent|; {_setup(data, config)}.",
     )
 
-    for q in QUANTITIES:
+
+def balanced_values(data: Data, config: Config[Settings]) -> Claim:
+    rel = max(float(np.max(np.abs(data[f"balanced_{q}"] / data[f"pred_{q}"] - 1.0))) for q in QUANTITIES)
+    return at_most(
+        "balanced-values",
+        "The measured updates of balanced weights lie on the predicted lines (the dotted lines of Fig. S.I.1).",
+        rel,
+        1e-9,
+        "Max relative deviation of the measured ‖ẇ‖/√L and |L̇/L| (exact rule directions) from "
+        "theory.balanced_update_rates, over depths, rules and α.",
+    )
+
+
+def _xavier_exponents(q: str):
+    def claim(data: Data, config: Config[Settings]) -> Claim:
+        alphas, depths, exps, rules = data["alphas"], data["depths"], data["exponents"], _rules(data)
         per_seed = slopes(alphas, data[f"xavier_{q}"])  # (D, R, S)
         mean, std = per_seed.mean(axis=-1), per_seed.std(axis=-1)
         err = np.abs(mean - exps[..., _qi(q)])
@@ -240,24 +264,28 @@ def claims(data, config) -> list[Claim]:
         )
         small = alphas <= math.sqrt(alphas[0] * alphas[-1]) * (1 + 1e-12)  # the lower half of the α decades
         low_err = np.abs(slopes(alphas[small], data[f"xavier_{q}"][..., small]).mean(axis=-1) - exps[..., _qi(q)])
-        out.append(
-            at_most(
-                f"xavier-exponents-{q}",
-                f"For Xavier-random weights {_Q_TEXT[q]} follows approximately the same power law in α as for balanced "
-                f'weights ({_Q_EQ[q]}; S.I.3: "approximately for random weight matrices", Fig. S.I.1: same slope).',
-                float(err[a, r]),
-                XAVIER_TOL,
-                f"Max over depths and rules of |mean fitted exponent − prediction| (worst: {rule_label(rules[r])} at "
-                f"d = {depths[a]}); per-seed least-squares slopes over α, mean ± std over {per_seed.shape[-1]} seeds "
-                f"(prediction in brackets): {listing}. {setup}. Fitted over the lower half of the α range only "
-                f"(α ≤ {alphas[small][-1]:.2g}) the worst deviation is {float(low_err.max()):.3g}: the deviation is the "
-                "large-α bend of the random-weight curves (Δ = α^d W₀ − W* turns as α^d W₀ grows). The tolerance "
-                f'{XAVIER_TOL:g} is this experiment\'s reading of "approximately".',
-                known_deviation=_KNOWN_DEVIATIONS.get(f"xavier-exponents-{q}", ""),
-            )
+        return at_most(
+            f"xavier-exponents-{q}",
+            f"For Xavier-random weights {_Q_TEXT[q]} follows approximately the same power law in α as for balanced "
+            f'weights ({_Q_EQ[q]}; S.I.3: "approximately for random weight matrices", Fig. S.I.1: same slope).',
+            float(err[a, r]),
+            XAVIER_TOL,
+            f"Max over depths and rules of |mean fitted exponent − prediction| (worst: {rule_label(rules[r])} at "
+            f"d = {depths[a]}); per-seed least-squares slopes over α, mean ± std over {per_seed.shape[-1]} seeds "
+            f"(prediction in brackets): {listing}. {_setup(data, config)}. Fitted over the lower half of the α range "
+            f"only (α ≤ {alphas[small][-1]:.2g}) the worst deviation is {float(low_err.max()):.3g}: the deviation is "
+            "the large-α bend of the random-weight curves (Δ = α^d W₀ − W* turns as α^d W₀ grows). The tolerance "
+            f'{XAVIER_TOL:g} is this experiment\'s reading of "approximately".',
+            known_deviation=_KNOWN_DEVIATIONS.get(f"xavier-exponents-{q}", ""),
         )
 
+    claim.__name__ = f"xavier_exponents_{q}"
+    return claim
+
+
+def block_rules_same_exponents(data: Data, config: Config[Settings]) -> Claim:
     # same exponents for the block rules as for their full counterparts (on random weights)
+    alphas = data["alphas"]
     diffs = []
     for full, block in (("ngd", "ngd-d"), ("sqrt-ngd", "sqrt-ngd-d")):
         i, j = _rule_index(data, full), _rule_index(data, block)
@@ -267,22 +295,23 @@ def claims(data, config) -> list[Claim]:
                 (float(np.max(np.abs(sl[:, i] - sl[:, j]))), f"{rule_label(block)} vs {rule_label(full)} {_Q_TEXT[q]}")
             )
     worst = max(diffs)
-    out.append(
-        at_most(
-            "block-rules-same-exponents",
-            "Block-diagonalization does not change the power-law exponents: NGD-d scales like NGD and √NGD-d like √NGD "
-            "(Fig. S.I.1 caption).",
-            worst[0],
-            XAVIER_TOL,
-            "Max over depths of |mean fitted exponent (block) − mean fitted exponent (full)| on Xavier weights; "
-            + ", ".join(f"{txt}: {v:.2g}" for v, txt in diffs)
-            + ".",
-        )
+    return at_most(
+        "block-rules-same-exponents",
+        "Block-diagonalization does not change the power-law exponents: NGD-d scales like NGD and √NGD-d like √NGD "
+        "(Fig. S.I.1 caption).",
+        worst[0],
+        XAVIER_TOL,
+        "Max over depths of |mean fitted exponent (block) − mean fitted exponent (full)| on Xavier weights; "
+        + ", ".join(f"{txt}: {v:.2g}" for v, txt in diffs)
+        + ".",
     )
 
+
+def xavier_shifted_right(data: Data, config: Config[Settings]) -> Claim:
     # shift of the Xavier curves relative to the balanced lines, measured along α: Q_x(α) = Q_b(α/c)
+    exps, rules = data["exponents"], _rules(data)
     shifts = []
-    for i, d in enumerate(depths):
+    for i, d in enumerate(data["depths"]):
         for j, rn in enumerate(rules):
             for q in QUANTITIES:
                 e = exps[i, j, _qi(q)]
@@ -296,20 +325,20 @@ def claims(data, config) -> list[Claim]:
         cs = [c for c, txt in shifts if txt.startswith(rule_label(rn) + " ")]
         if cs:
             by_rule.append(f"{rule_label(rn)} {min(cs):.3g}–{max(cs):.3g}")
-    out.append(
-        at_least(
-            "xavier-shifted-right",
-            "The Xavier-random curves are the balanced power laws shifted toward larger α (Fig. S.I.1 caption).",
-            low[0],
-            1.0,
-            "Min over depths, rules and quantities with a nonzero exponent e of the shift factor c in "
-            "Q_Xavier(α) ≈ Q_balanced(α/c), c = exp(mean over seeds and α of (ln Q_balanced − ln Q_Xavier)/e); "
-            f"c ranges from {low[0]:.3g} ({low[1]}) to {high[0]:.3g} ({high[1]}); per rule (over depths and "
-            f"quantities): {', '.join(by_rule)}.",
-            known_deviation=_KNOWN_DEVIATIONS["xavier-shifted-right"],
-        )
+    return at_least(
+        "xavier-shifted-right",
+        "The Xavier-random curves are the balanced power laws shifted toward larger α (Fig. S.I.1 caption).",
+        low[0],
+        1.0,
+        "Min over depths, rules and quantities with a nonzero exponent e of the shift factor c in "
+        "Q_Xavier(α) ≈ Q_balanced(α/c), c = exp(mean over seeds and α of (ln Q_balanced − ln Q_Xavier)/e); "
+        f"c ranges from {low[0]:.3g} ({low[1]}) to {high[0]:.3g} ({high[1]}); per rule (over depths and "
+        f"quantities): {', '.join(by_rule)}.",
+        known_deviation=_KNOWN_DEVIATIONS["xavier-shifted-right"],
     )
 
+
+def zero_exponents_exact(data: Data, config: Config[Settings]) -> Claim:
     exact = []
     for rn, q in (("sqrt-ngd", "speed"), ("ngd", "rate"), ("sqrt-ngd-d", "speed"), ("ngd-d", "rate")):
         j = _rule_index(data, rn)
@@ -320,75 +349,87 @@ def claims(data, config) -> list[Claim]:
             exact.append((float(np.max(np.abs(vals / ref - 1.0))), f"{rule_label(rn)} {_Q_TEXT[q]} ({kind})"))
     worst = max(exact)
     kappa = float(np.max(data["xavier_block_cond"]))
-    bound = max(np.finfo(np.float64).eps * kappa, 1e-12)
-    out.append(
-        at_most(
-            "zero-exponents-exact",
-            "The zero power laws are exact for any weights: √NGD's ‖ẇ‖/√L = √2η and NGD's |L̇/L| = 2η do not "
-            "depend on α (S.I.3), nor do √NGD-d's ‖ẇ‖/√L and NGD-d's |L̇/L| (Fig. S.I.1 caption).",
-            worst[0],
-            bound,
-            "Max over depths, seeds and α of the relative deviation from the balanced value (√2 and 2); "
-            + ", ".join(f"{txt}: {v:.1e}" for v, txt in exact)
-            + ". Bound: the round-off level ε·κ, κ = "
-            f"{kappa:.2g} the largest condition number of a layer curvature block (B_iB_iᵀ) ⊗ (A_iᵀA_i) of the "
-            "Xavier weights (per depth: "
-            + ", ".join(f"d = {d}: {c:.2g}" for d, c in zip(depths, data["xavier_block_cond"]))
-            + "); the power-law deviations of the nonzero exponents are ≥ 1e-2.",
-        )
+    return at_most(
+        "zero-exponents-exact",
+        "The zero power laws are exact for any weights: √NGD's ‖ẇ‖/√L = √2η and NGD's |L̇/L| = 2η do not "
+        "depend on α (S.I.3), nor do √NGD-d's ‖ẇ‖/√L and NGD-d's |L̇/L| (Fig. S.I.1 caption).",
+        worst[0],
+        _roundoff_bound(data),
+        "Max over depths, seeds and α of the relative deviation from the balanced value (√2 and 2); "
+        + ", ".join(f"{txt}: {v:.1e}" for v, txt in exact)
+        + ". Bound: the round-off level ε·κ, κ = "
+        f"{kappa:.2g} the largest condition number of a layer curvature block (B_iB_iᵀ) ⊗ (A_iᵀA_i) of the "
+        "Xavier weights (per depth: "
+        + ", ".join(f"d = {d}: {c:.2g}" for d, c in zip(data["depths"], data["xavier_block_cond"]))
+        + "); the power-law deviations of the nonzero exponents are ≥ 1e-2.",
     )
 
-    i, j = _rule_index(data, "ngd"), _rule_index(data, "ngd-d")
-    ratio = data["xavier_speed"][:, j] / data["xavier_speed"][:, i]  # (D, S, A)
-    bal_ratio = data["balanced_speed"][:, j] / data["balanced_speed"][:, i]
-    gmean = np.exp(np.mean(np.log(ratio), axis=(1, 2)))
-    per_depth = ", ".join(
-        f"d = {d}: {g:.3g} (range {ratio[k].min():.3g}–{ratio[k].max():.3g})"
-        for k, (d, g) in enumerate(zip(depths, gmean))
-    )
-    out.append(
-        at_least(
-            "ngd-d-larger-update",
-            "NGD-d's parameter update is larger than NGD's, ‖ẇ‖_NGD-d ≥ ‖ẇ‖_NGD (footnote 7, Fig. S.I.1 caption).",
-            float(ratio.min()),
-            1.0,
-            f"Min over depths, seeds and α of ‖ẇ‖_NGD-d/‖ẇ‖_NGD on Xavier weights; geometric means per depth: {per_depth}. "
-            f"On balanced weights the two are equal (ratio {bal_ratio.min():.12g}–{bal_ratio.max():.12g}: footnote 7's "
-            "Jensen inequality is an equality when all couplings are equal).",
-        )
-    )
-    out.append(
-        at_least(
-            "ngd-d-much-larger-update",
-            "On random weights NGD-d's parameter update is much larger than NGD's (Fig. S.I.1 caption).",
-            float(gmean.min()),
-            2.0,
-            "Min over depths of the geometric mean (over seeds and α) of ‖ẇ‖_NGD-d/‖ẇ‖_NGD on Xavier weights; "
-            f'{per_depth}. "Much larger" is read here as at least a factor 2.',
-        )
+
+def ngd_d_larger_update(data: Data, config: Config[Settings]) -> Claim:
+    ratio, bal_ratio, _, per_depth = _ngd_d_over_ngd(data)
+    return at_least(
+        "ngd-d-larger-update",
+        "NGD-d's parameter update is larger than NGD's, ‖ẇ‖_NGD-d ≥ ‖ẇ‖_NGD (footnote 7, Fig. S.I.1 caption).",
+        float(ratio.min()),
+        1.0,
+        f"Min over depths, seeds and α of ‖ẇ‖_NGD-d/‖ẇ‖_NGD on Xavier weights; geometric means per depth: {per_depth}. "
+        f"On balanced weights the two are equal (ratio {bal_ratio.min():.12g}–{bal_ratio.max():.12g}: footnote 7's "
+        "Jensen inequality is an equality when all couplings are equal).",
     )
 
-    i, j = _rule_index(data, "sqrt-ngd"), _rule_index(data, "sqrt-ngd-d")
-    for q, tol in (("speed", bound), ("rate", 0.05)):
+
+def ngd_d_much_larger_update(data: Data, config: Config[Settings]) -> Claim:
+    _, _, gmean, per_depth = _ngd_d_over_ngd(data)
+    return at_least(
+        "ngd-d-much-larger-update",
+        "On random weights NGD-d's parameter update is much larger than NGD's (Fig. S.I.1 caption).",
+        float(gmean.min()),
+        2.0,
+        "Min over depths of the geometric mean (over seeds and α) of ‖ẇ‖_NGD-d/‖ẇ‖_NGD on Xavier weights; "
+        f'{per_depth}. "Much larger" is read here as at least a factor 2.',
+    )
+
+
+def _sqrt_ngd_d_matches(q: str):
+    def claim(data: Data, config: Config[Settings]) -> Claim:
+        tol = _roundoff_bound(data) if q == "speed" else 0.05
+        i, j = _rule_index(data, "sqrt-ngd"), _rule_index(data, "sqrt-ngd-d")
         ratio = data[f"xavier_{q}"][:, j] / data[f"xavier_{q}"][:, i]
         bal_ratio = data[f"balanced_{q}"][:, j] / data[f"balanced_{q}"][:, i]
-        per_depth = ", ".join(f"d = {d}: {ratio[k].min():.4g}–{ratio[k].max():.4g}" for k, d in enumerate(depths))
-        out.append(
-            at_most(
-                f"sqrt-ngd-d-matches-sqrt-ngd-{q}",
-                f'√NGD-d matches √NGD identically in {_Q_TEXT[q]} (Fig. S.I.1 caption: "sNGD-d exhibits identical match '
-                'with sNGD for both parameter update and loss update").',
-                float(np.max(np.abs(ratio - 1.0))),
-                tol,
-                f"Max over depths, seeds and α of |ratio − 1|, ratio = {_Q_TEXT[q]} of √NGD-d over √NGD on Xavier weights; "
-                f"ratio ranges {per_depth}; on balanced weights {np.max(np.abs(bal_ratio - 1.0)):.1e}."
-                + (
-                    " Tolerance 5 %." if q == "rate" else " Tolerance: the round-off level ε·κ of zero-exponents-exact."
-                ),
-                known_deviation=_KNOWN_DEVIATIONS.get(f"sqrt-ngd-d-matches-sqrt-ngd-{q}", ""),
-            )
+        per_depth = ", ".join(
+            f"d = {d}: {ratio[k].min():.4g}–{ratio[k].max():.4g}" for k, d in enumerate(data["depths"])
         )
-    return out
+        return at_most(
+            f"sqrt-ngd-d-matches-sqrt-ngd-{q}",
+            f'√NGD-d matches √NGD identically in {_Q_TEXT[q]} (Fig. S.I.1 caption: "sNGD-d exhibits identical match '
+            'with sNGD for both parameter update and loss update").',
+            float(np.max(np.abs(ratio - 1.0))),
+            tol,
+            f"Max over depths, seeds and α of |ratio − 1|, ratio = {_Q_TEXT[q]} of √NGD-d over √NGD on Xavier weights; "
+            f"ratio ranges {per_depth}; on balanced weights {np.max(np.abs(bal_ratio - 1.0)):.1e}."
+            + (" Tolerance 5 %." if q == "rate" else " Tolerance: the round-off level ε·κ of zero-exponents-exact."),
+            known_deviation=_KNOWN_DEVIATIONS.get(f"sqrt-ngd-d-matches-sqrt-ngd-{q}", ""),
+        )
+
+    claim.__name__ = f"sqrt_ngd_d_matches_sqrt_ngd_{q}"
+    return claim
+
+
+CLAIMS = (
+    balanced_exponents,
+    balanced_values,
+    *(_xavier_exponents(q) for q in QUANTITIES),
+    block_rules_same_exponents,
+    xavier_shifted_right,
+    zero_exponents_exact,
+    ngd_d_larger_update,
+    ngd_d_much_larger_update,
+    *(_sqrt_ngd_d_matches(q) for q in ("speed", "rate")),
+)
+
+
+def claims(data: Data, config: Config[Settings]) -> list[Claim]:
+    return measure(CLAIMS, data, config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -398,12 +439,13 @@ def claims(data, config) -> list[Claim]:
 _MARKER = {"sgd": "o", "sqrt-ngd": "s", "ngd": "D", "ngd-d": "v", "sqrt-ngd-d": "^"}
 
 
-def plot(data, config):
+def plot(data: Data, config: Config[Settings]) -> Figure:
     alphas, depths = data["alphas"], data["depths"]
     rules = [str(r) for r in data["rules"]]
     exps = data["exponents"]
     n_d = len(depths)
-    fig, axes = plt.subplots(2, n_d, figsize=(5.4 * n_d, 10.0), constrained_layout=True, squeeze=False)
+    fig = Figure(figsize=(5.4 * n_d, 10.0), layout="constrained")
+    axes = fig.subplots(2, n_d, squeeze=False)
     offsets = np.linspace(-0.035, 0.035, len(rules))  # small horizontal offsets (in log10 α) against overlap
     for col, d in enumerate(depths):
         for row, q in enumerate(QUANTITIES):
@@ -463,14 +505,14 @@ def plot(data, config):
             ax.set_title(
                 f"{'AB'[row]}{col + 1}  d = {d}: {'‖ẇ‖/√L' if q == 'speed' else '|L̇/L|'}", loc="left", fontsize=12
             )
-    setup = config["setup"]
+    setup = config.settings
     legend = (
         "dotted lines: prediction for balanced weights;  open markers: measured on balanced weights;  filled "
         f"markers with error bars: Xavier·α weights, mean ± std over {data['xavier_speed'].shape[2]} seeds "
         "(dashed: block-diagonal rules);  legend: predicted power of α and the mean fitted Xavier exponent"
     )
     fig.suptitle(
-        f"Fig. S.I.1 — scaling with the weight scale α, width {setup['width']}, target $UV^T$, η = {setup['eta']:g}\n"
+        f"Fig. S.I.1 — scaling with the weight scale α, width {setup.width}, target $UV^T$, η = {setup.eta:g}\n"
         + "\n".join(textwrap.wrap(legend, width=int(11 * fig.get_figwidth()))),
         fontsize=11.5,
     )

@@ -21,19 +21,18 @@ read off exactly and each rule's own constant of motion checked: ``σ_i² − σ
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullLocator
 
 from curvdyn import theory
-from curvdyn.experiments.base import Claim, at_least, at_most
-from curvdyn.experiments.common import log_times, relative_drift, rule_label
+from curvdyn.experiments.base import Claim, Config, Data, at_least, at_most, measure
+from curvdyn.experiments.common import log_times, random_target, relative_drift, rule_label
 from curvdyn.experiments.common import progress as progress_bar
 from curvdyn.init import init_aligned, init_random
 from curvdyn.integrators import ODE
@@ -47,55 +46,57 @@ TITLE = "Fig. S2 — conservation law in a 3-layer network: weights and w_i w_i�
 RULES = ("sgd", "ngd", "sqrt-ngd", "ngd-d", "sqrt-ngd-d")
 FULL = ("sgd", "ngd", "sqrt-ngd")
 
-SETTINGS = {
-    False: {
-        "widths": (2, 2, 2, 2),
-        "target_singular_values": (3.0, 1.0),
-        "init_scale": 0.1,
-        "aligned_mode_values": [[0.12, 0.05], [0.08, 0.1], [0.15, 0.07]],
-        "t_end": 20.0,
-        "n_save": 300,
-        "t_min": 1e-4,
-        "rtol": 1e-11,
-        "atol": 1e-13,
-        "solver": "dopri8",
-        "max_steps": 200_000,
-    },
-}
-SETTINGS[True] = dict(SETTINGS[False], n_save=120, rtol=1e-10, atol=1e-12)
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The settings of Fig. S2.
+
+    Attributes:
+      widths: the network (d = 3); target_singular_values: of the fixed target (Haar-random
+        singular vectors); init_scale: every layer's largest initial singular value.
+      aligned_mode_values: the aligned run's per-layer mode values (rows: layers, columns: modes).
+      eta: the learning rate; t_end, n_save, t_min: 0 and ``n_save`` log-spaced save times from
+        ``t_min`` to ``t_end``; ode: the integrator.
+    """
+
+    widths: tuple[int, ...] = (2, 2, 2, 2)
+    target_singular_values: tuple[float, ...] = (3.0, 1.0)
+    init_scale: float = 0.1
+    aligned_mode_values: tuple[tuple[float, ...], ...] = ((0.12, 0.05), (0.08, 0.1), (0.15, 0.07))
+    eta: float = 1.0
+    t_end: float = 20.0
+    n_save: int = 300
+    t_min: float = 1e-4
+    ode: ODE = ODE(rtol=1e-11, atol=1e-13, solver="dopri8", max_steps=200_000)
 
 
-def _target(key, singular_values) -> np.ndarray:
-    k_u, k_v = jax.random.split(key)
-    n = len(singular_values)
-    u = np.linalg.qr(np.asarray(jax.random.normal(k_u, (n, n))))[0]
-    v = np.linalg.qr(np.asarray(jax.random.normal(k_v, (n, n))))[0]
-    return (u * np.asarray(singular_values, float)) @ v.T
+DEFAULT = Settings()
+QUICK = dataclasses.replace(DEFAULT, n_save=120, ode=dataclasses.replace(DEFAULT.ode, rtol=1e-10, atol=1e-12))
 
 
-def compute(*, quick: bool, seed: int, progress: bool = False):
-    s = SETTINGS[bool(quick)]
+def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    s = settings
     k_target, k_init = jax.random.split(jax.random.PRNGKey(seed))
-    target = _target(k_target, s["target_singular_values"])
+    target = random_target(k_target, s.target_singular_values)
     task = Task(target)
-    ws0 = init_random(k_init, s["widths"], s["init_scale"])
-    wa0 = init_aligned(target, s["widths"], np.asarray(s["aligned_mode_values"]))
-    bases = theory.aligned_bases(target, s["widths"])
-    save = log_times(s["t_end"], s["n_save"], s["t_min"])
-    ode = ODE(rtol=s["rtol"], atol=s["atol"], solver=s["solver"], max_steps=s["max_steps"])
+    ws0 = init_random(k_init, s.widths, s.init_scale)
+    wa0 = init_aligned(target, s.widths, np.asarray(s.aligned_mode_values))
+    bases = theory.aligned_bases(target, s.widths)
+    save = log_times(s.t_end, s.n_save, s.t_min)
+    ode = s.ode
 
     data: dict[str, np.ndarray] = {"target": target}
-    runs = {}
+    runs: dict[str, dict[str, Any]] = {}
     for name in progress_bar(RULES, enabled=progress, desc="figS2 rules"):
         start = time.perf_counter()
-        traj = simulate(ws0, task, get_rule(name), s["t_end"], save_at=save, seed=seed, integrator=ode)
+        traj = simulate(ws0, task, get_rule(name), s.t_end, eta=s.eta, save_at=save, seed=seed, integrator=ode)
         data[f"{name}__t"] = np.asarray(traj.t)
         data[f"{name}__loss"] = np.asarray(traj.loss)
         for i, w in enumerate(traj.weights, start=1):
             data[f"{name}__w{i}"] = np.asarray(w)
         for i, c in enumerate(traj.conserved, start=1):
             data[f"{name}__C{i}"] = np.asarray(c)
-        aligned = simulate(wa0, task, get_rule(name), s["t_end"], save_at=save, seed=seed, integrator=ode)
+        aligned = simulate(wa0, task, get_rule(name), s.t_end, eta=s.eta, save_at=save, seed=seed, integrator=ode)
         data[f"aligned__{name}__t"] = np.asarray(aligned.t)
         data[f"aligned__{name}__sigmas"] = theory.layer_mode_values(aligned.weights, bases)
         runs[name] = {
@@ -106,44 +107,20 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
             "aligned_solver_steps": aligned.config["solver_steps"],
             "wall_time_s": round(time.perf_counter() - start, 3),
         }
-    config = {
-        "task": {
-            "target": target.tolist(),
-            "target_singular_values": list(s["target_singular_values"]),
-            "input_cov": "identity",
-            "seed_key": "jax.random.split(PRNGKey(seed))[0]",
-        },
-        "network": {
-            "widths": list(s["widths"]),
-            "init": "init_random",
-            "init_scale": s["init_scale"],
-            "seed_key": "jax.random.split(PRNGKey(seed))[1]",
-        },
-        "aligned_run": {
-            "init": "init_aligned (hidden bases: coordinate axes)",
-            "mode_values (layer x mode)": s["aligned_mode_values"],
-        },
-        "rules": list(RULES),
-        "eta": 1.0,
-        "t_end": s["t_end"],
-        "save_times": f"0 and {s['n_save']} log-spaced from {s['t_min']:g} to t_end",
-        "ode": {"solver": s["solver"], "rtol": s["rtol"], "atol": s["atol"], "max_steps": s["max_steps"]},
-        "runs": runs,
-    }
-    return data, config
+    return data, {"runs": runs}
 
 
-def describe(config) -> str:
+def describe(config: Config[Settings]) -> str:
     """The setup and numerics in words, for the report."""
-    net, ode = config["network"], config["ode"]
+    s = config.settings
     return (
-        f"Depth-3 linear network, widths {'-'.join(map(str, net['widths']))}, learning a 2 × 2 target with singular "
-        f"values {', '.join(f'{v:g}' for v in config['task']['target_singular_values'])} (Σ = I) from random weights "
-        f"(largest singular value {net['init_scale']:g} per layer), all rules from the same weights, η = 1, "
-        f"continuous time to t = {config['t_end']:g} ({ode['solver']}, rtol {ode['rtol']:g}, atol {ode['atol']:g}). "
+        f"Depth-3 linear network, widths {'-'.join(map(str, s.widths))}, learning a 2 × 2 target with singular "
+        f"values {', '.join(f'{v:g}' for v in s.target_singular_values)} (Σ = I) from random weights "
+        f"(largest singular value {s.init_scale:g} per layer), all rules from the same weights, η = {s.eta:g}, "
+        f"continuous time to t = {s.t_end:g} ({s.ode.solver}, rtol {s.ode.rtol:g}, atol {s.ode.atol:g}). "
         "Relative imbalance = ‖C_i‖_F / (½(‖w_i‖_F² + ‖w_{i+1}‖_F²)). A second run per rule starts from weights "
         "aligned with the target's singular vectors with unequal per-layer mode values "
-        f"{config['aligned_run']['mode_values (layer x mode)']} (rows: layers; columns: modes), where each rule's "
+        f"{[list(row) for row in s.aligned_mode_values]} (rows: layers; columns: modes), where each rule's "
         "own constant of motion is read off the per-layer mode values."
     )
 
@@ -202,106 +179,135 @@ _CONST_LABEL = {
 }
 
 
-def claims(data, config) -> list[Claim]:
-    out = []
-    for name in FULL:
-        drift = conservation_drift(data, name)
-        out.append(
-            at_most(
-                f"conservation-{name}",
-                f"{rule_label(name)} conserves w_i w_iᵀ − w_{{i+1}}ᵀ w_{{i+1}} (Theorem 1, eq. 4; S.I. Fig. S2).",
-                drift,
-                1e-6,
-                f"Max over t and i of ‖C_i(t) − C_i(0)‖_F / ‖C_i(0)‖_F, 3-layer width-2 network from random weights "
-                f"(scale {config['network']['init_scale']}), ODE rtol {config['ode']['rtol']:g}.",
-            )
+def _final_imbalance(data: Data) -> dict[str, float]:
+    return {name: float(np.max(imbalance(data, name)[:, -1])) for name in RULES}
+
+
+# ---------------------------------------------------------------------------------------
+# the claims, in report order
+# ---------------------------------------------------------------------------------------
+
+
+def _conservation(name: str):
+    def claim(data: Data, config: Config[Settings]) -> Claim:
+        return at_most(
+            f"conservation-{name}",
+            f"{rule_label(name)} conserves w_i w_iᵀ − w_{{i+1}}ᵀ w_{{i+1}} (Theorem 1, eq. 4; S.I. Fig. S2).",
+            conservation_drift(data, name),
+            1e-6,
+            f"Max over t and i of ‖C_i(t) − C_i(0)‖_F / ‖C_i(0)‖_F, 3-layer width-2 network from random weights "
+            f"(scale {config.settings.init_scale}), ODE rtol {config.settings.ode.rtol:g}.",
         )
-    drift = conservation_drift(data, "ngd-d")
-    out.append(
-        at_least(
-            "conservation-breaks-ngd-d",
-            "NGD-d breaks the conservation law: the C_i blow up (S.I. Fig. S2; contribution 5).",
-            drift,
-            0.1,
-            "Max relative drift of C_i, as for the full rules.",
-        )
+
+    claim.__name__ = f"conservation_{name.replace('-', '_')}"
+    return claim
+
+
+def conservation_breaks_ngd_d(data: Data, config: Config[Settings]) -> Claim:
+    return at_least(
+        "conservation-breaks-ngd-d",
+        "NGD-d breaks the conservation law: the C_i blow up (S.I. Fig. S2; contribution 5).",
+        conservation_drift(data, "ngd-d"),
+        0.1,
+        "Max relative drift of C_i, as for the full rules.",
     )
-    drift = conservation_drift(data, "sqrt-ngd-d")
-    out.append(
-        at_least(
-            "conservation-breaks-sqrt-ngd-d",
-            "√NGD-d also violates the conservation law (S.I. Fig. S2).",
-            drift,
-            0.01,
-            "Max relative drift of C_i, as for the full rules (4 orders above the full rules' numerical level).",
-        )
+
+
+def conservation_breaks_sqrt_ngd_d(data: Data, config: Config[Settings]) -> Claim:
+    return at_least(
+        "conservation-breaks-sqrt-ngd-d",
+        "√NGD-d also violates the conservation law (S.I. Fig. S2).",
+        conservation_drift(data, "sqrt-ngd-d"),
+        0.01,
+        "Max relative drift of C_i, as for the full rules (4 orders above the full rules' numerical level).",
     )
-    final = {name: float(np.max(imbalance(data, name)[:, -1])) for name in RULES}
-    out.append(
-        at_most(
-            "balance-sqrt-ngd-d",
-            "√NGD-d keeps the layers balanced while the weights grow (section 4, S.I. Fig. S2; contribution 5).",
-            final["sqrt-ngd-d"],
-            0.1,
-            "Final relative imbalance max_i ‖C_i‖_F / (½(‖w_i‖_F² + ‖w_{i+1}‖_F²)) at t_end "
-            f"(initial {float(np.max(imbalance(data, 'sqrt-ngd-d')[:, 0])):.3g}; SGD ends at {final['sgd']:.3g}, "
-            f"NGD-d at {final['ngd-d']:.3g}).",
-        )
+
+
+def balance_sqrt_ngd_d(data: Data, config: Config[Settings]) -> Claim:
+    final = _final_imbalance(data)
+    return at_most(
+        "balance-sqrt-ngd-d",
+        "√NGD-d keeps the layers balanced while the weights grow (section 4, S.I. Fig. S2; contribution 5).",
+        final["sqrt-ngd-d"],
+        0.1,
+        "Final relative imbalance max_i ‖C_i‖_F / (½(‖w_i‖_F² + ‖w_{i+1}‖_F²)) at t_end "
+        f"(initial {float(np.max(imbalance(data, 'sqrt-ngd-d')[:, 0])):.3g}; SGD ends at {final['sgd']:.3g}, "
+        f"NGD-d at {final['ngd-d']:.3g}).",
     )
-    out.append(
-        at_least(
-            "imbalance-ngd-d",
-            "NGD-d breaks the weight balance across layers (section 4; contribution 5).",
-            final["ngd-d"],
-            0.2,
-            f"Final relative imbalance, as for √NGD-d (initial {float(np.max(imbalance(data, 'ngd-d')[:, 0])):.3g}).",
-        )
+
+
+def imbalance_ngd_d(data: Data, config: Config[Settings]) -> Claim:
+    return at_least(
+        "imbalance-ngd-d",
+        "NGD-d breaks the weight balance across layers (section 4; contribution 5).",
+        _final_imbalance(data)["ngd-d"],
+        0.2,
+        f"Final relative imbalance, as for √NGD-d (initial {float(np.max(imbalance(data, 'ngd-d')[:, 0])):.3g}).",
     )
+
+
+def aligned_same_hyperbolic_path(data: Data, config: Config[Settings]) -> Claim:
     full_drift = {name: aligned_constant_drift(data, name) for name in FULL}
-    worst = max(full_drift, key=full_drift.get)
-    out.append(
-        at_most(
-            "aligned-same-hyperbolic-path",
-            "SGD, NGD and √NGD move every singular mode along the same hyperbola σ_i² − σ_k² = const: the same path, "
-            "at different speeds (eq. 7, sections 3.1; contribution 1).",
-            full_drift[worst],
-            1e-6,
-            "Aligned initial weights: max |K(t) − K(0)| / max |K(0)| for K = σ_i² − σ_{i+1}² over modes and layers, "
-            "largest of the three rules ("
-            + ", ".join(f"{rule_label(r)} {v:.2g}" for r, v in full_drift.items())
-            + ").",
-        )
+    worst = max(full_drift, key=lambda r: full_drift[r])
+    return at_most(
+        "aligned-same-hyperbolic-path",
+        "SGD, NGD and √NGD move every singular mode along the same hyperbola σ_i² − σ_k² = const: the same path, "
+        "at different speeds (eq. 7, sections 3.1; contribution 1).",
+        full_drift[worst],
+        1e-6,
+        "Aligned initial weights: max |K(t) − K(0)| / max |K(0)| for K = σ_i² − σ_{i+1}² over modes and layers, "
+        "largest of the three rules (" + ", ".join(f"{rule_label(r)} {v:.2g}" for r, v in full_drift.items()) + ").",
     )
+
+
+def larger_norm_ngd_d(data: Data, config: Config[Settings]) -> Claim:
     norms = {name: final_norm(data, name) for name in RULES}
-    out.append(
-        at_least(
-            "larger-norm-ngd-d",
-            "NGD-d converges to a less efficient, larger-norm solution than NGD (section 3.3).",
-            norms["ngd-d"] / norms["ngd"],
-            1.05,
-            "Ratio of the final weight norms (Σ_i ‖w_i‖_F²)^{1/2}, NGD-d / NGD, random initial weights, both at loss "
-            "≈ 0; final norms: " + ", ".join(f"{rule_label(r)} {v:.4g}" for r, v in norms.items()) + ".",
-        )
+    return at_least(
+        "larger-norm-ngd-d",
+        "NGD-d converges to a less efficient, larger-norm solution than NGD (section 3.3).",
+        norms["ngd-d"] / norms["ngd"],
+        1.05,
+        "Ratio of the final weight norms (Σ_i ‖w_i‖_F²)^{1/2}, NGD-d / NGD, random initial weights, both at loss "
+        "≈ 0; final norms: " + ", ".join(f"{rule_label(r)} {v:.4g}" for r, v in norms.items()) + ".",
     )
-    out.append(
-        at_most(
-            "aligned-ngd-d-ratio",
-            "NGD-d conserves σ_i/σ_k of every singular mode (eq. 24, section 3.3).",
-            aligned_constant_drift(data, "ngd-d"),
-            1e-6,
-            "Aligned initial weights (footnote 2): max |K(t) − K(0)| / max |K(0)| for K = σ_i/σ_{i+1} over modes and layers.",
-        )
+
+
+def aligned_ngd_d_ratio(data: Data, config: Config[Settings]) -> Claim:
+    return at_most(
+        "aligned-ngd-d-ratio",
+        "NGD-d conserves σ_i/σ_k of every singular mode (eq. 24, section 3.3).",
+        aligned_constant_drift(data, "ngd-d"),
+        1e-6,
+        "Aligned initial weights (footnote 2): max |K(t) − K(0)| / max |K(0)| for K = σ_i/σ_{i+1} over modes and "
+        "layers.",
     )
-    out.append(
-        at_most(
-            "aligned-sqrt-ngd-d-difference",
-            "√NGD-d conserves |σ_i| − |σ_k| of every singular mode (eq. 26, section 3.3).",
-            aligned_constant_drift(data, "sqrt-ngd-d"),
-            1e-6,
-            "Aligned initial weights: max |K(t) − K(0)| / max |K(0)| for K = |σ_i| − |σ_{i+1}| over modes and layers.",
-        )
+
+
+def aligned_sqrt_ngd_d_difference(data: Data, config: Config[Settings]) -> Claim:
+    return at_most(
+        "aligned-sqrt-ngd-d-difference",
+        "√NGD-d conserves |σ_i| − |σ_k| of every singular mode (eq. 26, section 3.3).",
+        aligned_constant_drift(data, "sqrt-ngd-d"),
+        1e-6,
+        "Aligned initial weights: max |K(t) − K(0)| / max |K(0)| for K = |σ_i| − |σ_{i+1}| over modes and layers.",
     )
-    return out
+
+
+CLAIMS = (
+    *(_conservation(name) for name in FULL),
+    conservation_breaks_ngd_d,
+    conservation_breaks_sqrt_ngd_d,
+    balance_sqrt_ngd_d,
+    imbalance_ngd_d,
+    aligned_same_hyperbolic_path,
+    larger_norm_ngd_d,
+    aligned_ngd_d_ratio,
+    aligned_sqrt_ngd_d_difference,
+)
+
+
+def claims(data: Data, config: Config[Settings]) -> list[Claim]:
+    return measure(CLAIMS, data, config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -311,9 +317,10 @@ def claims(data, config) -> list[Claim]:
 _LAYER_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
 
-def plot(data, config):
+def plot(data: Data, config: Config[Settings]) -> Figure:
     d = _depth(data)
-    fig, axes = plt.subplots(len(RULES), 4, figsize=(16, 3.0 * len(RULES)), sharex=True)
+    fig = Figure(figsize=(16, 3.0 * len(RULES)))
+    axes = fig.subplots(len(RULES), 4, sharex=True)
     # A fixed layout: a layout engine would cost seconds of text measuring for 20 panels.
     fig.subplots_adjust(left=0.065, right=0.99, top=0.93, bottom=0.05, wspace=0.33, hspace=0.12)
     for row, name in enumerate(RULES):
@@ -386,7 +393,7 @@ def plot(data, config):
     axes[0, 1].set_title("$C_i = w_i w_i^T - w_{i+1}^T w_{i+1}$ (eq. 4)")
     axes[0, 2].set_title("$\\|C_i\\|_F\\,/\\,\\frac{1}{2}(\\|w_i\\|_F^2 + \\|w_{i+1}\\|_F^2)$")
     axes[0, 3].set_title("aligned init: each rule's own constant")
-    widths = "-".join(str(n) for n in config["network"]["widths"])
+    widths = "-".join(str(n) for n in config.settings.widths)
     fig.suptitle(
         f"Fig. S2 — 3-layer linear network (widths {widths}): conservation law and balance", fontsize=13, y=0.985
     )

@@ -45,25 +45,28 @@ Recorded per run: solver steps, rejected steps and the fraction of steps taken a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
+from typing import Any
 
 import diffrax
 import jax
 import jax.numpy as jnp
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from matplotlib.figure import Figure
 
 from curvdyn import nonlinear as nl
-from curvdyn.experiments.base import Claim, at_least, at_most, within
+from curvdyn.curvature.spectral import curvature_power
+from curvdyn.experiments.base import Claim, Config, Data, at_least, at_most, measure, within
 from curvdyn.experiments.common import log_times, rule_color, rule_label
 from curvdyn.experiments.common import progress as progress_bar
+from curvdyn.integrators import ODE, OUTCOME_SUCCESSFUL, SOLVE_OUTCOMES, SOLVERS, solve_outcome
 from curvdyn.optim import MLP
+from curvdyn.rules import get_rule
 
 NAME = "relu"
 TITLE = "ReLU study — per-unit conservation of ‖w_in‖² − ‖w_out‖² under SGD, NGD, √NGD and block-diagonal NGD-d, √NGD-d"
@@ -72,56 +75,73 @@ RULES = ("sgd", "ngd", "sqrt-ngd", "ngd-d", "sqrt-ngd-d")
 FULL = ("sgd", "ngd", "sqrt-ngd")
 BLOCK = ("ngd-d", "sqrt-ngd-d")
 #: rule → (branch of the vector field, 1/q): 0 gradient, 1 full (H₊⁺)^{1/q}, 2 block-diagonal.
-RULE_KIND = {"sgd": (0, 0.0), "ngd": (1, 1.0), "sqrt-ngd": (1, 0.5), "ngd-d": (2, 1.0), "sqrt-ngd-d": (2, 0.5)}
+RULE_KIND = {r: (0 if r == "sgd" else 2 if get_rule(r).block else 1, curvature_power(get_rule(r).q)) for r in RULES}
 
 MODEL = MLP("relu")
-#: How the kernels ``J Jᵀ`` / ``J_i J_iᵀ`` are diagonalized (see curvdyn.optim.fractional_ngd_direction).
-#: ``"eigh"`` is about twice as fast as ``"svd"`` here; its error grows like eps·cond(K), and the
-#: direction stays exactly in range(Jᵀ) (so it stays orthogonal to every v_u) either way.
-KERNEL_SOLVER = "eigh"
-
-SETTINGS = {
-    False: {
-        "widths": (4, 6, 6, 3),
-        "teacher_widths": (4, 5, 3),
-        "n_examples": 8,
-        "init_scale": 1.0,
-        "t_end": 8.0,
-        "n_save": 120,
-        "t_min": 1e-3,
-        "solver": "bosh3",
-        "rtol": 1e-10,
-        "atol": 1e-12,
-        "dtmin": 1e-3,
-        "refine": 2,  # a second run of every rule with dtmin / refine (0: none)
-        "diagnose_sliding": True,  # an SGD run without step floor (stalls on a kink)
-        "extra_seeds": 3,  # the five rules again on tasks seed+1, ..., seed+k (teacher, inputs, student)
-        "max_steps": 100_000,
-    },
-}
-SETTINGS[True] = dict(
-    SETTINGS[False], t_end=3.0, n_save=60, dtmin=2e-3, refine=0, diagnose_sliding=False, extra_seeds=2
-)
-
-#: Relative cutoff for the rank of J recorded along the trajectories (that of the rules).
-RANK_RCOND = 1e-13
-
-#: The "no floor" of the sliding diagnosis.
-NO_FLOOR = 1e-15
-
-#: Explicit Runge–Kutta solvers with embedded error estimates (diffrax).
-SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "bosh3": diffrax.Bosh3, "heun": diffrax.Heun}
 
 
-def make_task(seed: int, s: dict):
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The settings of the ReLU study.
+
+    Attributes:
+      widths: the bias-free ReLU student; teacher_widths: the random ReLU teacher;
+        n_examples: the full batch P; init_scale: times LeCun-normal initial weights.
+      t_end, n_save, t_min: 0 and ``n_save`` log-spaced save times from ``t_min`` to ``t_end``.
+      ode: the solver, tolerances and step cap (its ``solver`` from :data:`curvdyn.integrators.SOLVERS`).
+      dtmin: the forced step floor (diffrax ``force_dtmin``).
+      refine: a second run of every rule with ``dtmin / refine`` (0: none).
+      diagnose_sliding: an SGD run with the floor ``no_floor`` (it stalls on a kink).
+      extra_seeds: the five rules again on the tasks of seed + 1, ..., seed + k (teacher, inputs,
+        student).
+      kernel_solver: how the kernels ``J Jᵀ`` / ``J_i J_iᵀ`` are diagonalized (see
+        :func:`curvdyn.optim.fractional_ngd_direction`). ``"eigh"`` is about twice as fast as
+        ``"svd"`` here; its error grows like eps·cond(K), and the direction stays exactly in
+        range(Jᵀ) (so it stays orthogonal to every v_u) either way.
+      rank_rcond: the relative cutoff of the rank of J recorded along the trajectories (that of
+        the rules).
+      no_floor: the "no floor" of the sliding diagnosis.
+    """
+
+    widths: tuple[int, ...] = (4, 6, 6, 3)
+    teacher_widths: tuple[int, ...] = (4, 5, 3)
+    n_examples: int = 8
+    init_scale: float = 1.0
+    t_end: float = 8.0
+    n_save: int = 120
+    t_min: float = 1e-3
+    ode: ODE = ODE(rtol=1e-10, atol=1e-12, solver="bosh3", max_steps=100_000)
+    dtmin: float = 1e-3
+    refine: int = 2
+    diagnose_sliding: bool = True
+    extra_seeds: int = 3
+    kernel_solver: str = "eigh"
+    rank_rcond: float = 1e-13
+    no_floor: float = 1e-15
+
+    @property
+    def refined_dtmin(self) -> float | None:
+        """The step floor of the refined runs (``None`` without them)."""
+        return self.dtmin / self.refine if self.refine else None
+
+    def seeds(self, seed: int) -> list[int]:
+        """The seeds of the main task and the extra tasks."""
+        return [seed + k for k in range(self.extra_seeds + 1)]
+
+
+DEFAULT = Settings()
+QUICK = dataclasses.replace(DEFAULT, t_end=3.0, n_save=60, dtmin=2e-3, refine=0, diagnose_sliding=False, extra_seeds=2)
+
+
+def make_task(seed: int, s: Settings):
     """``(x, y, params0)``: inputs (P, n_0), teacher targets (P, n_d), student initial weights."""
     k_teacher, k_x, k_student = jax.random.split(jax.random.PRNGKey(seed), 3)
-    x = jax.random.normal(k_x, (s["n_examples"], s["widths"][0]))
-    teacher = MODEL.init(k_teacher, s["teacher_widths"], bias=False)
+    x = jax.random.normal(k_x, (s.n_examples, s.widths[0]))
+    teacher = MODEL.init(k_teacher, s.teacher_widths, bias=False)
     y = MODEL(teacher, x)
     y = y / jnp.sqrt(jnp.mean(jnp.sum(y * y, axis=1)) / y.shape[1])
     for attempt in range(100):
-        params = MODEL.init(jax.random.fold_in(k_student, attempt), s["widths"], bias=False, scale=s["init_scale"])
+        params = MODEL.init(jax.random.fold_in(k_student, attempt), s.widths, bias=False, scale=s.init_scale)
         if not _dead_examples(params, x):
             return x, y, params
     raise RuntimeError("no student initialization without dead examples found in 100 draws")
@@ -137,7 +157,7 @@ def _dead_examples(params, x) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _runner(sizes: tuple, shapes: tuple, solver: str, rtol: float, atol: float, max_steps: int):
+def _runner(sizes: tuple, shapes: tuple, ode: ODE, kernel_solver: str, rank_rcond: float):
     """A compiled ``run(theta0, x, y, ts, kind, power, dtmin)`` for one network shape and solver."""
     template = tuple(jnp.zeros(sh) for sh in shapes)
     _, unravel = ravel_pytree(template)
@@ -149,15 +169,15 @@ def _runner(sizes: tuple, shapes: tuple, solver: str, rtol: float, atol: float, 
         g = c * (jac.T @ (MODEL(unravel(theta), x).ravel() - y.ravel()))
         branches = [
             lambda: g,
-            lambda: nl.gauss_newton_direction(jac, g, power=power, c=c, solver=KERNEL_SOLVER),
-            lambda: nl.gauss_newton_direction(jac, g, power=power, c=c, blocks=sizes, solver=KERNEL_SOLVER),
+            lambda: nl.gauss_newton_direction(jac, g, power=power, c=c, solver=kernel_solver),
+            lambda: nl.gauss_newton_direction(jac, g, power=power, c=c, blocks=sizes, solver=kernel_solver),
         ]
         return -jax.lax.switch(kind, branches)
 
     def run(theta0, x, y, ts, kind, power, dtmin):
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(field),
-            SOLVERS[solver](),
+            SOLVERS[ode.solver](),
             t0=ts[0],
             t1=ts[-1],
             dt0=jnp.maximum(dtmin, 1e-4),
@@ -166,12 +186,12 @@ def _runner(sizes: tuple, shapes: tuple, solver: str, rtol: float, atol: float, 
             saveat=diffrax.SaveAt(
                 subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(steps=True, fn=lambda t, y_, a: t)]
             ),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, dtmin=dtmin, force_dtmin=True),
-            max_steps=max_steps,
+            stepsize_controller=diffrax.PIDController(rtol=ode.rtol, atol=ode.atol, dtmin=dtmin, force_dtmin=True),
+            max_steps=ode.max_steps,
             throw=False,
         )
         ys, step_ts = sol.ys
-        return ys, step_ts, sol.result._value, sol.stats["num_steps"], sol.stats["num_rejected_steps"]
+        return ys, step_ts, solve_outcome(sol.result), sol.stats["num_steps"], sol.stats["num_rejected_steps"]
 
     def observables(theta, x, y, kind, power):
         params = unravel(theta)
@@ -180,7 +200,7 @@ def _runner(sizes: tuple, shapes: tuple, solver: str, rtol: float, atol: float, 
         rate = jnp.abs(vs @ vel) / (jnp.linalg.norm(vs, axis=1) * jnp.linalg.norm(vel) + 1e-300)
         jac = jax.jacrev(lambda th: MODEL(unravel(th), x).ravel())(theta)
         kappa = jnp.linalg.eigvalsh(jac @ jac.T)
-        rank = jnp.sum(kappa > RANK_RCOND * jnp.max(kappa))
+        rank = jnp.sum(kappa > rank_rcond * jnp.max(kappa))
         return MODEL.loss(params, x, y), nl.unit_balances(params), jnp.linalg.norm(vel), jnp.max(rate), rank
 
     def obs(thetas, x, y, kind, power):
@@ -192,18 +212,18 @@ def _runner(sizes: tuple, shapes: tuple, solver: str, rtol: float, atol: float, 
     return jax.jit(run), jax.jit(obs), unravel
 
 
-def _compile(theta0, x, y, ts, s, shapes, sizes) -> float:
+def _compile(theta0, x, y, ts, s: Settings, shapes, sizes) -> float:
     """Compile the solver and the observables ahead of time (so run times exclude it); seconds taken."""
-    run, obs, _ = _runner(sizes, shapes, s["solver"], s["rtol"], s["atol"], s["max_steps"])
+    run, obs, _ = _runner(sizes, shapes, s.ode, s.kernel_solver, s.rank_rcond)
     start = time.perf_counter()
-    kind, power, dtmin = jnp.asarray(0), jnp.asarray(0.0), jnp.asarray(float(s["dtmin"]))
+    kind, power, dtmin = jnp.asarray(0), jnp.asarray(0.0), jnp.asarray(float(s.dtmin))
     run.lower(theta0, x, y, ts, kind, power, dtmin).compile()
     obs.lower(jnp.zeros((ts.shape[0], theta0.size)), x, y, kind, power).compile()
     return time.perf_counter() - start
 
 
-def _integrate(rule, theta0, x, y, ts, dtmin, s, shapes, sizes):
-    run, obs, _ = _runner(sizes, shapes, s["solver"], s["rtol"], s["atol"], s["max_steps"])
+def _integrate(rule, theta0, x, y, ts, dtmin, s: Settings, shapes, sizes):
+    run, obs, _ = _runner(sizes, shapes, s.ode, s.kernel_solver, s.rank_rcond)
     kind, power = (jnp.asarray(v) for v in RULE_KIND[rule])
     dtmin = jnp.asarray(float(dtmin))
     start = time.perf_counter()
@@ -222,7 +242,9 @@ def _integrate(rule, theta0, x, y, ts, dtmin, s, shapes, sizes):
     dts = np.diff(np.concatenate([[float(ts[0])], step_ts]))
     at_floor = float(np.mean(dts <= dtmin * (1 + 1e-9))) if dts.size else 0.0
     info = {
-        "status": "completed" if int(result) == 0 else f"solver stopped (diffrax result {int(result)})",
+        "status": "completed"
+        if int(result) == OUTCOME_SUCCESSFUL
+        else f"solver stopped ({SOLVE_OUTCOMES[int(result)]})",
         "solver_steps": int(n_steps),
         "rejected_steps": int(n_rej),
         "fraction_of_steps_at_dtmin": round(at_floor, 4),
@@ -234,30 +256,30 @@ def _integrate(rule, theta0, x, y, ts, dtmin, s, shapes, sizes):
     return arrays, info
 
 
-def compute(*, quick: bool, seed: int, progress: bool = False):
-    s = SETTINGS[bool(quick)]
+def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    s = settings
     x, y, params0 = make_task(seed, s)
     theta0, _ = ravel_pytree(params0)
     shapes = tuple(tuple(int(n) for n in w.shape) for w in params0)
     sizes = nl.block_sizes(params0)
-    ts = jnp.asarray(log_times(s["t_end"], s["n_save"], s["t_min"]))
-    ts = ts.at[-1].set(s["t_end"])
+    ts = jnp.asarray(log_times(s.t_end, s.n_save, s.t_min))
+    ts = ts.at[-1].set(s.t_end)
 
     data: dict[str, np.ndarray] = {
         "t": np.asarray(ts),
         "x": np.asarray(x),
         "y": np.asarray(y),
-        "widths": np.asarray(s["widths"]),
+        "widths": np.asarray(s.widths),
     }
-    runs = {}
+    runs: dict[str, dict[str, Any]] = {}
     compile_s = _compile(theta0, x, y, ts, s, shapes, sizes)
-    refined = s["dtmin"] / s["refine"] if s["refine"] else None
-    jobs = [(rule, s["dtmin"], "") for rule in RULES]
+    refined = s.refined_dtmin
+    jobs = [(rule, s.dtmin, "") for rule in RULES]
     jobs += [(rule, refined, "refined__") for rule in RULES] if refined else []
-    jobs += [("sgd", NO_FLOOR, "nofloor__")] if s["diagnose_sliding"] else []
-    jobs += [(rule, s["dtmin"], f"seed{k}__") for k in range(1, s["extra_seeds"] + 1) for rule in RULES]
+    jobs += [("sgd", s.no_floor, "nofloor__")] if s.diagnose_sliding else []
+    jobs += [(rule, s.dtmin, f"seed{k}__") for k in range(1, s.extra_seeds + 1) for rule in RULES]
     tasks = {0: (x, y, theta0)}
-    for k in range(1, s["extra_seeds"] + 1):
+    for k in range(1, s.extra_seeds + 1):
         xk, yk, pk = make_task(seed + k, s)
         tasks[k] = (xk, yk, ravel_pytree(pk)[0])
     for rule, dtmin, prefix in progress_bar(jobs, enabled=progress, desc="relu runs"):
@@ -276,66 +298,28 @@ def compute(*, quick: bool, seed: int, progress: bool = False):
             data[f"{prefix}{rule}__loss"] = arrays["loss"]
         else:  # the sliding diagnosis: every step time of a run without a step floor
             data[f"{prefix}{rule}__step_t"] = arrays["step_t"]
-            info["note"] = "no step floor (dtmin 1e-15): shows the solver stalling on a kink"
+            info["note"] = f"no step floor (dtmin {s.no_floor:g}): shows the solver stalling on a kink"
         runs[f"{prefix}{rule}"] = info
-    config = {
-        "task": {
-            "inputs": f"x ~ N(0, I_{s['widths'][0]}), P = {s['n_examples']} examples (full batch)",
-            "teacher": f"bias-free ReLU MLP, widths {list(s['teacher_widths'])}, LeCun-normal weights, "
-            "outputs scaled to unit mean square",
-            "loss": "L = ½ mean_b ‖f(x_b) − y_b‖² (curvdyn convention)",
-            "seed_keys": "jax.random.split(PRNGKey(seed), 3) → teacher, inputs, student; the student key is "
-            "folded with 0, 1, ... until no example has an all-zero hidden layer",
-            "extra_seeds": f"the five rules again (step floor dtmin) on the tasks of seeds seed+1 … seed+{s['extra_seeds']}",
-        },
-        "network": {
-            "widths": list(s["widths"]),
-            "activation": "relu",
-            "bias": False,
-            "init": "LeCun normal",
-            "init_scale": s["init_scale"],
-            "depth": len(s["widths"]) - 1,
-        },
-        "rules": {
-            "sgd": "θ̇ = −g",
-            "ngd": "θ̇ = −(H₊⁺) g, exact (output-space kernel J Jᵀ)",
-            "sqrt-ngd": "θ̇ = −(H₊⁺)^{1/2} g, exact",
-            "ngd-d": "θ̇_i = −d^{-1} (H_i⁺) g_i, H_i = c J_iᵀJ_i the exact diagonal block",
-            "sqrt-ngd-d": "θ̇_i = −d^{-1/2} (H_i⁺)^{1/2} g_i",
-            "rcond": "1e-13 (curvdyn default), relative to each kernel's largest eigenvalue",
-            "kernel_solver": KERNEL_SOLVER,
-        },
-        "eta": 1.0,
-        "t_end": s["t_end"],
-        "save_times": f"0 and {s['n_save']} log-spaced from {s['t_min']:g} to t_end",
-        "ode": {
-            "solver": s["solver"],
-            "rtol": s["rtol"],
-            "atol": s["atol"],
-            "dtmin": s["dtmin"],
-            "force_dtmin": True,
-            "refined_dtmin": refined,
-            "max_steps": s["max_steps"],
-        },
-        "compile_time_s": round(compile_s, 3),
-        "seeds": [seed + k for k in range(s["extra_seeds"] + 1)],
-        "runs": runs,
-    }
-    return data, config
+    return data, {"compile_time_s": round(compile_s, 3), "seeds": s.seeds(seed), "runs": runs}
 
 
-def describe(config) -> str:
+def describe(config: Config[Settings]) -> str:
     """The setup and numerics in words, for the report."""
-    net, ode, runs = config["network"], config["ode"], config["runs"]
+    s, runs = config.settings, config.outcome["runs"]
+    ode = s.ode
+    inputs = f"x ~ N(0, I_{s.widths[0]}), P = {s.n_examples} examples (full batch)"
+    teacher = (
+        f"bias-free ReLU MLP, widths {list(s.teacher_widths)}, LeCun-normal weights, outputs scaled to unit mean square"
+    )
     text = (
-        f"Bias-free ReLU network, widths {'-'.join(map(str, net['widths']))} (d = {net['depth']}, LeCun-normal weights "
-        f"× {net['init_scale']:g}), on a fixed batch: {config['task']['inputs']}; targets from a {config['task']['teacher']}. "
+        f"Bias-free ReLU network, widths {'-'.join(map(str, s.widths))} (d = {len(s.widths) - 1}, LeCun-normal "
+        f"weights × {s.init_scale:g}), on a fixed batch: {inputs}; targets from a {teacher}. "
         "Five rules from the same weights, η = 1, continuous time to "
-        f"t = {config['t_end']:g}: SGD, exact NGD and √NGD ((H₊⁺)^{{1/q}} g through the kernel J Jᵀ) and their exact "
+        f"t = {s.t_end:g}: SGD, exact NGD and √NGD ((H₊⁺)^{{1/q}} g through the kernel J Jᵀ) and their exact "
         "block-diagonal versions NGD-d, √NGD-d (per-layer Gauss–Newton blocks J_iᵀJ_i, layer factor d^{-1/q}; for a ReLU "
         "network these blocks are not Kronecker products, so this is not K-FAC). "
-        f"ODE: {ode['solver']}, rtol {ode['rtol']:g}, atol {ode['atol']:g}, with a forced step floor dtmin {ode['dtmin']:g}"
-        + (f" (and every rule again at {ode['refined_dtmin']:g})" if ode.get("refined_dtmin") else "")
+        f"ODE: {ode.solver}, rtol {ode.rtol:g}, atol {ode.atol:g}, with a forced step floor dtmin {s.dtmin:g}"
+        + (f" (and every rule again at {s.refined_dtmin:g})" if s.refined_dtmin else "")
         + ": the flows slide along ReLU kinks, where error control alone stalls"
     )
     if "nofloor__sgd" in runs:
@@ -347,7 +331,7 @@ def describe(config) -> str:
             f"the floor, {runs[r]['wall_time_s']:.1f} s)"
             for r in RULES
         )
-        + f"; compilation {config.get('compile_time_s', float('nan')):.1f} s"
+        + f"; compilation {config.outcome.get('compile_time_s', float('nan')):.1f} s"
         + ". c_u = ‖w_in,u‖² − ‖w_out,u‖² per hidden unit; drift relative to the initial mean ‖w_in,u‖²."
     )
     return text
@@ -450,162 +434,208 @@ NGD_SINGULAR = (
 )
 
 
-def claims(data, config) -> list[Claim]:
-    out = []
-    ode = config["ode"]
-    runs = config["runs"]
-    refined = ode.get("refined_dtmin")
-    seeds = config.get("seeds", [0])
+def _floor_note(data: Data, config: Config[Settings]) -> str:
+    """The solver and its step floor, in words (and where SGD stalls without it, if measured)."""
+    s = config.settings
     stall = sliding_stall(data)
-    floor_note = f"{ode['solver']} with rtol {ode['rtol']:g}, atol {ode['atol']:g} and a forced step floor dtmin {ode['dtmin']:g}"
+    note = f"{s.ode.solver} with rtol {s.ode.rtol:g}, atol {s.ode.atol:g} and a forced step floor dtmin {s.dtmin:g}"
     if stall:
-        floor_note += (
+        note += (
             f" (without the floor SGD stalls at t = {stall['t_stall']:.3g}: its last 1000 steps have median size "
             f"{stall['median_last_dt']:.1g}, a pre-activation sliding on its kink)"
         )
-    n_units = data["sgd__balances"].shape[1]
-    for rule in ("sgd", "sqrt-ngd"):
+    return note
+
+
+def _seeds(config: Config[Settings]) -> list[int]:
+    return list(config.outcome.get("seeds", [0]))
+
+
+# ---------------------------------------------------------------------------------------
+# the claims, in report order
+# ---------------------------------------------------------------------------------------
+
+
+def _conservation(rule: str):
+    def claim(data: Data, config: Config[Settings]) -> Claim:
+        s, runs = config.settings, config.outcome["runs"]
+        refined = s.refined_dtmin
         drifts = drifts_over_tasks(data, rule)
+        n_units = data["sgd__balances"].shape[1]
         detail = (
             f"max over {len(drifts)} tasks (seeds) of max_t max_u |c_u(t) − c_u(0)| / mean_u ‖w_in,u(0)‖², "
-            f"{n_units} hidden units, t ≤ {config['t_end']:g}: {_per_task(drifts, seeds)}; {floor_note}; on the main task "
+            f"{n_units} hidden units, t ≤ {s.t_end:g}: {_per_task(drifts, _seeds(config))}; "
+            f"{_floor_note(data, config)}; on the main task "
             f"{runs[rule]['fraction_of_steps_at_dtmin']:.0%} of {runs[rule]['solver_steps']} steps at the floor. The "
             "bound is the error such a floor allows (first order in dtmin), not the 1e-7 of a smooth flow"
         )
         if refined:
             detail += f"; at dtmin {refined:g} the main task's drift is {max_drift(data, rule, 'refined__'):.2g}"
-        out.append(
-            at_most(
-                f"conservation-{rule}",
-                f"{rule_label(rule)} conserves c_u = ‖w_in,u‖² − ‖w_out,u‖² of every hidden unit of a ReLU network, on "
-                "every task (rescaling symmetry; section 4 leaves this numerical confirmation open).",
-                max(drifts),
-                1e-3,
-                detail + ".",
-            )
+        return at_most(
+            f"conservation-{rule}",
+            f"{rule_label(rule)} conserves c_u = ‖w_in,u‖² − ‖w_out,u‖² of every hidden unit of a ReLU network, on "
+            "every task (rescaling symmetry; section 4 leaves this numerical confirmation open).",
+            max(drifts),
+            1e-3,
+            detail + ".",
         )
+
+    claim.__name__ = f"conservation_{rule.replace('-', '_')}"
+    return claim
+
+
+def conservation_ngd(data: Data, config: Config[Settings]) -> Claim:
+    refined = config.settings.refined_dtmin
+    seeds = _seeds(config)
     ngd = drifts_over_tasks(data, "ngd")
     changes = [rank_changes(data, "ngd", p) for p in task_prefixes(data)]
-    out.append(
-        at_most(
-            "conservation-ngd",
-            "Exact NGD conserves c_u = ‖w_in,u‖² − ‖w_out,u‖² of every hidden unit along its integrated trajectory, on "
-            "every task (section 4 leaves this numerical confirmation open).",
-            max(ngd),
-            1e-2,
-            f"Max drift per task: {_per_task(ngd, seeds)}; changes of rank J between save times along NGD's trajectory: "
-            + ", ".join(f"seed {s} {c}" for s, c in zip(seeds, changes))
-            + (f"; main task at dtmin {refined:g}: {max_drift(data, 'ngd', 'refined__'):.2g}" if refined else "")
-            + f". {floor_note}.",
-            known_deviation=NGD_SINGULAR,
-        )
+    return at_most(
+        "conservation-ngd",
+        "Exact NGD conserves c_u = ‖w_in,u‖² − ‖w_out,u‖² of every hidden unit along its integrated trajectory, on "
+        "every task (section 4 leaves this numerical confirmation open).",
+        max(ngd),
+        1e-2,
+        f"Max drift per task: {_per_task(ngd, seeds)}; changes of rank J between save times along NGD's trajectory: "
+        + ", ".join(f"seed {s} {c}" for s, c in zip(seeds, changes))
+        + (f"; main task at dtmin {refined:g}: {max_drift(data, 'ngd', 'refined__'):.2g}" if refined else "")
+        + f". {_floor_note(data, config)}.",
+        known_deviation=NGD_SINGULAR,
     )
+
+
+def conservation_ngd_at_constant_rank(data: Data, config: Config[Settings]) -> Claim | None:
+    seeds = _seeds(config)
+    ngd = drifts_over_tasks(data, "ngd")
+    changes = [rank_changes(data, "ngd", p) for p in task_prefixes(data)]
     steady = [d for d, c in zip(ngd, changes) if c == 0]
-    if steady:
-        out.append(
-            at_most(
-                "conservation-ngd-at-constant-rank",
-                "Exact NGD conserves c_u of every hidden unit, to integration error, on every task along which the rank "
-                "of J stays constant (measured, not a claim of the paper: it locates NGD's drift at the rank changes).",
-                max(steady),
-                1e-2,
-                f"Max drift on the {len(steady)} of {len(ngd)} tasks without a change of rank J between save times: "
-                + ", ".join(f"seed {s_} {d:.2g}" for s_, d, c in zip(seeds, ngd, changes) if c == 0)
-                + "; on the others: "
-                + (
-                    ", ".join(f"seed {s_} {d:.2g} ({c} rank changes)" for s_, d, c in zip(seeds, ngd, changes) if c)
-                    or "none"
-                )
-                + ".",
-            )
-        )
-    rates = {rule: max(float(np.max(data[f"{p}{rule}__rate"])) for p in task_prefixes(data)) for rule in FULL}
-    worst = max(rates, key=rates.get)
-    out.append(
-        at_most(
-            "rescaling-rate-zero-full-rules",
-            "Consistency check of the directions along the trajectories: SGD, NGD and √NGD move orthogonally to every "
-            "per-unit rescaling direction v_u (so ċ_u = 2⟨v_u, θ̇⟩ = 0 pointwise), as range(Jᵀ) ⊥ null(J) requires.",
-            rates[worst],
-            1e-10,
-            "max over tasks, save times and units of |⟨v_u, θ̇⟩| / (‖v_u‖ ‖θ̇‖) ("
-            + ", ".join(f"{rule_label(r)} {v:.2g}" for r, v in rates.items())
-            + "). This holds at any point by construction; it checks the computed directions, and that the "
-            "integrated drift of the conservation claims is integration error.",
-        )
+    if not steady:
+        return None
+    return at_most(
+        "conservation-ngd-at-constant-rank",
+        "Exact NGD conserves c_u of every hidden unit, to integration error, on every task along which the rank "
+        "of J stays constant (measured, not a claim of the paper: it locates NGD's drift at the rank changes).",
+        max(steady),
+        1e-2,
+        f"Max drift on the {len(steady)} of {len(ngd)} tasks without a change of rank J between save times: "
+        + ", ".join(f"seed {s_} {d:.2g}" for s_, d, c in zip(seeds, ngd, changes) if c == 0)
+        + "; on the others: "
+        + (", ".join(f"seed {s_} {d:.2g} ({c} rank changes)" for s_, d, c in zip(seeds, ngd, changes) if c) or "none")
+        + ".",
     )
-    if refined:
-        factor = ode["dtmin"] / refined
-        ratios = {
-            rule: max_drift(data, rule) / max(max_drift(data, rule, "refined__"), 1e-300)
-            for rule in ("sgd", "sqrt-ngd")
-        }
-        far = max(ratios, key=lambda r: abs(math.log(ratios[r] / factor)))
-        out.append(
-            within(
-                "drift-is-first-order-integration-error",
-                "The residual drift of SGD and √NGD is integration error: it shrinks in proportion to the step floor, "
-                "so c_u is conserved by the continuous-time flows.",
-                ratios[far],
-                factor,
-                0.5 * factor,
-                f"drift(dtmin {ode['dtmin']:g}) / drift(dtmin {refined:g}) on the main task: "
-                + ", ".join(f"{rule_label(r)} {v:.3g}" for r, v in ratios.items())
-                + f" (first order: {factor:g}); the one farthest from {factor:g} is shown. NGD: "
-                f"{max_drift(data, 'ngd') / max(max_drift(data, 'ngd', 'refined__'), 1e-300):.3g} (see conservation-ngd).",
-            )
-        )
-    for rule in BLOCK:
+
+
+def rescaling_rate_zero_full_rules(data: Data, config: Config[Settings]) -> Claim:
+    rates = {rule: max(float(np.max(data[f"{p}{rule}__rate"])) for p in task_prefixes(data)) for rule in FULL}
+    worst = max(rates, key=lambda r: rates[r])
+    return at_most(
+        "rescaling-rate-zero-full-rules",
+        "Consistency check of the directions along the trajectories: SGD, NGD and √NGD move orthogonally to every "
+        "per-unit rescaling direction v_u (so ċ_u = 2⟨v_u, θ̇⟩ = 0 pointwise), as range(Jᵀ) ⊥ null(J) requires.",
+        rates[worst],
+        1e-10,
+        "max over tasks, save times and units of |⟨v_u, θ̇⟩| / (‖v_u‖ ‖θ̇‖) ("
+        + ", ".join(f"{rule_label(r)} {v:.2g}" for r, v in rates.items())
+        + "). This holds at any point by construction; it checks the computed directions, and that the "
+        "integrated drift of the conservation claims is integration error.",
+    )
+
+
+def drift_is_first_order_integration_error(data: Data, config: Config[Settings]) -> Claim | None:
+    s = config.settings
+    refined = s.refined_dtmin
+    if not refined:
+        return None
+    factor = s.dtmin / refined
+    ratios = {
+        rule: max_drift(data, rule) / max(max_drift(data, rule, "refined__"), 1e-300) for rule in ("sgd", "sqrt-ngd")
+    }
+    far = max(ratios, key=lambda r: abs(math.log(ratios[r] / factor)))
+    return within(
+        "drift-is-first-order-integration-error",
+        "The residual drift of SGD and √NGD is integration error: it shrinks in proportion to the step floor, "
+        "so c_u is conserved by the continuous-time flows.",
+        ratios[far],
+        factor,
+        0.5 * factor,
+        f"drift(dtmin {s.dtmin:g}) / drift(dtmin {refined:g}) on the main task: "
+        + ", ".join(f"{rule_label(r)} {v:.3g}" for r, v in ratios.items())
+        + f" (first order: {factor:g}); the one farthest from {factor:g} is shown. NGD: "
+        f"{max_drift(data, 'ngd') / max(max_drift(data, 'ngd', 'refined__'), 1e-300):.3g} (see conservation-ngd).",
+    )
+
+
+def _conservation_breaks(rule: str):
+    def claim(data: Data, config: Config[Settings]) -> Claim:
+        refined = config.settings.refined_dtmin
         drifts = drifts_over_tasks(data, rule)
         rate = max(float(np.max(data[f"{p}{rule}__rate"])) for p in task_prefixes(data))
         detail = (
-            f"min over tasks of the max drift (same solver settings as the full rules): {_per_task(drifts, seeds)}; "
-            f"|⟨v_u, θ̇⟩| / (‖v_u‖‖θ̇‖) reaches {rate:.2g}"
+            f"min over tasks of the max drift (same solver settings as the full rules): "
+            f"{_per_task(drifts, _seeds(config))}; |⟨v_u, θ̇⟩| / (‖v_u‖‖θ̇‖) reaches {rate:.2g}"
         )
         if refined:
             detail += f"; main task at dtmin {refined:g}: {max_drift(data, rule, 'refined__'):.3g}"
-        out.append(
-            at_least(
-                f"conservation-breaks-{rule}",
-                f"{rule_label(rule)} (exact diagonal Gauss–Newton blocks of the ReLU network) breaks the per-unit "
-                "conservation law on every task (section 4: block-diagonal methods do not follow it).",
-                min(drifts),
-                0.1,
-                detail + ".",
-            )
+        return at_least(
+            f"conservation-breaks-{rule}",
+            f"{rule_label(rule)} (exact diagonal Gauss–Newton blocks of the ReLU network) breaks the per-unit "
+            "conservation law on every task (section 4: block-diagonal methods do not follow it).",
+            min(drifts),
+            0.1,
+            detail + ".",
         )
+
+    claim.__name__ = f"conservation_breaks_{rule.replace('-', '_')}"
+    return claim
+
+
+def ngd_d_less_stable_than_sqrt_ngd_d(data: Data, config: Config[Settings]) -> Claim:
     ratio = [a / b for a, b in zip(drifts_over_tasks(data, "ngd-d"), drifts_over_tasks(data, "sqrt-ngd-d"))]
-    out.append(
-        at_least(
-            "ngd-d-less-stable-than-sqrt-ngd-d",
-            "NGD-d's parameter dynamics are less stable than √NGD-d's: its per-unit balances drift at least 10× more "
-            "(median over the tasks; conclusion: block NGD gives 'highly divergent parameter update dynamics', block "
-            "√NGD 'preserves stability').",
-            float(np.median(ratio)),
-            10.0,
-            f"Ratio of the max drifts, NGD-d / √NGD-d, per task: {_per_task(ratio, seeds)} (median shown). NGD-d's "
-            "trajectory is sensitive to the integration and to round-off (its drift changes by orders of magnitude with "
-            "the step floor, or between processes), √NGD-d's is not. Weight-norm growth max_t ‖θ(t)‖/‖θ(0)‖ on the main "
-            "task: " + ", ".join(f"{rule_label(r)} {norm_growth(data, r):.3g}" for r in RULES) + ".",
-        )
+    return at_least(
+        "ngd-d-less-stable-than-sqrt-ngd-d",
+        "NGD-d's parameter dynamics are less stable than √NGD-d's: its per-unit balances drift at least 10× more "
+        "(median over the tasks; conclusion: block NGD gives 'highly divergent parameter update dynamics', block "
+        "√NGD 'preserves stability').",
+        float(np.median(ratio)),
+        10.0,
+        f"Ratio of the max drifts, NGD-d / √NGD-d, per task: {_per_task(ratio, _seeds(config))} (median shown). "
+        "NGD-d's trajectory is sensitive to the integration and to round-off (its drift changes by orders of magnitude "
+        "with the step floor, or between processes), √NGD-d's is not. Weight-norm growth max_t ‖θ(t)‖/‖θ(0)‖ on the "
+        "main task: " + ", ".join(f"{rule_label(r)} {norm_growth(data, r):.3g}" for r in RULES) + ".",
     )
+
+
+def loss_decreases(data: Data, config: Config[Settings]) -> Claim:
     stable = [r for r in RULES if r != "ngd-d"]
     ratios = {rule: max(loss_ratio(data, rule, p) for p in task_prefixes(data)) for rule in RULES}
-    worst = max(stable, key=ratios.get)
-    out.append(
-        at_most(
-            "loss-decreases",
-            "SGD, NGD, √NGD and √NGD-d learn the teacher task (the loss falls by at least 5× by t_end, on every task).",
-            ratios[worst],
-            0.2,
-            f"Largest L(t_end)/L(0) over the tasks, t_end = {config['t_end']:g}: "
-            + ", ".join(f"{rule_label(r)} {ratios[r]:.2g}" for r in stable)
-            + f". NGD-d is left out: its trajectory runs through bursts where a layer block is nearly singular and "
-            f"depends on round-off (the same run in another process, or at another step floor, ends elsewhere); here "
-            f"its largest L(t_end)/L(0) is {ratios['ngd-d']:.2g}.",
-        )
+    worst = max(stable, key=lambda r: ratios[r])
+    return at_most(
+        "loss-decreases",
+        "SGD, NGD, √NGD and √NGD-d learn the teacher task (the loss falls by at least 5× by t_end, on every task).",
+        ratios[worst],
+        0.2,
+        f"Largest L(t_end)/L(0) over the tasks, t_end = {config.settings.t_end:g}: "
+        + ", ".join(f"{rule_label(r)} {ratios[r]:.2g}" for r in stable)
+        + f". NGD-d is left out: its trajectory runs through bursts where a layer block is nearly singular and "
+        f"depends on round-off (the same run in another process, or at another step floor, ends elsewhere); here "
+        f"its largest L(t_end)/L(0) is {ratios['ngd-d']:.2g}.",
     )
-    return out
+
+
+CLAIMS = (
+    _conservation("sgd"),
+    _conservation("sqrt-ngd"),
+    conservation_ngd,
+    conservation_ngd_at_constant_rank,
+    rescaling_rate_zero_full_rules,
+    drift_is_first_order_integration_error,
+    *(_conservation_breaks(rule) for rule in BLOCK),
+    ngd_d_less_stable_than_sqrt_ngd_d,
+    loss_decreases,
+)
+
+
+def claims(data: Data, config: Config[Settings]) -> list[Claim]:
+    return measure(CLAIMS, data, config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -613,11 +643,12 @@ def claims(data, config) -> list[Claim]:
 # ---------------------------------------------------------------------------------------
 
 
-def plot(data, config):
+def plot(data: Data, config: Config[Settings]) -> Figure:
     t = data["t"]
     tp = t[1:]
     scale = balance_scale(data)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.4))
+    fig = Figure(figsize=(15, 8.4))
+    axes = fig.subplots(2, 3)
     fig.subplots_adjust(left=0.065, right=0.985, top=0.89, bottom=0.07, wspace=0.3, hspace=0.42)
 
     ax = axes[0, 0]
@@ -641,8 +672,8 @@ def plot(data, config):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylabel("max$_u$ |c$_u$(t) − c$_u$(0)| / mean ‖w$_{in}$(0)‖²")
-    refined = config["ode"].get("refined_dtmin")
-    sub = f"\n(solid dtmin {config['ode']['dtmin']:g}, dashed {refined:g})" if refined else ""
+    refined = config.settings.refined_dtmin
+    sub = f"\n(solid dtmin {config.settings.dtmin:g}, dashed {refined:g})" if refined else ""
     ax.set_title("per-unit conservation: drift" + sub, fontsize=10.5)
     lo, hi = ax.get_ylim()
     ax.set_ylim(lo, hi * 1e4)  # headroom for the legend
@@ -666,7 +697,7 @@ def plot(data, config):
                 tp,
                 bal[:, u],
                 lw=1.1,
-                color=plt.cm.viridis(u / max(n_units - 1, 1)),
+                color=matplotlib.colormaps["viridis"](u / max(n_units - 1, 1)),
                 ls="-" if u < half else "--",
                 label=("layer-1 units" if u == 0 else "layer-2 units" if u == half else None),
             )
@@ -689,7 +720,7 @@ def plot(data, config):
         ax.grid(alpha=0.25)
     for ax in axes[1]:
         ax.set_xlabel("time t (η = 1)")
-    widths = "-".join(str(n) for n in config["network"]["widths"])
+    widths = "-".join(str(n) for n in config.settings.widths)
     fig.suptitle(
         f"ReLU network {widths} (bias-free) on a ReLU teacher: the rescaling conservation law per hidden unit",
         fontsize=13,

@@ -14,8 +14,17 @@ learning rate, and stateless ``*_direction`` functions). Loss convention through
 ``L = loss_scale · (1/N) Σ_b ½ ‖f(x_b) − y_b‖²``, ``N = B`` (``reduction="mean"``, default)
 or 1 (``"sum"``); the defaults are the paper's ``½ E_D ‖W x − y‖²``. See ``docs/optim.md``.
 
-Layouts: inputs ``x`` of shape ``(B, n_0)`` (one example per row); dense weights
-``(n_out, n_in)`` (curvdyn's convention), so a curvdyn network ``ws`` is an MLP's params.
+Layouts: inputs ``x`` of shape ``(B, n_0)`` (one example per row); dense weights in curvdyn's
+``(n_out, n_in)`` convention (a curvdyn network ``ws`` is an MLP's params), flax-style
+``{"params": {"Dense_0": {"kernel": (n_in, n_out), "bias": ...}}}`` dicts, or equinox MLPs
+(:mod:`curvdyn.optim.layouts`).
+
+Conventions of optax: every factory spells out its hyperparameters and works under
+``optax.inject_hyperparams`` (numeric ones may be arrays, traced under ``jit``); counters
+saturate instead of overflowing; a step with a non-finite gradient or curvature is skipped (zero
+update, state unchanged, counted as in ``optax.apply_if_finite``). Precision follows the
+parameters: float32 parameters compute in float32 (with the float32 cutoff), so importing
+``curvdyn.optim`` needs no float64 mode.
 """
 
 from curvdyn.optim.kfac import (

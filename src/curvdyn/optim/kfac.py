@@ -25,6 +25,10 @@ computed from the eigendecompositions ``G_i = U diag(γ) Uᵀ`` and ``A_i = W di
 
 ``s_i = d^{-1/q}`` with ``depth_scaling=True`` (the paper's eq. 25 layer factor, d = number of
 dense layers), else 1. ``q = 1`` is K-FAC; ``q = 2`` is sqrt-NGD-d; ``q = ∞`` the gradient.
+
+The parameters may be in any layout of :mod:`curvdyn.optim.layouts` (curvdyn's tuple, flax-style
+dicts with ``(n_in, n_out)`` kernels, equinox MLPs); the output has the layout of the gradient.
+Numeric hyperparameters may be arrays, traced under ``jit`` (``optax.inject_hyperparams``).
 """
 
 from __future__ import annotations
@@ -40,19 +44,22 @@ import optax
 
 from curvdyn import curvature as cv
 from curvdyn.optim import _checks
-from curvdyn.optim.mlp import KFACStatistics, Params, dense_layers, rebuild_layers
+from curvdyn.optim.layouts import dense_layers, rebuild_layers
+from curvdyn.optim.mlp import KFACStatistics, Params
 
 DAMPING_MODES = ("factored", "kronecker")
 
 Curvature = KFACStatistics | Callable[[], KFACStatistics]
+#: A hyperparameter: a Python number or a 0-d array, possibly traced.
+Numeric = Any
 
 
 class FractionalKFACState(NamedTuple):
     """State of :func:`scale_by_fractional_kfac`.
 
     Attributes:
-      count: number of updates done (int32); factor/root updates happen when
-        ``count % period == 0``.
+      count: number of updates applied (int32, saturating); factor/root updates happen when
+        ``count % period == 0``. A skipped step (below) does not count.
       ema_weight: total weight of the moving averages, ``Σ_k (1 − decay) decay^k`` over the
         factor updates so far; the factors are ``output_sums[i] / ema_weight`` (bias-corrected,
         so the first update gives the first batch's factors exactly).
@@ -60,15 +67,22 @@ class FractionalKFACState(NamedTuple):
       output_bases, input_bases: eigenvectors ``U_i`` of ``G_i`` and ``W_i`` of ``A_i`` at the
         last root update.
       weights: the ``(n_i, m_i)`` grids ``F_i`` (module docstring) at the last root update.
+      notfinite_count, last_finite, total_notfinite: skipped steps, as in
+        ``optax.apply_if_finite``: consecutive skipped steps, whether the last step was applied,
+        and all skipped steps (int32, saturating). A step is skipped — zero update, every other
+        field unchanged — when the gradient, the step's statistics or the new roots are not finite.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter (shadows tuple.count)
     ema_weight: jax.Array
     output_sums: tuple[jax.Array, ...]
     input_sums: tuple[jax.Array, ...]
     output_bases: tuple[jax.Array, ...]
     input_bases: tuple[jax.Array, ...]
     weights: tuple[jax.Array, ...]
+    notfinite_count: jax.Array
+    last_finite: jax.Array
+    total_notfinite: jax.Array
 
 
 def _eigh_psd(m: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -76,32 +90,42 @@ def _eigh_psd(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.maximum(vals, 0.0), vecs
 
 
+def _positive(x: Numeric) -> Any:
+    """``x > 0``: a Python bool for a concrete number, a traced bool otherwise."""
+    return x > 0 if _checks.is_traced(x) else bool(x > 0)
+
+
 def _weight_grid(
     g_vals: jax.Array,
     a_vals: jax.Array,
     *,
-    power: float,
-    damping: float,
+    power: Numeric,
+    damping: Numeric,
     damping_mode: str,
     pi_adjusted: bool,
-    rcond: float,
+    rcond: Numeric,  # None: the dtype default
 ) -> jax.Array:
     """The grid ``F[a, b]`` of spectral weights for eigenvalues ``γ_a`` (G) and ``α_b`` (A)."""
-    if damping > 0 and damping_mode == "factored":
-        root = math.sqrt(damping)
-        if pi_adjusted:
-            mean_a = jnp.mean(a_vals)  # tr A / m
-            mean_g = jnp.mean(g_vals)  # tr G / n
-            ok = (mean_a > 0) & (mean_g > 0)  # a zero factor: split evenly (pi = 1)
-            pi = jnp.sqrt(jnp.where(ok, mean_a, 1.0) / jnp.where(ok, mean_g, 1.0))
-        else:
-            pi = 1.0
-        left = (g_vals + root / pi) ** (-power)
-        right = (a_vals + root * pi) ** (-power)
-        return left[:, None] * right[None, :]
     products = g_vals[:, None] * a_vals[None, :]
-    f = cv.SpectralFunction(power=power, shift=damping, rcond=rcond)
-    return f(products, jnp.max(g_vals) * jnp.max(a_vals))
+    top = jnp.max(g_vals) * jnp.max(a_vals)
+    if damping_mode == "kronecker":  # (γα + λ)^{-1/q}; the pseudo-inverse power at λ = 0
+        return cv.SpectralFunction(power=power, shift=damping, rcond=rcond)(products, top)
+    undamped = cv.SpectralFunction(power=power, rcond=rcond)(products, top)
+    damped = _positive(damping)
+    if damped is False:
+        return undamped
+    lam = jnp.asarray(damping, dtype=products.dtype)  # a float32 schedule value: its root in the factors' dtype
+    root = jnp.sqrt(jnp.where(lam > 0, lam, 1.0))
+    pi: Numeric = 1.0
+    if pi_adjusted:
+        mean_a = jnp.mean(a_vals)  # tr A / m
+        mean_g = jnp.mean(g_vals)  # tr G / n
+        ok = (mean_a > 0) & (mean_g > 0)  # a zero factor: split evenly (pi = 1)
+        pi = jnp.sqrt(jnp.where(ok, mean_a, 1.0) / jnp.where(ok, mean_g, 1.0))
+    left = cv.SpectralFunction(power=power, shift=root / pi)(g_vals, jnp.max(g_vals))
+    right = cv.SpectralFunction(power=power, shift=root * pi)(a_vals, jnp.max(a_vals))
+    factored = left[:, None] * right[None, :]
+    return factored if damped is True else jnp.where(damped, factored, undamped)
 
 
 def _combine(w: jax.Array, b: jax.Array | None) -> jax.Array:
@@ -134,13 +158,17 @@ def _check_statistics(stats: Any, layers: Sequence[tuple[jax.Array, jax.Array | 
     return stats
 
 
-def _check_options(q, damping, damping_mode, rcond) -> tuple[float, float, str, float]:
-    q = _checks.check_q(q)
-    damping = _checks.check_nonneg(damping, "damping")
+def _check_options(q, damping, damping_mode, rcond):
+    q = _checks.q_value(q)
+    damping = _checks.nonneg(damping, "damping")
     if damping_mode not in DAMPING_MODES:
         raise ValueError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
-    rcond = _checks.check_unit_interval(rcond, "rcond")
-    return q, damping, damping_mode, rcond
+    return q, damping, damping_mode, _checks.cutoff(rcond)
+
+
+def _is_inf(q: Numeric) -> Any:
+    """Whether ``q = ∞``: a Python bool for a concrete number, a traced bool otherwise."""
+    return jnp.isinf(q) if _checks.is_traced(q) else math.isinf(q)
 
 
 def _roots(stats_g, stats_a, **kw) -> tuple[tuple, tuple, tuple]:
@@ -156,13 +184,22 @@ def _roots(stats_g, stats_a, **kw) -> tuple[tuple, tuple, tuple]:
     return tuple(us), tuple(ws), tuple(fs)
 
 
-def _precondition(grads: Params, layers_g, us, ws, fs, scale: float) -> Params:
+def _precondition(grads: Params, layers_g, us, ws, fs, scale: Numeric, q: Numeric) -> Params:
+    """``s · U [(Uᵀ V W) ⊙ F] Wᵀ`` per layer, in the layout of ``grads``; the gradient itself
+    where ``q = ∞`` (traced ``q``)."""
     pieces = []
     for (gw, gb), u, w, f in zip(layers_g, us, ws, fs):
         v = _combine(gw, gb)
         out = scale * (u @ ((u.T @ v @ w) * f) @ w.T)
+        if _checks.is_traced(q):
+            out = jnp.where(jnp.isinf(q), v, out)
         pieces.append(_split(out, gb is not None))
     return rebuild_layers(grads, pieces)
+
+
+def _depth_scale(depth: int, power: Numeric, depth_scaling: bool) -> Numeric:
+    """The layer factor ``d^{-1/q}`` (:func:`curvdyn.curvature.block_scale`) when ``depth_scaling``, else 1."""
+    return cv.block_scale(depth, power) if depth_scaling else 1.0
 
 
 def fractional_kfac_direction(
@@ -174,35 +211,39 @@ def fractional_kfac_direction(
     damping_mode: str = "factored",
     pi_adjusted: bool = True,
     depth_scaling: bool = False,
-    rcond: float = cv.DEFAULT_RCOND,
+    rcond: float | None = None,
 ) -> Params:
     """One fractional K-FAC direction from one set of factors (no state, no moving average).
 
     Args:
-      grads: the loss gradient, structured like the MLP parameters (module docstring of
-        :mod:`curvdyn.optim.mlp`); layer i's ``[∇w_i | ∇b_i]`` has shape ``(n_i, m_i)``.
+      grads: the loss gradient, structured like the MLP parameters (any layout of
+        :mod:`curvdyn.optim.layouts`); layer i's ``[∇w_i | ∇b_i]`` has shape ``(n_i, m_i)``.
       curvature: :class:`KFACStatistics` ``(G_i, A_i)`` for the same layers.
       q: the root, ``q ≥ 1`` (1 = K-FAC, 2 = sqrt-NGD-d, ``inf`` = the gradient).
-      damping, damping_mode, pi_adjusted, rcond: see the module docstring.
+      damping, damping_mode, pi_adjusted: see the module docstring.
       depth_scaling: multiply layer i by ``d^{-1/q}`` (paper eq. 25).
+      rcond: relative cutoff of the pseudo-inverse power (``damping = 0``); ``None``: the
+        default of the computation's dtype (1e-13 in float64, 1e-5 in float32).
 
     Returns:
       ``s_i · f(G_i ⊗ A_i) [∇w_i | ∇b_i]`` per layer, structured like ``grads``. A descent step
-      is ``params − η · direction``.
+      is ``params − η · direction``. Non-finite input raises outside ``jit`` (the optax
+      transformation skips such steps instead).
     """
     q, damping, damping_mode, rcond = _check_options(q, damping, damping_mode, rcond)
     layers_g = dense_layers(grads)
     stats = _check_statistics(curvature, layers_g)
     _checks.check_finite_tree((grads, stats), "grads/curvature")
-    if math.isinf(q):
+    if _is_inf(q) is True:
         return grads
-    return _direction_jit(grads, stats, 1.0 / q, damping, damping_mode, bool(pi_adjusted), rcond, bool(depth_scaling))
+    return _direction_jit(grads, stats, q, damping, rcond, damping_mode, bool(pi_adjusted), bool(depth_scaling))
 
 
-@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
-def _direction_jit(grads, stats, power, damping, damping_mode, pi_adjusted, rcond, depth_scaling):
-    # power is traced (one compilation serves every q); the rest is static.
+@partial(jax.jit, static_argnums=(5, 6, 7))
+def _direction_jit(grads, stats, q, damping, rcond, damping_mode, pi_adjusted, depth_scaling):
+    # q, damping and rcond are traced (one compilation serves every value); the rest is static.
     layers_g = dense_layers(grads)
+    power = cv.curvature_power(q)
     us, ws, fs = _roots(
         stats.output_factors,
         stats.input_factors,
@@ -212,8 +253,28 @@ def _direction_jit(grads, stats, power, damping, damping_mode, pi_adjusted, rcon
         pi_adjusted=pi_adjusted,
         rcond=rcond,
     )
-    scale = jnp.power(float(len(layers_g)), -power) if depth_scaling else 1.0
-    return _precondition(grads, layers_g, us, ws, fs, scale)
+    return _precondition(grads, layers_g, us, ws, fs, _depth_scale(len(layers_g), power, depth_scaling), q)
+
+
+def _skip_counters(state, ok):
+    """``(notfinite_count, last_finite, total_notfinite)`` after a step that was applied iff ``ok``."""
+    return (
+        jnp.where(ok, jnp.zeros_like(state.notfinite_count), optax.safe_increment(state.notfinite_count)),
+        jnp.asarray(ok),
+        jnp.where(ok, state.total_notfinite, optax.safe_increment(state.total_notfinite)),
+    )
+
+
+def _select(ok, new, old):
+    """``new`` where the step is applied, else ``old`` (leaf by leaf; NaN in ``new`` never leaks)."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def _on_period(count, period, refresh, keep):
+    """``refresh()`` on steps ``count % period == 0``, else ``keep()`` (no ``cond`` for period 1)."""
+    if not _checks.is_traced(period) and period == 1:
+        return refresh()
+    return jax.lax.cond(count % period == 0, refresh, keep)
 
 
 def scale_by_fractional_kfac(
@@ -226,7 +287,7 @@ def scale_by_fractional_kfac(
     factor_update_every: int = 1,
     root_update_every: int = 1,
     depth_scaling: bool = False,
-    rcond: float = cv.DEFAULT_RCOND,
+    rcond: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Precondition dense-layer gradients by fractional K-FAC (no learning rate, no sign flip).
 
@@ -246,8 +307,15 @@ def scale_by_fractional_kfac(
        grids ``F_i`` (module docstring);
     3. output ``s_i · U_i [(U_iᵀ V_i W_i) ⊙ F_i] W_iᵀ`` per layer.
 
-    At ``t = 0`` both updates happen. Args as in :func:`fractional_kfac_direction`, plus
-    ``decay ∈ [0, 1)``, ``factor_update_every``, ``root_update_every`` (positive integers).
+    At ``t = 0`` both updates happen. A step whose gradient, statistics or new roots are not all
+    finite is skipped (``optax.apply_if_finite``'s convention): zero update, the state kept as
+    it was (the statistics keep their last finite values, ``count`` does not advance) apart from
+    the skip counters ``notfinite_count``, ``last_finite``, ``total_notfinite``.
+
+    Args: as in :func:`fractional_kfac_direction`, plus ``decay ∈ [0, 1)``,
+    ``factor_update_every``, ``root_update_every`` (positive integers). Numeric options may be
+    0-d arrays, traced under ``jit`` (``optax.inject_hyperparams(scale_by_fractional_kfac)``
+    schedules ``damping``, ``decay``, ``q``, ...); traced values are not range-checked.
 
     Raises:
       ValueError: ``q < 1`` or NaN, negative or non-finite ``damping``, ``decay``/``rcond`` outside
@@ -255,10 +323,10 @@ def scale_by_fractional_kfac(
         ``curvature`` or factors whose shapes do not match the layers.
     """
     q, damping, damping_mode, rcond = _check_options(q, damping, damping_mode, rcond)
-    decay = _checks.check_unit_interval(decay, "decay")
+    decay = _checks.unit_interval(decay, "decay")
     factor_every = _checks.check_period(factor_update_every, "factor_update_every")
     root_every = _checks.check_period(root_update_every, "root_update_every")
-    power = 0.0 if math.isinf(q) else 1.0 / q
+    power = cv.curvature_power(q)
     root_kw = dict(power=power, damping=damping, damping_mode=damping_mode, pi_adjusted=pi_adjusted, rcond=rcond)
 
     def init_fn(params: Params) -> FractionalKFACState:
@@ -273,6 +341,9 @@ def scale_by_fractional_kfac(
             output_bases=tuple(jnp.eye(n, dtype=dtype) for n, _ in sizes),
             input_bases=tuple(jnp.eye(m, dtype=dtype) for _, m in sizes),
             weights=tuple(jnp.zeros((n, m), dtype) for n, m in sizes),
+            notfinite_count=jnp.zeros([], jnp.int32),
+            last_finite=jnp.asarray(True),
+            total_notfinite=jnp.zeros([], jnp.int32),
         )
 
     def update_fn(
@@ -293,8 +364,15 @@ def scale_by_fractional_kfac(
         layers_g = dense_layers(updates)
         if len(layers_g) != len(state.weights):
             raise ValueError(f"updates have {len(layers_g)} layers but the state was built for {len(state.weights)}")
-        if math.isinf(q):
-            return updates, state._replace(count=state.count + 1)
+        grads_ok = _checks.all_finite(updates)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, updates)
+        if _is_inf(q) is True:  # the gradient itself: no statistics needed
+            out = _select(grads_ok, updates, zeros)
+            counters = _skip_counters(state, grads_ok)
+            count = jnp.where(grads_ok, optax.safe_increment(state.count), state.count)
+            return out, state._replace(
+                count=count, notfinite_count=counters[0], last_finite=counters[1], total_notfinite=counters[2]
+            )
         if not callable(curvature):
             _check_statistics(curvature, layers_g)
         count = state.count
@@ -306,15 +384,13 @@ def scale_by_fractional_kfac(
                 decay * state.ema_weight + (1.0 - decay),
                 tuple(map(mix, state.output_sums, stats.output_factors)),
                 tuple(map(mix, state.input_sums, stats.input_factors)),
+                _checks.all_finite(stats),
             )
 
         def keep_factors():
-            return state.ema_weight, state.output_sums, state.input_sums
+            return state.ema_weight, state.output_sums, state.input_sums, jnp.asarray(True)
 
-        if factor_every == 1:
-            ema_weight, g_sums, a_sums = refresh_factors()
-        else:
-            ema_weight, g_sums, a_sums = jax.lax.cond(count % factor_every == 0, refresh_factors, keep_factors)
+        ema_weight, g_sums, a_sums, stats_ok = _on_period(count, factor_every, refresh_factors, keep_factors)
 
         def refresh_roots():
             norm = jnp.where(ema_weight > 0, ema_weight, 1.0)
@@ -323,38 +399,60 @@ def scale_by_fractional_kfac(
         def keep_roots():
             return state.output_bases, state.input_bases, state.weights
 
-        if root_every == 1:
-            us, ws, fs = refresh_roots()
-        else:
-            us, ws, fs = jax.lax.cond(count % root_every == 0, refresh_roots, keep_roots)
+        us, ws, fs = _on_period(count, root_every, refresh_roots, keep_roots)
+        ok = grads_ok & stats_ok & _checks.all_finite((us, ws, fs))
 
-        scale = len(layers_g) ** (-power) if depth_scaling else 1.0
-        out = _precondition(updates, layers_g, us, ws, fs, scale)
+        scale = _depth_scale(len(layers_g), power, depth_scaling)
+        out = _select(ok, _precondition(updates, layers_g, us, ws, fs, scale, q), zeros)
+        kept = (
+            state.ema_weight,
+            state.output_sums,
+            state.input_sums,
+            state.output_bases,
+            state.input_bases,
+            state.weights,
+        )
+        fields = _select(ok, (ema_weight, tuple(g_sums), tuple(a_sums), tuple(us), tuple(ws), tuple(fs)), kept)
+        notfinite_count, last_finite, total_notfinite = _skip_counters(state, ok)
         new_state = FractionalKFACState(
-            count=count + 1,
-            ema_weight=ema_weight,
-            output_sums=tuple(g_sums),
-            input_sums=tuple(a_sums),
-            output_bases=tuple(us),
-            input_bases=tuple(ws),
-            weights=tuple(fs),
+            count=jnp.where(ok, optax.safe_increment(count), count),
+            ema_weight=fields[0],
+            output_sums=fields[1],
+            input_sums=fields[2],
+            output_bases=fields[3],
+            input_bases=fields[4],
+            weights=fields[5],
+            notfinite_count=notfinite_count,
+            last_finite=last_finite,
+            total_notfinite=total_notfinite,
         )
         return out, new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # optax's stubs type update as TransformUpdateFn; this one takes its extra argument by keyword,
+    # which GradientTransformationExtraArgs is for.
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # type: ignore[arg-type]
 
 
 def fractional_kfac(
     learning_rate: optax.ScalarOrSchedule,
     *,
     q: float = 2.0,
-    **kwargs: Any,
+    damping: float = 1e-3,
+    damping_mode: str = "factored",
+    pi_adjusted: bool = True,
+    decay: float = 0.95,
+    factor_update_every: int = 1,
+    root_update_every: int = 1,
+    depth_scaling: bool = False,
+    rcond: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Fractional K-FAC optimizer: :func:`scale_by_fractional_kfac` then ``−learning_rate``.
 
     ``params ← params − η · direction`` with ``direction_i = s_i f(G_i ⊗ A_i) [∇w_i | ∇b_i]``
-    (module docstring). ``learning_rate`` is a float or an optax schedule; ``kwargs`` go to
-    :func:`scale_by_fractional_kfac`. Use it like any optax optimizer, passing the statistics::
+    (module docstring). ``learning_rate`` is a float, a 0-d array or an optax schedule; the
+    other options are those of :func:`scale_by_fractional_kfac`. Works under
+    ``optax.inject_hyperparams`` (e.g. ``inject_hyperparams(fractional_kfac)(learning_rate=
+    schedule, damping=schedule)``). Use it like any optax optimizer, passing the statistics::
 
         opt = fractional_kfac(0.1, q=2.0, damping=1e-3)
         state = opt.init(params)
@@ -364,4 +462,17 @@ def fractional_kfac(
         params = optax.apply_updates(params, updates)
     """
     _checks.check_learning_rate(learning_rate)
-    return optax.chain(scale_by_fractional_kfac(q=q, **kwargs), optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(
+        scale_by_fractional_kfac(
+            q=q,
+            damping=damping,
+            damping_mode=damping_mode,
+            pi_adjusted=pi_adjusted,
+            decay=decay,
+            factor_update_every=factor_update_every,
+            root_update_every=root_update_every,
+            depth_scaling=depth_scaling,
+            rcond=rcond,
+        ),
+        optax.scale_by_learning_rate(learning_rate),
+    )

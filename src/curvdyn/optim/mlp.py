@@ -2,12 +2,15 @@
 
 Model
 -----
-An MLP of depth d is a sequence of dense layers ``params = (layer_1, ..., layer_d)``; each
-layer is either
+An MLP of depth d is a sequence of dense layers. curvdyn's own layout is a tuple
+``params = (layer_1, ..., layer_d)``; each layer is either
 
 * a weight matrix ``w_i`` of shape ``(n_i, n_{i-1})`` (no bias) — so a curvdyn deep linear
   network ``ws = (w_1, ..., w_d)`` is an MLP as it is — or
 * a mapping ``{"w": w_i, "b": b_i}`` with ``b_i`` of shape ``(n_i,)`` (``"b"`` optional).
+
+Flax-style parameter dicts (kernels ``(n_in, n_out)``) and equinox MLPs work too
+(:mod:`curvdyn.optim.layouts`); below, ``w_i`` always means the ``(n_out, n_in)`` matrix.
 
 On a batch ``x`` of shape ``(B, n_0)`` (one example per row) the network computes
 
@@ -58,10 +61,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from curvdyn._precision import default_float, resolve_dtype
 from curvdyn.optim import _checks
+from curvdyn.optim.layouts import dense_layers, equinox_activations, rebuild_layers
 
 Layer = jax.Array | Mapping[str, jax.Array]
-Params = Sequence[Layer]
+#: MLP parameters: curvdyn's tuple of layers, a flax-style dict or an equinox MLP (layouts).
+Params = Any
+
+__all__ = ["ACTIVATIONS", "MLP", "KFACStatistics", "dense_layers", "kfac_statistics", "rebuild_layers"]
 
 #: Activation names accepted by :class:`MLP` (a callable works too).
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -84,63 +92,6 @@ def _resolve_activation(act: str | Callable, name: str) -> Callable[[jax.Array],
     if not callable(act):
         raise TypeError(f"{name} must be a name or a callable, got {act!r}")
     return act
-
-
-def split_layer(layer: Layer, index: int = 1) -> tuple[jax.Array, jax.Array | None]:
-    """``(w, b)`` of one layer (``b`` is ``None`` for a bare weight matrix or a dict without ``"b"``)."""
-    if isinstance(layer, Mapping):
-        extra = set(layer) - {"w", "b"}
-        if "w" not in layer or extra:
-            raise ValueError(
-                f"layer {index} must be a weight matrix or a mapping with key 'w' (and optionally "
-                f"'b'), got keys {sorted(layer)}"
-            )
-        return layer["w"], layer.get("b")
-    return layer, None
-
-
-def dense_layers(params: Params) -> tuple[tuple[jax.Array, jax.Array | None], ...]:
-    """Validate an MLP's parameters and return ``((w_1, b_1), ..., (w_d, b_d))``.
-
-    Raises:
-      TypeError: ``params`` is not a non-empty tuple/list of layers.
-      ValueError: a weight is not a matrix, a bias does not have shape ``(n_i,)``, or
-        consecutive layers do not chain (``w_{i+1}.shape[1] != w_i.shape[0]``).
-    """
-    if not isinstance(params, (tuple, list)) or len(params) == 0:
-        raise TypeError(
-            "MLP params must be a non-empty tuple or list of dense layers (a weight matrix "
-            f"(n_out, n_in) or {{'w': ..., 'b': ...}}), got {type(params).__name__}"
-        )
-    out = []
-    for i, layer in enumerate(params, start=1):
-        w, b = split_layer(layer, i)
-        if jnp.ndim(w) != 2:
-            raise ValueError(f"layer {i}: weight must have shape (n_out, n_in), got shape {jnp.shape(w)}")
-        if b is not None and jnp.shape(b) != (jnp.shape(w)[0],):
-            raise ValueError(f"layer {i}: bias must have shape (n_out,) = ({jnp.shape(w)[0]},), got {jnp.shape(b)}")
-        if out and jnp.shape(w)[1] != jnp.shape(out[-1][0])[0]:
-            raise ValueError(
-                f"layers do not chain: layer {i} has weight shape {jnp.shape(w)} but layer {i - 1} "
-                f"has {jnp.shape(out[-1][0])}; need w_{i}.shape[1] == w_{i - 1}.shape[0]"
-            )
-        out.append((w, b))
-    return tuple(out)
-
-
-def rebuild_layers(template: Params, pieces: Sequence[tuple[jax.Array, jax.Array | None]]) -> Params:
-    """Inverse of :func:`dense_layers`: put ``(w, b)`` pairs back into ``template``'s structure."""
-    out = []
-    for layer, (w, b) in zip(template, pieces):
-        if isinstance(layer, Mapping):
-            new = dict(layer)
-            new["w"] = w
-            if "b" in layer:
-                new["b"] = b
-            out.append(type(layer)(new) if not isinstance(layer, dict) else new)
-        else:
-            out.append(w)
-    return type(template)(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,17 +160,20 @@ class MLP:
         *,
         bias: bool = True,
         scale: float = 1.0,
-        dtype: Any = jnp.float64,
+        dtype: Any = None,
     ) -> Params:
         """Random parameters for widths ``(n_0, ..., n_d)``.
 
         ``w_i ~ N(0, scale² / n_{i-1})`` (LeCun normal for ``scale = 1``), ``b_i = 0``. Returns a
-        tuple of ``{"w", "b"}`` dicts, or of bare weight matrices when ``bias=False``.
+        tuple of ``{"w", "b"}`` dicts, or of bare weight matrices when ``bias=False``. ``dtype``
+        defaults to JAX's default float (float32, or float64 in 64-bit mode), as in flax/optax;
+        an explicit float64 needs 64-bit mode.
         """
         widths = tuple(int(n) for n in widths)
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"widths must hold at least two positive sizes (n_0, ..., n_d), got {widths}")
         scale = _checks.check_positive(scale, "scale")
+        dtype = resolve_dtype(dtype=default_float() if dtype is None else dtype, what="MLP.init")
         return _init_jit(key, widths, bool(bias), scale, jnp.dtype(dtype))
 
     def loss(
@@ -264,8 +218,18 @@ class KFACStatistics(NamedTuple):
     input_factors: tuple[jax.Array, ...]
 
 
+def _as_mlp(model: Any) -> MLP:
+    """The :class:`MLP` that computes like ``model`` (a curvdyn MLP, or an equinox MLP's activations)."""
+    if isinstance(model, MLP):
+        return model
+    activations = equinox_activations(model)
+    if activations is not None:
+        return MLP(activations[0], output_activation=activations[1])
+    raise TypeError(f"model must be a curvdyn.optim.MLP or an equinox.nn.MLP, got {type(model).__name__}")
+
+
 def kfac_statistics(
-    model: MLP,
+    model: Any,
     params: Params,
     inputs: jax.Array,
     *,
@@ -275,8 +239,10 @@ def kfac_statistics(
     """The K-FAC factors ``G_i`` (Gauss–Newton, output side) and ``A_i`` (input side) of a batch.
 
     Args:
-      model: the :class:`MLP` (its activations).
-      params: its parameters (module docstring).
+      model: the :class:`MLP` (its activations), or an ``equinox.nn.MLP`` (its ``activation``
+        and ``final_activation``; elementwise, as equinox's are).
+      params: its parameters in any layout (:mod:`curvdyn.optim.layouts`): curvdyn's tuple, a
+        flax-style dict (kernels ``(n_in, n_out)``), or the equinox MLP itself (or its arrays).
       inputs: the batch ``x``, shape ``(B, n_0)``.
       reduction, loss_scale: the squared-loss convention
         ``L = loss_scale · (1/N) Σ_b ½ ‖f(x_b) − y_b‖²`` (module docstring); they scale ``G_i``.
@@ -292,8 +258,7 @@ def kfac_statistics(
       ValueError: malformed parameters or inputs, bad ``reduction``/``loss_scale``, or
         non-finite values (checked outside ``jit``).
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a curvdyn.optim.MLP, got {type(model).__name__}")
+    model = _as_mlp(model)
     _checks.check_reduction(reduction)
     loss_scale = _checks.check_positive(loss_scale, "loss_scale")
     layers = dense_layers(params)
@@ -301,7 +266,9 @@ def kfac_statistics(
     _checks.check_finite_tree((params, x), "params/inputs of kfac_statistics")
     if x.ndim != 2 or x.shape[1] != jnp.shape(layers[0][0])[1]:
         raise ValueError(f"inputs must have shape (batch, n_0) = (B, {jnp.shape(layers[0][0])[1]}), got {x.shape}")
-    return _statistics_jit(model, params, x, reduction, loss_scale)
+    # the arrays only, in curvdyn's layout: any layout shares one compiled function
+    plain = tuple(w if b is None else {"w": w, "b": b} for w, b in layers)
+    return _statistics_jit(model, plain, x, reduction, loss_scale)
 
 
 @partial(jax.jit, static_argnums=(0, 3, 4))

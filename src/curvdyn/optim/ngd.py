@@ -32,6 +32,10 @@ of ``eps · cond(J)``, so it suits damped or well-conditioned problems. ``J`` is
 ``jax.jacrev`` (``M`` vector–Jacobian products) or ``jax.jacfwd`` (``P`` Jacobian–vector
 products), whichever is fewer, and held in memory (``M · P`` numbers): this is for small
 models and mini-batches.
+
+Numeric hyperparameters (``q``, ``damping``, ``rcond``, ``loss_scale``, the learning rate) may be
+arrays, traced under ``jit`` (``optax.inject_hyperparams``; pass ``static_args="model_fn"``, since
+optax treats every callable argument as a schedule).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ from jax.flatten_util import ravel_pytree
 from curvdyn import curvature as cv
 from curvdyn.optim import _checks
 
+#: A hyperparameter: a Python number or a 0-d array, possibly traced.
+Numeric = Any
+
 ModelFn = Callable[[Any, Any], jax.Array]
 
 SOLVERS = ("svd", "eigh")
@@ -58,11 +65,11 @@ def _check_options(q, damping, rcond, reduction, loss_scale, solver):
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     return (
-        _checks.check_q(q),
-        _checks.check_nonneg(damping, "damping"),
-        _checks.check_unit_interval(rcond, "rcond"),
+        _checks.q_value(q),
+        _checks.nonneg(damping, "damping"),
+        _checks.cutoff(rcond),
         _checks.check_reduction(reduction),
-        _checks.check_positive(loss_scale, "loss_scale"),
+        _checks.positive(loss_scale, "loss_scale"),
         solver,
     )
 
@@ -102,15 +109,16 @@ def _range_basis(jac: jax.Array, solver: str, rcond: float) -> tuple[jax.Array, 
 
 
 def _direction_from_jacobian(jac, g, *, power, damping, rcond, c, solver):
+    """``V diag(f(cκ) − f(0)) Vᵀ g + f(0) g`` with ``f = SpectralFunction(power, shift=damping)``:
+    ``f(0) = 0`` undamped (the pseudo-inverse power on the range of ``Jᵀ``), ``λ^{-power}`` damped
+    (exactly ``(H₊ + λI)^{-power} g``). Every argument but ``solver`` may be traced."""
     kappa, vt = _range_basis(jac, solver, rcond)
     h = c * kappa
-    proj = vt @ g
-    if damping > 0:
-        floor = damping ** (-power)
-        # zero rows of vt (eigh: dropped eigenvalues) contribute nothing to either term
-        return vt.T @ (((h + damping) ** (-power) - floor) * proj) + floor * g
-    f = cv.SpectralFunction(power=power, rcond=rcond)
-    return vt.T @ (f(h, jnp.max(h)) * proj)
+    f = cv.SpectralFunction(power=power, shift=damping, rcond=rcond)
+    top = jnp.max(h)
+    floor = f(jnp.zeros((), h.dtype), top)
+    # zero rows of vt (eigh: dropped eigenvalues) contribute nothing to either term
+    return vt.T @ ((f(h, top) - floor) * (vt @ g)) + floor * g
 
 
 def fractional_ngd_direction(
@@ -121,7 +129,7 @@ def fractional_ngd_direction(
     *,
     q: float = 2.0,
     damping: float = 0.0,
-    rcond: float = cv.DEFAULT_RCOND,
+    rcond: float | None = None,
     reduction: str = "mean",
     loss_scale: float = 1.0,
     solver: str = "svd",
@@ -138,7 +146,8 @@ def fractional_ngd_direction(
       q: the root, ``q ≥ 1`` (1 = NGD, 2 = sqrt-NGD, ``inf`` = the gradient).
       damping: Levenberg–Marquardt shift λ ≥ 0 of ``H₊``.
       rcond: relative eigenvalue cutoff of the pseudo-inverse power (``damping = 0``), and
-        of the kernel's range for ``solver="eigh"``.
+        of the kernel's range for ``solver="eigh"``; ``None``: the default of the dtype (1e-13
+        in float64, 1e-5 in float32).
       reduction, loss_scale: the squared-loss convention that defines ``H₊`` (module docstring).
       solver: ``"svd"`` (accurate) or ``"eigh"`` (fast); module docstring.
 
@@ -147,32 +156,45 @@ def fractional_ngd_direction(
 
     Raises:
       ValueError: bad options (``q < 1``, negative or non-finite ``damping``, ...), ``grads``
-        not shaped like ``params``, or non-finite values (checked outside ``jit``).
+        not shaped like ``params``, or non-finite values (checked outside ``jit``; the optax
+        transformation skips such steps instead).
     """
     q, damping, rcond, reduction, loss_scale, solver = _check_options(q, damping, rcond, reduction, loss_scale, solver)
     if not _checks.same_shapes(grads, params):
         raise ValueError("grads must have the same structure and shapes as params")
     _checks.check_finite_tree((params, inputs, grads), "params/inputs/grads")
-    if math.isinf(q):
+    if not _checks.is_traced(q) and math.isinf(q):
         return grads
-    return _ngd_jit(model_fn, params, inputs, grads, 1.0 / q, damping, rcond, reduction, loss_scale, solver)
+    return _ngd_jit(model_fn, params, inputs, grads, q, damping, rcond, loss_scale, reduction, solver)
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9))
-def _ngd_jit(model_fn, params, inputs, grads, power, damping, rcond, reduction, loss_scale, solver):
-    # power is traced (one compilation serves every q); the options are static.
+@partial(jax.jit, static_argnums=(0, 8, 9))
+def _ngd_jit(model_fn, params, inputs, grads, q, damping, rcond, loss_scale, reduction, solver):
+    # q, damping, rcond and loss_scale are traced (one compilation serves every value).
     g, _ = ravel_pytree(grads)
     _, unravel = ravel_pytree(params)
     jac, batch = output_jacobian(model_fn, params, inputs)
     c = loss_scale / (batch if reduction == "mean" else 1)
-    out = _direction_from_jacobian(jac, g, power=power, damping=damping, rcond=rcond, c=c, solver=solver)
+    out = _direction_from_jacobian(jac, g, power=1.0 / q, damping=damping, rcond=rcond, c=c, solver=solver)
+    out = jnp.where(jnp.isinf(q), g, out)
     return unravel(out.astype(g.dtype))
 
 
 class FractionalNGDState(NamedTuple):
-    """State of :func:`scale_by_fractional_ngd`: the number of updates done."""
+    """State of :func:`scale_by_fractional_ngd`.
 
-    count: jax.Array
+    Attributes:
+      count: number of updates applied (int32, saturating).
+      notfinite_count, last_finite, total_notfinite: skipped steps, as in
+        ``optax.apply_if_finite``: a step whose gradient or direction is not finite (a NaN in
+        the gradient, the parameters, the batch or the Jacobian) gives a zero update and does
+        not count in ``count``.
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name for the step counter (shadows tuple.count)
+    notfinite_count: jax.Array
+    last_finite: jax.Array
+    total_notfinite: jax.Array
 
 
 def scale_by_fractional_ngd(
@@ -180,7 +202,7 @@ def scale_by_fractional_ngd(
     *,
     q: float = 2.0,
     damping: float = 0.0,
-    rcond: float = cv.DEFAULT_RCOND,
+    rcond: float | None = None,
     reduction: str = "mean",
     loss_scale: float = 1.0,
     solver: str = "svd",
@@ -189,21 +211,23 @@ def scale_by_fractional_ngd(
 
     ``update(updates, state, params, *, inputs, **extra_args)`` returns
     :func:`fractional_ngd_direction` of ``updates`` at ``params`` on the batch ``inputs``
-    (both required). Stateless apart from a step counter.
+    (both required); a step with a non-finite gradient or direction returns zeros and is counted
+    as skipped (:class:`FractionalNGDState`). Numeric options may be 0-d arrays, traced under
+    ``jit``.
 
     Raises:
       ValueError: ``q < 1`` or NaN, negative/non-finite ``damping``, ``rcond`` outside
         ``[0, 1)``, unknown ``reduction``/``solver``, non-positive ``loss_scale``; in
-        ``update``: missing ``params`` or ``inputs``.
+        ``update``: missing ``params`` or ``inputs``, ``updates`` not shaped like ``params``.
     """
     if not callable(model_fn):
         raise TypeError(f"model_fn must be callable as model_fn(params, inputs), got {model_fn!r}")
-    names = ("q", "damping", "rcond", "reduction", "loss_scale", "solver")
-    opts = dict(zip(names, _check_options(q, damping, rcond, reduction, loss_scale, solver)))
+    q, damping, rcond, reduction, loss_scale, solver = _check_options(q, damping, rcond, reduction, loss_scale, solver)
 
     def init_fn(params: Any) -> FractionalNGDState:
         del params
-        return FractionalNGDState(count=jnp.zeros([], jnp.int32))
+        zero = jnp.zeros([], jnp.int32)
+        return FractionalNGDState(count=zero, notfinite_count=zero, last_finite=jnp.asarray(True), total_notfinite=zero)
 
     def update_fn(
         updates: Any,
@@ -218,10 +242,21 @@ def scale_by_fractional_ngd(
             raise ValueError(
                 "fractional NGD needs the parameters and the batch: call update(grads, state, params, inputs=x)"
             )
-        out = fractional_ngd_direction(model_fn, params, inputs, updates, **opts)
-        return out, FractionalNGDState(count=state.count + 1)
+        if not _checks.same_shapes(updates, params):
+            raise ValueError("updates must have the same structure and shapes as params")
+        out = _ngd_jit(model_fn, params, inputs, updates, q, damping, rcond, loss_scale, reduction, solver)
+        ok = _checks.all_finite(updates) & _checks.all_finite(out)
+        out = jax.tree_util.tree_map(lambda o: jnp.where(ok, o, jnp.zeros_like(o)), out)
+        return out, FractionalNGDState(
+            count=jnp.where(ok, optax.safe_increment(state.count), state.count),
+            notfinite_count=jnp.where(ok, 0, optax.safe_increment(state.notfinite_count)).astype(jnp.int32),
+            last_finite=jnp.asarray(ok),
+            total_notfinite=jnp.where(ok, state.total_notfinite, optax.safe_increment(state.total_notfinite)),
+        )
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # optax's stubs type update as TransformUpdateFn; this one takes its extra argument by keyword,
+    # which GradientTransformationExtraArgs is for.
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # type: ignore[arg-type]
 
 
 def fractional_ngd(
@@ -229,15 +264,26 @@ def fractional_ngd(
     model_fn: ModelFn,
     *,
     q: float = 2.0,
-    **kwargs: Any,
+    damping: float = 0.0,
+    rcond: float | None = None,
+    reduction: str = "mean",
+    loss_scale: float = 1.0,
+    solver: str = "svd",
 ) -> optax.GradientTransformationExtraArgs:
     """Exact fractional NGD optimizer: :func:`scale_by_fractional_ngd` then ``−learning_rate``.
 
-    ``kwargs`` (``damping``, ``rcond``, ``reduction``, ``loss_scale``, ``solver``) go to
-    :func:`scale_by_fractional_ngd`. Usage::
+    The options are those of :func:`scale_by_fractional_ngd`. Usage::
 
         opt = fractional_ngd(0.5, model, q=2.0)
         updates, state = opt.update(grads, state, params, inputs=x)
+
+    With ``optax.inject_hyperparams(fractional_ngd, static_args="model_fn")`` the learning rate,
+    ``damping`` and ``q`` can be scheduled.
     """
     _checks.check_learning_rate(learning_rate)
-    return optax.chain(scale_by_fractional_ngd(model_fn, q=q, **kwargs), optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(
+        scale_by_fractional_ngd(
+            model_fn, q=q, damping=damping, rcond=rcond, reduction=reduction, loss_scale=loss_scale, solver=solver
+        ),
+        optax.scale_by_learning_rate(learning_rate),
+    )

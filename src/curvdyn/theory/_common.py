@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from curvdyn._validate import check_count
 from curvdyn.rules import Rule, get_rule
 
 
@@ -14,6 +15,4 @@ def _as_rule(rule) -> Rule:
 
 
 def _check_depth(d) -> int:
-    if int(d) != d or d < 1:
-        raise ValueError(f"depth d must be a positive integer, got {d}")
-    return int(d)
+    return check_count(d, "depth d")

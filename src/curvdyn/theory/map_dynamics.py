@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-from curvdyn._validate import check_q
+from curvdyn._precision import require_float64
+from curvdyn._validate import check_finite, check_nonneg, check_positive, check_q, check_real
+from curvdyn.curvature.spectral import block_scale, curvature_power
 from curvdyn.theory._common import _check_depth
 
 
@@ -24,9 +26,13 @@ def stiffness(d, q) -> float:
 
 
 def depth_calibrated_rate(eta, d, q) -> float:
-    """Depth-calibrated learning rate ``η̄ = η d^{1−1/q}`` (eq. 21); ``η d`` for SGD."""
+    """Depth-calibrated learning rate ``η̄ = η d^{1−1/q}`` (eq. 21); ``η d`` for SGD.
+
+    It is ``η`` times the sum over the d layers of the block rules' layer factor ``d^{−1/q}``
+    (:func:`curvdyn.curvature.block_scale`).
+    """
     d, q = _check_depth(d), check_q(q)
-    return float(eta) * d ** (1.0 - (0.0 if math.isinf(q) else 1.0 / q))
+    return float(eta) * (d * block_scale(d, curvature_power(q)))
 
 
 def effective_depth(d, q) -> float:
@@ -43,7 +49,9 @@ def effective_depth(d, q) -> float:
 
 def balanced_map_velocity(sigma_bar, p, target, *, eta_bar: float = 1.0):
     """Eq. (21): ``σ̄̇ = −η̄ (σ̄ − σ̄*) |σ̄|^p`` (``|σ̄|^p = σ̄^p`` for the paper's σ̄ ≥ 0)."""
-    sb = jnp.asarray(sigma_bar, dtype=jnp.float64)
+    require_float64("curvdyn.theory.balanced_map_velocity")
+    sb = jnp.asarray(check_real(sigma_bar, "sigma_bar"), dtype=jnp.float64)
+    target = check_real(target, "target")  # (traced under jit: an array check, not a float())
     return -eta_bar * (sb - target) * jnp.abs(sb) ** p
 
 
@@ -196,15 +204,9 @@ class _MapIntegral:
 
 
 def _normalize_problem(p, target, eta_bar, init):
-    p = float(p)
-    if not (math.isfinite(p) and p >= 0):
-        raise ValueError(f"p must be finite and >= 0, got {p}")
-    target, eta_bar, init = float(target), float(eta_bar), float(init)
-    for name, v in (("target", target), ("init", init)):
-        if not math.isfinite(v):
-            raise ValueError(f"{name} must be finite, got {v}")
-    if not (math.isfinite(eta_bar) and eta_bar > 0):
-        raise ValueError(f"eta_bar must be positive and finite, got {eta_bar}")
+    p = check_nonneg(p, "p")
+    target, init = check_finite(target, "target"), check_finite(init, "init")
+    eta_bar = check_positive(eta_bar, "eta_bar")
     sign = 1.0
     if target < 0 or (target == 0 and init < 0):  # σ̄ → −σ̄ is a symmetry of eq. (21)
         sign, target, init = -1.0, -target, -init
@@ -223,16 +225,16 @@ def _closed_form_p(p: float) -> float | None:
     return None
 
 
-def map_solution(t, p, target, *, eta_bar: float = 1.0, init: float = 0.0, method: str = "auto") -> np.ndarray:
+def map_solution(t, p, target, *, eta_bar: float = 1.0, init: float = 0.0, branch: str = "auto") -> np.ndarray:
     """The exact solution ``σ̄(t)`` of eq. (21), ``σ̄̇ = −η̄ (σ̄ − σ̄*) σ̄^p``, ``σ̄(0) = init``.
 
-    Closed forms (§3.2; ``method="closed"`` or ``"auto"`` at these p), for ``0 ≤ σ̄(0) < σ̄*``:
+    Closed forms (§3.2; ``branch="closed"`` or ``"auto"`` at these p), for ``0 ≤ σ̄(0) < σ̄*``:
 
     * p = 0: ``σ̄* + (σ̄(0) − σ̄*) e^{−η̄t}`` (NGD; ``σ̄*(1 − e^{−η̄t})`` from 0);
     * p = ½: ``σ̄* tanh²(η̄√σ̄* t/2 + atanh√(σ̄(0)/σ̄*))`` (``coth`` above σ̄*);
     * p = 1: ``σ̄* / (1 + (σ̄*/σ̄(0) − 1) e^{−η̄σ̄* t})`` (logistic; Saxe et al. 2013).
 
-    Every other p ≥ 0 (``method="general"``, or ``"auto"``) inverts
+    Every other p ≥ 0 (``branch="general"``, or ``"auto"``) inverts
     ``t(σ̄) = ∫_{σ̄(0)}^{σ̄} dσ / (η̄ (σ̄* − σ) σ^p)`` (:func:`map_time`; exact series, no
     quadrature error) by safeguarded Newton to float64 round-off (relative ~1e-13). From
     ``σ̄(0) = 0`` this is the *nontrivial* solution for p < 1 (σ̄ ≡ 0 also solves eq. 21 there:
@@ -249,19 +251,19 @@ def map_solution(t, p, target, *, eta_bar: float = 1.0, init: float = 0.0, metho
       target: ``σ̄*``.
       eta_bar: ``η̄`` (:func:`depth_calibrated_rate`).
       init: ``σ̄(0)``.
-      method: ``"auto"``, ``"closed"`` (p ∈ {0, ½, 1} only) or ``"general"``.
+      branch: ``"auto"``, ``"closed"`` (p ∈ {0, ½, 1} only) or ``"general"``.
 
     Returns:
       ``σ̄(t)``, a float64 array of the shape of ``t``.
     """
     p, target, eta_bar, init, sign = _normalize_problem(p, target, eta_bar, init)
-    t = np.asarray(t, dtype=np.float64)
+    t = np.asarray(check_real(t, "t"), dtype=np.float64)
     if np.any(~np.isfinite(t)) or np.any(t < 0):
         raise ValueError("times must be finite and >= 0")
-    if method not in ("auto", "closed", "general"):
-        raise ValueError(f"method must be 'auto', 'closed' or 'general', got {method!r}")
+    if branch not in ("auto", "closed", "general"):
+        raise ValueError(f"branch must be 'auto', 'closed' or 'general', got {branch!r}")
     closed = _closed_form_p(p)
-    if method == "closed" and closed is None:
+    if branch == "closed" and closed is None:
         raise ValueError(f"closed forms exist for p = 0, 1/2, 1 only, got p = {p}")
     if target == 0.0:
         out = init * np.exp(-eta_bar * t) if p == 0 else init * (1.0 + p * eta_bar * init**p * t) ** (-1.0 / p)
@@ -272,7 +274,7 @@ def map_solution(t, p, target, *, eta_bar: float = 1.0, init: float = 0.0, metho
         return np.zeros(t.shape)
     tau = eta_bar * target**p * t
     x0 = init / target
-    if closed is not None and method != "general":
+    if closed is not None and branch != "general":
         return sign * target * np.where(tau == 0, x0, _closed_x(closed, tau, x0))
     if x0 < 1:
         s = _MapIntegral(p, x0).invert(tau)
@@ -301,24 +303,24 @@ def _closed_x(p: float, tau: np.ndarray, x0: float) -> np.ndarray:
     return 1.0 / (1.0 + (1.0 / x0 - 1.0) * np.exp(-tau))
 
 
-def map_time(sigma_bar, p, target, *, eta_bar: float = 1.0, init: float = 0.0, method: str = "auto") -> np.ndarray:
+def map_time(sigma_bar, p, target, *, eta_bar: float = 1.0, init: float = 0.0, branch: str = "auto") -> np.ndarray:
     """The time at which eq. (21)'s solution from ``init`` reaches ``sigma_bar``.
 
     ``t(σ̄) = ∫_{σ̄(0)}^{σ̄} dσ / (η̄ (σ̄* − σ) σ^p)`` — the inverse of :func:`map_solution`.
     Values between ``σ̄(0)`` and ``σ̄*`` give t ≥ 0; values on the far side of ``σ̄(0)`` (for
     σ̄(0) > 0) give the negative time of the same trajectory extended backwards; values not
     on the trajectory (beyond σ̄*, or of the wrong sign) give NaN. From ``σ̄(0) = 0`` with
-    p ≥ 1 the time is ∞. Closed forms at p ∈ {0, ½, 1} (``method="auto"``/``"closed"``).
+    p ≥ 1 the time is ∞. Closed forms at p ∈ {0, ½, 1} (``branch="auto"``/``"closed"``).
     """
     p, target, eta_bar, init, sign = _normalize_problem(p, target, eta_bar, init)
-    if method not in ("auto", "closed", "general"):
-        raise ValueError(f"method must be 'auto', 'closed' or 'general', got {method!r}")
+    if branch not in ("auto", "closed", "general"):
+        raise ValueError(f"branch must be 'auto', 'closed' or 'general', got {branch!r}")
     closed = _closed_form_p(p)
-    if method == "closed" and closed is None:
+    if branch == "closed" and closed is None:
         raise ValueError(f"closed forms exist for p = 0, 1/2, 1 only, got p = {p}")
     if target == 0.0:
         raise ValueError("map_time needs a nonzero target")
-    sb = sign * np.asarray(sigma_bar, dtype=np.float64)
+    sb = sign * np.asarray(check_real(sigma_bar, "sigma_bar"), dtype=np.float64)
     x, x0 = sb / target, init / target
     scale = eta_bar * target**p
     out = np.full(x.shape, np.nan)
@@ -338,7 +340,7 @@ def map_time(sigma_bar, p, target, *, eta_bar: float = 1.0, init: float = 0.0, m
     out[x == 0] = 0.0 if x0 == 0 else np.nan
     if np.any(ok):
         xo = x[ok]
-        if closed is not None and method != "general":
+        if closed is not None and branch != "general":
             out[ok] = _closed_tau(closed, xo, x0) / scale
         else:
             out[ok] = _MapIntegral(p, x0).from_logit(np.log(xo) - np.log1p(-xo)) / scale
@@ -354,11 +356,11 @@ def _closed_tau(p: float, x: np.ndarray, x0: float) -> np.ndarray:
     return (np.log(x) - np.log1p(-x)) - (math.log(x0) - math.log1p(-x0))
 
 
-def half_max_time(p, target, *, eta_bar: float = 1.0, init: float = 0.0, method: str = "auto") -> float:
+def half_max_time(p, target, *, eta_bar: float = 1.0, init: float = 0.0, branch: str = "auto") -> float:
     """Time at which eq. (21)'s solution reaches ``σ̄*/2`` (the black circles of Fig. 2).
 
     From 0: ``ln 2/η̄`` (p = 0), ``2 atanh(2^{−1/2})/(η̄√σ̄*)`` (p = ½); p = 1 gives
     ``ln(σ̄*/σ̄(0) − 1)/(η̄ σ̄*)``; in general it scales as ``σ̄*^{−p}``. Negative when
     ``σ̄(0) > σ̄*/2``, ∞ for p ≥ 1 from 0, NaN when ``σ̄(0) > σ̄*`` (never reached).
     """
-    return float(map_time(0.5 * float(target), p, target, eta_bar=eta_bar, init=init, method=method))
+    return float(map_time(0.5 * float(target), p, target, eta_bar=eta_bar, init=init, branch=branch))

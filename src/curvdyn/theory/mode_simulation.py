@@ -11,7 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curvdyn._validate import check_positive
+from curvdyn._precision import require_float64
+from curvdyn._progress import stderr_is_terminal
+from curvdyn._validate import check_positive, check_real
+from curvdyn.integrators import ODE, OUTCOME_MAX_STEPS, OUTCOME_SUCCESSFUL, SOLVERS, solve_outcome
 from curvdyn.simulate import save_times
 from curvdyn.theory._common import _as_rule
 from curvdyn.theory.modes import _rule_params, _velocity_core, constant_of_motion
@@ -47,19 +50,12 @@ class ModeTrajectory:
     n_steps: int
 
 
-def _solvers() -> dict:
-    # The same solver names (and classes) as curvdyn.simulate.
-    from curvdyn.integrators import SOLVERS
-
-    return SOLVERS
-
-
 def _mode_field(t, y, args):
     return _velocity_core(y, *args)
 
 
-def _make_solver(solver: str, max_steps: int):
-    cls = _solvers()[solver]
+def _make_solver(solver: str, max_steps: int, progress: bool):
+    cls = SOLVERS[solver]
 
     def run(y0, args, ts, rtol, atol):
         sol = diffrax.diffeqsolve(
@@ -74,8 +70,9 @@ def _make_solver(solver: str, max_steps: int):
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
             max_steps=max_steps,
             throw=False,
+            progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
         )
-        return sol.ys, sol.result._value, sol.stats["num_steps"]
+        return sol.ys, solve_outcome(sol.result), sol.stats["num_steps"]
 
     return jax.jit(run)
 
@@ -91,18 +88,16 @@ def simulate_modes(
     *,
     eta: float = 1.0,
     n_save: int = 201,
-    save_at: Sequence[float] | None = None,
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    solver: str = "tsit5",
-    max_steps: int = 100_000,
+    save_at: Sequence[float] | np.ndarray | None = None,
+    integrator: ODE = ODE(),
 ) -> ModeTrajectory:
     """Integrate the singular-mode ODEs ``σ̇ = mode_velocity(rule, σ, σ̄*)`` of many modes at once.
 
-    The same adaptive solver and options as :func:`curvdyn.simulate` (diffrax, float64,
-    PID step control with ``rtol``/``atol``), so an aligned full-matrix run and this reduced
-    run are comparable step for step in accuracy. One compiled program serves every rule
-    (rule parameters are traced numbers), per solver, ``max_steps`` and array shape.
+    The same adaptive solvers and options as :func:`curvdyn.simulate` with an :class:`~curvdyn.ODE`
+    integrator (diffrax, float64, PID step control with its ``rtol``/``atol``), so an aligned
+    full-matrix run and this reduced run are comparable step for step in accuracy. One compiled
+    program serves every rule (rule parameters are traced numbers), per solver, ``max_steps``
+    and array shape.
 
     Args:
       rule: a rule or rule name.
@@ -113,52 +108,57 @@ def simulate_modes(
       n_save: number of equally spaced save times on ``[0, t_end]`` (ignored with ``save_at``).
       save_at: explicit strictly increasing save times starting at 0; the run ends at the
         last one (as in :func:`curvdyn.simulate`).
-      rtol, atol: solver tolerances; solver: ``"tsit5"``, ``"dopri5"``, ``"dopri8"``, ``"bosh3"``.
-      max_steps: cap on solver steps; reaching it returns status ``"max_steps"`` with a
+      integrator: a :class:`curvdyn.ODE` (``rtol``, ``atol``, ``solver``, ``max_steps``,
+        ``progress``); reaching ``max_steps`` returns status ``"max_steps"`` with a
         ``RuntimeWarning`` (values after the stop are ``inf``, diffrax's convention).
 
     Returns:
       a :class:`ModeTrajectory`.
     """
     rule = _as_rule(rule)
-    s0 = np.asarray(sigmas0, dtype=np.float64)
+    if not isinstance(integrator, ODE):
+        raise TypeError(
+            f"simulate_modes integrates the mode ODEs adaptively: integrator must be a curvdyn.ODE, "
+            f"got {type(integrator).__name__}"
+        )
+    require_float64("curvdyn.theory.simulate_modes")
+    s0 = np.asarray(check_real(sigmas0, "sigmas0"), dtype=np.float64)
     single = s0.ndim == 1
     s0 = np.atleast_2d(s0)
     if s0.ndim != 2 or s0.shape[-1] < 1:
         raise ValueError(f"sigmas0 must have shape (modes, d) or (d,), got {np.shape(sigmas0)}")
     if not np.all(np.isfinite(s0)):
         raise ValueError("sigmas0 has non-finite entries")
-    tg = np.broadcast_to(np.asarray(targets, dtype=np.float64), s0.shape[:1]).copy()
+    tg = np.broadcast_to(np.asarray(check_real(targets, "targets"), dtype=np.float64), s0.shape[:1]).copy()
     if not np.all(np.isfinite(tg)):
         raise ValueError("targets has non-finite entries")
     t_end = check_positive(t_end, "t_end")
     ts = save_times(t_end, n_save, save_at)
-    for name, val in (("rtol", rtol), ("atol", atol), ("eta", eta)):
-        check_positive(val, name)
-    if solver not in _solvers():
-        raise ValueError(f"unknown solver {solver!r}; choose one of {sorted(_solvers())}")
-    if int(max_steps) != max_steps or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps}")
+    check_positive(eta, "eta")
 
-    key = (solver, int(max_steps))
+    progress = integrator.progress and stderr_is_terminal()
+    key = (integrator.solver, integrator.max_steps, progress)
     if key not in _SOLVER_CACHE:
-        _SOLVER_CACHE[key] = _make_solver(solver, int(max_steps))
+        _SOLVER_CACHE[key] = _make_solver(*key)
     args = tuple(jnp.asarray(a) for a in _rule_params(rule, s0.shape[-1]))
     ys, result, n_steps = _SOLVER_CACHE[key](
         jnp.asarray(s0),
         (jnp.asarray(tg),) + args + (jnp.float64(eta),),
         jnp.asarray(ts),
-        jnp.float64(rtol),
-        jnp.float64(atol),
+        jnp.float64(integrator.rtol),
+        jnp.float64(integrator.atol),
     )
     ys = np.asarray(ys)
     code = int(result)
-    if code == int(diffrax.RESULTS.successful._value):
+    if code == OUTCOME_SUCCESSFUL:
         status, message = "completed", f"reached t_end = {ts[-1]:.6g}"
-    elif code == int(diffrax.RESULTS.max_steps_reached._value):
+    elif code == OUTCOME_MAX_STEPS:
         status, message = "max_steps", "the ODE solver reached max_steps before t_end (later values are inf)"
     else:
-        status, message = "failed", f"the ODE solver failed (diffrax result code {code}); later values are inf"
+        status, message = (
+            "failed",
+            "the ODE solver failed (step size collapsed or non-finite values); later values are inf",
+        )
     if status != "completed":
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     maps = np.prod(ys, axis=-1)

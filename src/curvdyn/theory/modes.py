@@ -8,6 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from curvdyn._precision import require_float64
+from curvdyn._validate import check_real
+from curvdyn.curvature.spectral import SpectralFunction
 from curvdyn.rules import Rule
 from curvdyn.theory._common import _as_rule
 
@@ -24,7 +27,7 @@ def coupling(sigmas) -> jax.Array:
     Returns:
       ``j``, the same shape as ``sigmas``.
     """
-    s = jnp.asarray(sigmas, dtype=jnp.result_type(float))
+    s = jnp.asarray(check_real(sigmas, "sigmas"), dtype=jnp.result_type(float))
     if s.ndim == 0:
         raise ValueError("sigmas must have a last axis of length d (one value per layer)")
     ones = jnp.ones_like(s[..., :1])
@@ -48,21 +51,19 @@ def is_active(sigmas) -> jax.Array:
     return jnp.any(coupling(sigmas) != 0, axis=-1)
 
 
-def _rule_params(rule: Rule, d: int) -> tuple[np.ndarray, ...]:
-    """A rule as numbers ``(gain, shift, power, block, scales)``: ``f(κ) = gain (κ+shift)^{−power}``.
+def _rule_params(rule: Rule, d: int) -> tuple[np.float64, np.float64, np.float64, np.float64, np.ndarray]:
+    """A rule as numbers ``(gain, shift, power, block, scales)``: its spectral function
+    (:meth:`~curvdyn.rules.Rule.spectral_function`, ``f(κ) = gain (κ+shift)^{−power}``), whether it
+    is a block rule, and its layer factors (:meth:`~curvdyn.rules.Rule.layer_scales`).
 
     Numbers rather than a static rule, so one compiled vector field serves every rule.
     """
-    if rule.eps is not None:  # damped NGD (eq. 17/18): (ε+1)/(ε+κ); ε = 0 is NGD
-        gain, shift, power = rule.eps + 1.0, rule.eps, 1.0
-    else:
-        gain, shift = 1.0, rule.lm_damping
-        power = 0.0 if math.isinf(rule.q) else 1.0 / rule.q
+    f = rule.spectral_function()
     scales = np.asarray(rule.layer_scales(d), dtype=np.float64) if rule.block else np.ones(d)
     return (
-        np.float64(gain),
-        np.float64(shift),
-        np.float64(power),
+        np.float64(f.gain),
+        np.float64(f.shift),
+        np.float64(f.power),
         np.float64(1.0 if rule.block else 0.0),
         scales,
     )
@@ -74,10 +75,9 @@ def _velocity_core(s, target, gain, shift, power, block, scales, eta):
     sigma_delta = jnp.prod(s, axis=-1) - target
     norm2 = jnp.sum(j * j, axis=-1, keepdims=True)
     kappa = jnp.where(block > 0, j * j, jnp.broadcast_to(norm2, j.shape))
-    base = kappa + shift
-    positive = base > 0
-    # Pseudo-inverse convention: a zero eigenvalue (κ = 0 without shift) gets f = 0.
-    factor = jnp.where(positive, gain * jnp.where(positive, base, 1.0) ** (-power), 0.0)
+    # The mode sees one eigenvalue κ, not a spectrum: the cutoff is κ > 0 (rcond 0), so a zero
+    # eigenvalue without shift gets f = 0, the pseudo-inverse convention.
+    factor = SpectralFunction(power=power, shift=shift, gain=gain, rcond=0.0)(kappa, kappa)
     return -eta * scales * factor * sigma_delta[..., None] * j
 
 
@@ -85,10 +85,11 @@ _velocity_jit = jax.jit(_velocity_core)
 
 
 def _prepare_modes(sigmas, target):
-    s = jnp.asarray(sigmas, dtype=jnp.float64)
+    require_float64("curvdyn.theory (mode velocities)")
+    s = jnp.asarray(check_real(sigmas, "sigmas"), dtype=jnp.float64)
     if s.ndim == 0:
         raise ValueError("sigmas must have shape (d,) or (..., d)")
-    tgt = jnp.broadcast_to(jnp.asarray(target, dtype=jnp.float64), s.shape[:-1])
+    tgt = jnp.broadcast_to(jnp.asarray(check_real(target, "target"), dtype=jnp.float64), s.shape[:-1])
     return s, tgt
 
 
@@ -160,7 +161,8 @@ def constant_of_motion(rule, sigmas) -> jax.Array:
       ValueError: a block rule with an LM shift (no closed-form constant of motion).
     """
     rule = _as_rule(rule)
-    s = jnp.asarray(sigmas, dtype=jnp.float64)
+    require_float64("curvdyn.theory.constant_of_motion")
+    s = jnp.asarray(check_real(sigmas, "sigmas"), dtype=jnp.float64)
     if s.ndim == 0:
         raise ValueError("sigmas must have shape (d,) or (..., d)")
     d = s.shape[-1]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from curvdyn._validate import check_count, check_real, check_widths
 from curvdyn.task import Task
 
 
@@ -40,7 +41,7 @@ def project_modes(maps, task: Task, *, full: bool = False) -> np.ndarray:
       ``(..., r)`` components (or ``(..., r, r)``).
     """
     u, _, v = correlation_modes(task)
-    w = np.asarray(maps, dtype=np.float64)
+    w = np.asarray(check_real(maps, "maps"), dtype=np.float64)
     if w.shape[-2:] != tuple(task.target.shape):
         raise ValueError(f"maps must end in shape {tuple(task.target.shape)}, got {w.shape}")
     proj = np.einsum("ak,...ab,bc,cl->...kl", u, w, np.asarray(task.input_cov), v)
@@ -53,9 +54,11 @@ def aligned_bases(target, widths: Sequence[int], r: int | None = None) -> tuple[
     ``U_0 = R*`` and ``U_d = L*`` (the target's right/left singular vectors, first r) and the
     first r coordinate axes for the hidden layers; ``w_i = U_i diag(σ_i) U_{i−1}ᵀ``.
     """
-    target = np.asarray(target, dtype=np.float64)
-    widths = tuple(int(n) for n in widths)
-    r = min(min(widths), min(target.shape)) if r is None else int(r)
+    target = np.asarray(check_real(target, "target"), dtype=np.float64)
+    if target.ndim != 2:
+        raise ValueError(f"target must be a matrix, got shape {target.shape}")
+    widths = check_widths(widths)
+    r = min(min(widths), min(target.shape)) if r is None else check_count(r, "r")
     left, _, right_t = np.linalg.svd(target)
     d = len(widths) - 1
     return (right_t.T[:, :r],) + tuple(np.eye(widths[i])[:, :r] for i in range(1, d)) + (left[:, :r],)
@@ -73,8 +76,9 @@ def layer_mode_values(weights, bases: Sequence) -> np.ndarray:
     """
     if len(bases) != len(weights) + 1:
         raise ValueError(f"need d + 1 = {len(weights) + 1} bases, got {len(bases)}")
+    bases = [np.asarray(check_real(u, f"bases[{i}]")) for i, u in enumerate(bases)]
     vals = [
-        np.einsum("ak,...ab,bk->...k", np.asarray(bases[i + 1]), np.asarray(w), np.asarray(bases[i]))
+        np.einsum("ak,...ab,bk->...k", bases[i + 1], np.asarray(check_real(w, f"layer w_{i + 1}")), bases[i])
         for i, w in enumerate(weights)
     ]
     return np.stack(vals, axis=-1)

@@ -8,12 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from curvdyn._validate import check_q
+from curvdyn._precision import require_float64
+from curvdyn._validate import check_positive, check_q
+from curvdyn.curvature.spectral import curvature_power
 from curvdyn.network import as_weights, gradient, loss
 from curvdyn.rules import check_compatible
 from curvdyn.task import Task
 from curvdyn.theory._common import _as_rule, _check_depth
-from curvdyn.theory.modes import _rule_params
 
 
 def scaling_exponents(d, q) -> tuple[float, float]:
@@ -25,13 +26,8 @@ def scaling_exponents(d, q) -> tuple[float, float]:
     The block rules share them (Fig. S.I.1).
     """
     d, q = _check_depth(d), check_q(q)
-    inv = 0.0 if math.isinf(q) else 1.0 / q
+    inv = curvature_power(q)
     return (d - 1) * (1.0 - 2.0 * inv), (d - 1) * (2.0 - 2.0 * inv)
-
-
-def _spectral_factor_np(gain, shift, power, kappa):
-    base = kappa + shift
-    return gain * base ** (-power) if base > 0 else 0.0
 
 
 def balanced_update_rates(rule, d, alpha, *, eta: float = 1.0) -> tuple[float, float]:
@@ -55,15 +51,14 @@ def balanced_update_rates(rule, d, alpha, *, eta: float = 1.0) -> tuple[float, f
     """
     rule = _as_rule(rule)
     d = _check_depth(d)
-    alpha = float(alpha)
-    if not (math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be positive and finite, got {alpha}")
-    gain, shift, power, block, scales = _rule_params(rule, d)
+    alpha = check_positive(alpha, "alpha")
+    require_float64("curvdyn.theory.balanced_update_rates")
     j2 = alpha ** (2 * (d - 1))
-    if block:
-        c = scales * _spectral_factor_np(gain, shift, power, j2)
-    else:
-        c = np.full(d, _spectral_factor_np(gain, shift, power, d * j2))
+    # every mode sees one eigenvalue κ: j_i² per layer block, ‖j‖² = d j² for the full rules
+    kappa = jnp.float64(j2 if rule.block else d * j2)
+    factor = float(rule.spectral_function()(kappa, kappa))
+    scales = np.asarray(rule.layer_scales(d), dtype=np.float64) if rule.block else np.ones(d)
+    c = scales * factor
     speed = eta * math.sqrt(j2) * math.sqrt(2.0 * float(np.sum(c * c)))
     rate = 2.0 * eta * j2 * float(np.sum(c))
     return speed, rate
@@ -111,9 +106,7 @@ def measure_scaling_exponents(
     """
     rule = _as_rule(rule)
     ws = as_weights(weights)
-    h = float(step)
-    if not (h > 0 and math.isfinite(h)):
-        raise ValueError(f"step must be positive, got {step}")
+    h = check_positive(step, "step")
     up = measure_update_rates(tuple(math.exp(h) * w for w in ws), task, rule, method=method)
     down = measure_update_rates(tuple(math.exp(-h) * w for w in ws), task, rule, method=method)
-    return tuple((math.log(u) - math.log(v)) / (2 * h) for u, v in zip(up, down))
+    return (math.log(up[0]) - math.log(down[0])) / (2 * h), (math.log(up[1]) - math.log(down[1])) / (2 * h)
