@@ -697,7 +697,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "curvature.json"))
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke test)")
-    ap.add_argument("--sections", default="square,gaussian,cg,wide,d2,simulate,krylov")
+    ap.add_argument(
+        "--sections", default="square,gaussian,cg,wide,d2,simulate", help="also: krylov (~22 min, see README)"
+    )
     ap.add_argument("--krylov-sizes", default="16,32,48,64,96,128", help="N of the krylov section (d = 4)")
     ap.add_argument("--krylov-eigh-max", type=int, default=64, help="largest N of the krylov section's eigh runs")
     ap.add_argument("--krylov-depths", default="4,8", help="depths of the krylov section (d = 8: N = 16, 32)")

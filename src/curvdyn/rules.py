@@ -239,7 +239,7 @@ class Rule:
             the iteration cap of each solve. An uncertified direction (cutoff zone not cleared,
             or a solve that did not converge) warns and is replaced by the ``mapspace`` one; a
             converged one whose estimate exceeds ``krylov_tol`` (the float64 round-off floor of
-            an ill-conditioned K) warns and is kept (the eigh path would be less accurate).
+            an ill-conditioned K) warns and is kept.
           return_info: also return the :class:`~curvdyn.curvature.DirectionInfo` of the path
             that ran (cut eigenvalues, conditioning, residual, error estimate; per layer block
             for the block rules; see :mod:`curvdyn.curvature.diagnostics`; ``krylov``: its
@@ -579,7 +579,7 @@ def _krylov_checked(ws: Weights, task: Task, rule: Rule, tol, maxiter) -> tuple[
     if not bool(info.certified):
         warnings.warn(
             f"krylov direction error estimate {float(info.error_estimate):.3g} exceeds krylov_tol = {tol:.3g} "
-            f"(round-off floor {float(info.floor):.3g}; {numbers}); kept: the eigh path is less accurate here",
+            f"(round-off floor {float(info.floor):.3g}; {numbers}); kept",
             RuntimeWarning,
             stacklevel=3,
         )

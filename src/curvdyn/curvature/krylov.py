@@ -14,7 +14,8 @@ diagonal, and it solves
   exactly shifted preconditioner ``M̃_{s+σ_j}``, from the largest shift down, each started from
   the last step's solution for that pole (warm start) or from the previous pole's (continuation).
 
-Why this, measured (benchmarks/README.md, "matrix-free path: design measurements"):
+Why this (development measurements of the first implementation, not re-run by a benchmark
+script; the reproduced numbers are in benchmarks/README.md, "Matrix-free exact directions"):
 
 * CG on ``K`` rather than LSQR/Craig on ``Ĵ``: the preconditioner lives in map space, and PCG
   with it is preconditioned Craig; the accuracy that Craig buys (conditioning of ``J``, not of
@@ -22,7 +23,8 @@ Why this, measured (benchmarks/README.md, "matrix-free path: design measurements
   computed from the parameter-space direction ``d`` (accumulated as ``d += Ĵᵀ δ``), never from
   ``K Λ``: plain PCG (residual recurrences in ``K``) stalls at ``≈ u cond(K)`` (1.9e-8 at N = 64,
   d = 4, Xavier, cond(K) = 2.9e10), refined PCG reaches 5e-11 against an extended-precision
-  solve — where the eigh path is at 8.6e-8.
+  solve — where the eigh path was at 8.6e-8 before its own refinement
+  (:mod:`curvdyn.curvature.refine`; refined, it is at ~1e-13 for the power-one rules).
 * Rational approximation with shifted solves rather than Lanczos for ``f(K) b``: Lanczos needs
   ``O(sqrt(cond K))`` products (thousands here) and cannot use the preconditioner; each shifted
   system takes the exactly shifted Kronecker-sum preconditioner, and the large shifts converge
