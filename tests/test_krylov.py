@@ -21,7 +21,7 @@ import curvdyn as cd
 import curvdyn.curvature as cv
 import reference as R
 from curvdyn.curvature.rational import evaluate, rational_table
-from curvdyn.rules import direction_warm, warm_state
+from curvdyn.rules import _krylov_jit, direction_warm, warm_state
 
 TOL = 1e-9  # agreement with the dense reference (its own float64 error is ~1e-12 on these cases)
 
@@ -101,16 +101,12 @@ def extended(ws, target, cov, shift=0.0, gain=1.0):
     return [(gain * a.T @ lam @ bs.T).astype(np.float64) for a, bs in zip(a_list, b_list)]
 
 
-_JITTED: dict = {}
-
-
-def krylov(ws, task, rule, **kw):
-    """The krylov direction and info, compiled once per (rule, options) for the whole module."""
-    key = (rule, tuple(sorted(kw.items())))
-    if key not in _JITTED:
-        f = rule.spectral_function()
-        _JITTED[key] = jax.jit(lambda w, t: cv.krylov_direction(w, t, f, **kw))
-    return _JITTED[key](tuple(map(jnp.asarray, ws)), task)
+def krylov(ws, task, rule, tol=cv.DEFAULT_KRYLOV_TOL, maxiter=cv.DEFAULT_KRYLOV_MAXITER):
+    """The krylov direction and its ``KrylovInfo`` from the compiled program ``Rule.direction``
+    runs (``rules._krylov_jit``, cached per rule, options and shapes: the tests that call both
+    compile it once)."""
+    out, _, info = _krylov_jit(tuple(map(jnp.asarray, ws)), task, rule, float(tol), int(maxiter))
+    return out, info
 
 
 RULES = {
