@@ -25,3 +25,12 @@ def _fresh_compilation_caches():
     yield
     jax.clear_caches()
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def quick_reproduce(tmp_path_factory):
+    """The session's one ``curvdyn reproduce --quick --check`` run (:mod:`quick_runs`): ``{"out",
+    "code", "wall"}``. test_reproduce checks the run itself, the experiment tests read its files."""
+    import quick_runs
+
+    return quick_runs.reproduce_once(tmp_path_factory.mktemp("reproduce-quick"))

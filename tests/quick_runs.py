@@ -1,19 +1,36 @@
-"""Quick variants of the experiments, computed once per test session and sent through the
-same file round trip as ``curvdyn reproduce`` (``np.savez``/``np.load`` for the data, JSON for
-the configuration), so the tests make claims and figures from reloaded files only."""
+"""The quick variants of the experiments, made once per test session by the command line itself
+(``curvdyn reproduce --quick --check``: worker processes, the data and configuration files, claims,
+figures and report), and read back from those files, so the tests make claims and figures from
+saved files only. The experiment tests and ``test_reproduce`` share the one run: computing the
+quick experiments a second time in the test process cost as much again (~2-4 min on 2 cores)."""
 
 from __future__ import annotations
 
 import io
 import json
+import time
+from pathlib import Path
 
 import numpy as np
 
-from curvdyn import experiments
+from curvdyn import experiments, reproduce
 from curvdyn.experiments.base import Config
 from curvdyn.io import json_text
 
-_CACHE: dict = {}
+_RUN: dict = {}
+
+
+def reproduce_once(out: Path) -> dict:
+    """Run ``curvdyn reproduce --quick --check --seed 0`` into ``out`` once per session (the
+    conftest's ``quick_reproduce`` fixture calls this); later calls return the first run's
+    ``{"out", "code", "wall"}``."""
+    if not _RUN:
+        from curvdyn.cli import main
+
+        start = time.perf_counter()
+        code = main(["reproduce", "--quick", "--check", "--seed", "0", "--no-progress", "--out", str(out)])
+        _RUN.update(out=Path(out), code=code, wall=time.perf_counter() - start)
+    return _RUN
 
 
 def round_trip(data: dict, config: Config) -> tuple[dict, Config]:
@@ -29,20 +46,21 @@ def round_trip(data: dict, config: Config) -> tuple[dict, Config]:
 
 
 def run(name: str):
-    """``(module, data, config, loaded_data, loaded_config)`` of the quick variant (``module.QUICK``),
-    computed once; the configs are :class:`curvdyn.experiments.base.Config`."""
-    if name not in _CACHE:
-        module = experiments.get(name)
-        data, outcome = module.compute(module.QUICK, seed=0, progress=False)
-        config = Config(module.QUICK, outcome)
-        _CACHE[name] = (module, data, config) + round_trip(data, config)
-    return _CACHE[name]
+    """``(module, data, config, loaded_data, loaded_config)`` of the quick variant (``module.QUICK``)
+    from the session's reproduce run: ``data``/``config`` as its files hold them, ``loaded_*`` after
+    one more file round trip (what a re-plot of a copied result reads)."""
+    if not _RUN:
+        raise RuntimeError("no quick reproduce run yet: use the `quick_reproduce` fixture (tests/conftest.py)")
+    module = experiments.get(name)
+    exp_dir = _RUN["out"] / name
+    data = reproduce.load_data(exp_dir / reproduce.DATA_FILE)
+    config = reproduce.load_config(module, reproduce.read_json(exp_dir / reproduce.CONFIG_FILE))
+    assert config.settings == module.QUICK, f"{name}: the session's run is not the quick variant"
+    return (module, data, config) + round_trip(data, config)
 
 
 def forget(names) -> None:
-    """Drop cached runs (frees their memory once a test module is done with them)."""
-    for name in names:
-        _CACHE.pop(name, None)
+    """Kept for the test modules' teardown: the runs live in files now, nothing to free."""
 
 
 def check_plain_data(data: dict, config: Config, loaded: dict, loaded_config: Config) -> None:
@@ -61,7 +79,7 @@ def check_plain_data(data: dict, config: Config, loaded: dict, loaded_config: Co
 def check_claims(name: str, allowed_failures=None) -> list:
     """The claims made from the reloaded files: unique keys, complete text, finite numbers, JSON,
     nothing blocking (only documented deviations may fail; with ``allowed_failures``, only those),
-    and equal to the claims from the in-memory data. Returns them."""
+    and equal to the claims the run itself wrote (``claims.json``). Returns them."""
     from curvdyn.experiments.base import Claim
 
     module, data, config, loaded, loaded_config = run(name)
@@ -81,4 +99,6 @@ def check_claims(name: str, allowed_failures=None) -> list:
     ]
     direct = module.claims(data, config)
     assert [c.as_dict() for c in direct] == [c.as_dict() for c in claims]
+    saved = reproduce.read_json(_RUN["out"] / name / reproduce.CLAIMS_FILE)["claims"]
+    assert saved == json.loads(json_text([c.as_dict() for c in claims]))
     return claims

@@ -214,3 +214,46 @@ def test_simulate_records_the_worst_exactness_at_recorded_times():
     assert summary["worst_at"] == traj.t[int(np.argmax(per_time))]
     assert traj.config["exactness"]["cond"] > 1e11
     assert re.search(r"condition number of the kept spectrum 1e\+12", summary["warning"])
+
+
+@pytest.mark.parametrize(
+    "name, params, method",
+    [
+        ("ngd", {}, "mapspace"),
+        ("sqrt-ngd", {}, "dense"),
+        ("damped-ngd", {"eps": 0.1}, "auto"),
+        ("frac-ngd", {"q": 3.0}, "balanced-checked"),
+        ("sqrt-ngd-d", {}, "kronecker"),
+        ("ngd-d", {}, "mapspace"),
+    ],
+)
+def test_diagnosed_direction_is_the_same_computation(name, params, method):
+    """``diagnose=False`` (what the bulk comparisons with the dense reference run, for their compile
+    time) computes the direction the default, diagnosed call returns: equal to round-off."""
+    ws, _, task = balanced_case()
+    rule = cd.get_rule(name, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # cond(Ĵ) = 1e6: the fractional rules warn
+        checked = rule.direction(ws, task, method=method)
+    plain = rule.direction(ws, task, method=method, diagnose=False)
+    assert R.rel_err(plain, checked) <= 1e-13
+
+
+def test_return_info_needs_the_diagnostics():
+    ws, _, task = balanced_case()
+    with pytest.raises(ValueError, match="return_info=True needs the diagnostics"):
+        cd.get_rule("ngd").direction(ws, task, return_info=True, diagnose=False)
+
+
+def test_simulate_without_diagnostics_is_the_same_trajectory():
+    ws, _, task = balanced_case()
+    kw = dict(integrator=cd.Euler(dt=0.05, steps=20), n_save=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        checked = cd.simulate(ws, task, "ngd", **kw)
+    plain = cd.simulate(ws, task, "ngd", diagnose=False, **kw)
+    for a, b in zip(checked.weights, plain.weights):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(plain.update_norm, checked.update_norm, rtol=1e-13)
+    assert cd.exactness_summary(plain)["verdict"].startswith("not checked")
+    assert cd.exactness_summary(checked)["verdict"] != cd.exactness_summary(plain)["verdict"]

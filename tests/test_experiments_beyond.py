@@ -38,6 +38,8 @@ from curvdyn import nonlinear as nl
 from curvdyn.experiments.base import Config
 from quick_runs import run
 
+pytestmark = pytest.mark.usefixtures("quick_reproduce")  # run(name) reads its files
+
 NAMES = ("relu", "digits")
 
 # Claims whose quick-mode measurement does not confirm the paper (digits: its deep-linear exponent;

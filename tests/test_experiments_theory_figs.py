@@ -25,6 +25,8 @@ import quick_runs
 from curvdyn import experiments
 from quick_runs import run
 
+pytestmark = pytest.mark.usefixtures("quick_reproduce")  # run(name) reads its files
+
 NAMES = ("fig1", "fig2", "figS1")
 
 

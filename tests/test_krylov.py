@@ -169,6 +169,7 @@ def test_matches_the_dense_reference_and_the_estimate_bounds_the_error(cid, key)
             warnings.simplefilter("error", RuntimeWarning)
             got, dinfo = rule.direction(ws, task, method="krylov", return_info=True)
         assert R.rel_err(got, out) == 0.0
+        assert R.rel_err(rule.direction(ws, task, method="krylov", diagnose=False), out) == 0.0
         assert int(dinfo.n_cut) == 9 and float(dinfo.error_estimate) == est
         assert float(dinfo.cond) >= 1.0 and float(dinfo.cut_effect) == 0.0
         with pytest.raises(ValueError, match=r"krylov_tol: option.*'krylov'"):

@@ -10,7 +10,6 @@ import dataclasses
 import json
 import re
 import sys
-import time
 import types
 
 import matplotlib
@@ -29,11 +28,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reproduce-quick")
-    start = time.perf_counter()
-    code = main(["reproduce", "--quick", "--check", "--no-progress", "--out", str(out)])
-    return {"out": out, "code": code, "wall": time.perf_counter() - start}
+def quick_run(quick_reproduce):
+    return quick_reproduce  # the session's one `reproduce --quick --check` (conftest.py)
 
 
 def test_quick_check_passes(quick_run):

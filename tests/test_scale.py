@@ -134,9 +134,20 @@ def exact_methods(cid, key):
     return out
 
 
+#: The cases every rule runs on; NGD and √NGD — the two kinds of spectral function, power one
+#: (refined) and a fractional power (not) — run on every case. The other rules change only the
+#: spectral function's numbers on the same paths (test_directions checks each against the dense
+#: reference on its own cases), so they run where a path is at its edge: ill-conditioned,
+#: bottleneck with Σ, rank-deficient Σ, balanced and d = 2 (kronsum). One compile per case,
+#: rule and method is what this test costs.
+EDGE_CASES = ("ill-small-d4", "ill-unbalanced-d3-cov", "bottleneck-d4-cov", "rankcov-d3", "balanced-d4", "d2-I")
+
+
 def _params():
     for cid in CASES:
         for key in FULL_RULES:
+            if key not in ("ngd", "sqrt-ngd") and cid not in EDGE_CASES:
+                continue
             for m in exact_methods(cid, key):
                 yield pytest.param(cid, key, m, id=f"{cid}-{key}-{m}")
 
@@ -145,7 +156,7 @@ def _params():
 def test_exact_path_matches_dense_reference(cid, key, method):
     name, params = FULL_RULES[key]
     ws, _, _, task = case(cid)
-    got = cd.get_rule(name, **params).direction(ws, task, method=method)
+    got = cd.get_rule(name, **params).direction(ws, task, method=method, diagnose=False)
     want = ref(cid).direction(name, **params)
     assert all(g.dtype == jnp.float64 and g.shape == w.shape for g, w in zip(got, want))
     assert R.rel_err(got, want) <= TOL
@@ -167,7 +178,7 @@ def test_balanced_path_is_wrong_without_a_shared_basis(cid):
     ws, _, _, task = case(cid)
     rule = cd.get_rule("ngd")
     want = ref(cid).direction("ngd")
-    assert R.rel_err(rule.direction(ws, task, method="balanced"), want) > 1e-3
+    assert R.rel_err(rule.direction(ws, task, method="balanced", diagnose=False), want) > 1e-3
     assert float(cv.shared_basis_error(ws, task)) > 1e-3
     assert rule.method_at(ws, task) == "mapspace"
     assert R.rel_err(rule.direction(ws, task), want) <= TOL
@@ -189,7 +200,7 @@ def test_block_paths_match_reference(cid, name):
     ws, _, _, task = case(cid)
     want = ref(cid).direction(name)
     for method in ("kronecker", "mapspace", "auto"):
-        assert R.rel_err(cd.get_rule(name).direction(ws, task, method=method), want) <= TOL
+        assert R.rel_err(cd.get_rule(name).direction(ws, task, method=method, diagnose=False), want) <= TOL
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,6 +362,7 @@ def test_batched_simulation_equals_per_seed_runs(method):
         else dict(integrator=cd.ODE(rtol=1e-10, atol=1e-12, solver="dopri8"), n_save=5)
     )
     t_end = None if method == "euler" else 2.0
+    opts["diagnose"] = False  # the trajectories are compared here; test_exactness checks diagnostics
     batched = cd.simulate(_stack(members), task, rule, t_end, **opts)
     assert batched.batched and batched.t.shape[0] == len(members)
     for b, ws in enumerate(members):
@@ -404,7 +416,7 @@ def test_float32_within_tolerance_of_float64(widths, cov, name, method):
     task = cd.Task(target, c)
     assert cv.condition_number(ws, task) <= 1e2
     rule = cd.get_rule(name, eps=0.1) if name == "damped-ngd" else cd.get_rule(name)
-    want = rule.direction(ws, task, method=method)
+    want = rule.direction(ws, task, method=method, diagnose=False)  # the float64 reference
     ws32, task32 = cd.astype(ws, task, jnp.float32)
     kw = {"cg_tol": 1e-5} if method == "cg" else {}
     got = rule.direction(ws32, task32, method=method, **kw)

@@ -793,8 +793,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
             sub = commands.choices[args.command]  # for error messages
             prog = sub.prog
-            commands = {"reproduce": _cmd_reproduce, "simulate": _cmd_simulate, "sweep": _cmd_sweep}
-            return commands[args.command](args, sub)
+            run = {"reproduce": _cmd_reproduce, "simulate": _cmd_simulate, "sweep": _cmd_sweep}[args.command]
+            return run(args, sub)
     except UsageError as exc:
         _error_line(f"{prog}: error: {exc}")
         return EXIT_USAGE

@@ -217,6 +217,7 @@ class Rule:
         krylov_tol: float | None = None,
         krylov_maxiter: int | None = None,
         return_info: bool = False,
+        diagnose: bool = True,
     ) -> Weights | tuple[Weights, cv.DirectionInfo]:
         """The direction ``d`` (velocity ``ẇ = −d`` at η = 1), a tuple shaped like ``weights``.
 
@@ -244,6 +245,12 @@ class Rule:
             that ran (cut eigenvalues, conditioning, residual, error estimate; per layer block
             for the block rules; see :mod:`curvdyn.curvature.diagnostics`; ``krylov``: its
             error estimate, the cut count and the certified bound of the condition number).
+          diagnose: compute those diagnostics and warn on an unreliable direction (the default).
+            ``False`` runs the direction alone — the same computation, without the diagnostics'
+            extra work (a compiled program of about a quarter of the size: worth it where the
+            same direction is computed many times and checked once) and without the warnings;
+            it cannot be combined with ``return_info``. ``cg`` warns on its stopping criterion
+            either way, ``krylov`` on what it could not certify (and falls back) either way.
 
         Returns:
           ``d``, or ``(d, info)`` with ``return_info``. Mixed float32/float64 input runs in the
@@ -251,12 +258,16 @@ class Rule:
           unreliable (estimated error, or with the default ``rcond`` the cutoff's effect, above
           :data:`curvdyn.curvature.WARN_TOL`) warns (``RuntimeWarning``) with the numbers.
         """
+        if return_info and not diagnose:
+            raise ValueError("return_info=True needs the diagnostics: do not pass diagnose=False with it")
         ws = as_weights(weights)
         check_compatible(ws, task)
         ws, task = cv.promote(ws, task)
         resolved = self.resolve_method(widths_of(ws), task.identity_cov, method)
         opts = _options(self, resolved, balance_tol, cg_tol, cg_maxiter)
         _check_krylov_options(self, resolved, krylov_tol, krylov_maxiter)
+        if not diagnose and not (resolved in ("cg", "krylov") and not self.is_gradient):
+            return tuple(_direction_jit(ws, task, self, resolved, *opts))
         if resolved == "cg" and not self.is_gradient:
             out, cg_info = _cg_jit(ws, task, self, opts[1], opts[2])
             if not bool(cg_info.converged):

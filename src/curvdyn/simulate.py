@@ -436,10 +436,10 @@ def _compiled(kind: str, strategy: str | None, task_batched: bool, **static):
     return batch_lib.batched_program(fn, strategy=strategy, batched_args=batched_args)
 
 
-def _observables(ws_t: Weights, task: Task, rule: Rule, method: str, eta: float):
+def _observables(ws_t: Weights, task: Task, rule: Rule, method: str, eta: float, diagnose: bool = True):
     # The direction at each recorded time with its diagnostics (curvdyn.curvature.diagnostics);
     # one time after another (lax.map / scan), so the diagnostics' work arrays exist for one time
-    # at once.
+    # at once (diagnose=False: the direction alone, info None).
     def at(w, d, info):
         return (
             loss(w, task),
@@ -452,20 +452,29 @@ def _observables(ws_t: Weights, task: Task, rule: Rule, method: str, eta: float)
     if method == "krylov" and not rule.is_gradient:
         # consecutive records are close: warm-started directions along the trajectory
         def scan_body(warm, w):
-            d, warm, _, info = direction_warm(w, task, rule, method, warm, with_info=True)
+            if diagnose:
+                d, warm, _, info = direction_warm(w, task, rule, method, warm, with_info=True)
+            else:
+                (d, warm, _), info = direction_warm(w, task, rule, method, warm), None
             return warm, at(w, d, info)
 
         first = tuple(w[0] for w in ws_t)
         return jax.lax.scan(scan_body, warm_state(first, task, rule, method), ws_t)[1]
-    return jax.lax.map(lambda w: at(w, *direction_and_info(w, task, rule, method)), ws_t)
+
+    def one(w):
+        if diagnose:
+            return at(w, *direction_and_info(w, task, rule, method))
+        return at(w, direction_unchecked(w, task, rule, method), None)
+
+    return jax.lax.map(one, ws_t)
 
 
-_observables_jit = jax.jit(_observables, static_argnames=("rule", "method"))
+_observables_jit = jax.jit(_observables, static_argnames=("rule", "method", "diagnose"))
 
 
 def simulate(
     weights: Sequence,
-    task: Task,
+    task: Task | Sequence[Task],
     rule: Rule | str,
     t_end: float | None = None,
     *,
@@ -479,6 +488,7 @@ def simulate(
     seed: int | None = None,
     batch: str = "auto",
     devices: Sequence | None = None,
+    diagnose: bool = True,
 ) -> Trajectory:
     """Run a rule's learning dynamics from ``weights`` on ``task``.
 
@@ -510,6 +520,9 @@ def simulate(
         :func:`curvdyn.batch.choose_strategy`). Ignored for a single run.
       devices: the devices a batch is split over (default: every local device); the numbers
         are those of a single-device run.
+      diagnose: check the directions at the recorded times (the default; see Returns).
+        ``False`` skips the diagnostics (a smaller compiled program, no exactness warning) and
+        records ``traj.config["exactness"]`` as not checked; the trajectory is the same.
 
     Returns:
       A :class:`Trajectory`. A run that stops early warns (``RuntimeWarning``) when it
@@ -551,13 +564,12 @@ def simulate(
         raise ValueError(f"{len(member_tasks)} tasks for a batch of {ws[0].shape[0]} members; give one per member")
     # the task the compiled program sees: shared, or stacked along the batch axis
     run_task = task if member_tasks is None else jax.tree_util.tree_map(lambda *x: jnp.stack(x), *member_tasks)
-    strategy, devs = batch_lib.check_strategy(batch), None
-    if not batched:
-        strategy = None
-    else:
+    requested = batch_lib.check_strategy(batch)  # checked even where it does not apply
+    strategy: str | None = None
+    devs = None
+    if batched:
         devs = batch_lib.local_devices(devices)
-        if strategy == "auto":
-            strategy = batch_lib.choose_strategy(rule, integrator.kind, devs)
+        strategy = batch_lib.choose_strategy(rule, integrator.kind, devs) if requested == "auto" else requested
         batch_lib.check_split(strategy, rule, devs)
     eta = check_positive(eta, "eta")
     widths = widths_of(ws)
@@ -663,25 +675,29 @@ def simulate(
                 w_rec[i][b, : len(tb)] = w
         status = [p[2] for p in parts]
         message = [p[3] for p in parts]
-        obs = jax.vmap(lambda w, t: _observables_jit(w, t, rule, cmethod, eta), in_axes=(0, task_axis))(
+        obs = jax.vmap(lambda w, t: _observables_jit(w, t, rule, cmethod, eta, diagnose), in_axes=(0, task_axis))(
             tuple(map(jnp.asarray, w_rec)), run_task
         )
     else:
         t_rec, w_rec, status, message = finish(t_out, w_out, result)
-        obs = _observables_jit(tuple(map(jnp.asarray, w_rec)), task, rule, cmethod, eta)
+        obs = _observables_jit(tuple(map(jnp.asarray, w_rec)), task, rule, cmethod, eta, diagnose)
     loss_t, map_t, cons_t, unorm_t, info_t = jax.tree_util.tree_map(np.asarray, obs)
     # the worst exactness diagnostics of the run, at the recorded times (exactness_summary)
-    config["exactness"] = summarize(
-        info_t,
-        t_rec,
-        what=f"{rule.label} ({cmethod})",
-        rcond=rule.spectral_function().cutoff(ws[0].dtype),
-        warn_cut=rule.rcond == DEFAULT_RCOND,
+    config["exactness"] = (
+        summarize(
+            info_t,
+            t_rec,
+            what=f"{rule.label} ({cmethod})",
+            rcond=rule.spectral_function().cutoff(ws[0].dtype),
+            warn_cut=rule.rcond == DEFAULT_RCOND,
+        )
+        if diagnose
+        else {"checked": False}
     )
     for s, m in zip(status if batched else [status], message if batched else [message]):
         if s in ("diverged", "max_steps", "failed"):
             warnings.warn(m, RuntimeWarning, stacklevel=2)
-    if not config["exactness"]["reliable"]:
+    if diagnose and not config["exactness"]["reliable"]:
         warnings.warn(f"simulate: {config['exactness']['warning']}", RuntimeWarning, stacklevel=2)
     return Trajectory(
         t=t_rec,
@@ -729,12 +745,14 @@ def exactness_summary(traj: Trajectory) -> dict:
     ``cut_residual``, ``cut_effect``, ``cut_eig_error``, ``cond``, ``residual``,
     ``error_estimate``, ``floor``; ``worst_at``, ``reliable``, ``warning``), plus ``verdict``: a
     short phrase — ``"exact (est. error 1e-12)"``, ``"cutoff decides the answer"``,
-    ``"ill-conditioned (est. error …)"`` or ``"not recorded"`` for a trajectory saved before
-    diagnostics existed.
+    ``"ill-conditioned (est. error …)"``, ``"not checked"`` for a run with ``diagnose=False``, or
+    ``"not recorded"`` for a trajectory saved before diagnostics existed.
     """
     summary = dict(traj.config.get("exactness") or {})
     if not summary:
         return {"verdict": "not recorded"}
+    if summary.get("checked") is False:
+        return {**summary, "verdict": "not checked (simulate(..., diagnose=False))"}
     cut = summary.get("cut_effect") or 0.0
     err = summary.get("error_estimate")
     if cut > WARN_TOL:

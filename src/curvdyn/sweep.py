@@ -536,7 +536,7 @@ def _cell_path(out: Path, key: str) -> Path:
 
 def _read_cells(out: Path, definition_hash: str) -> dict[str, dict]:
     """The finished cells in ``out`` of the definition ``definition_hash`` (others are ignored)."""
-    found = {}
+    found: dict[str, dict] = {}
     directory = out / CELLS_DIR
     if not directory.is_dir():
         return found
@@ -826,7 +826,7 @@ def dask_executor(*, workers: int | None = None, scheduler: str | None = None) -
 
     with _single_threaded_children():  # the workers inherit it: two processes with BLAS pools oversubscribe
         cluster = LocalCluster(
-            n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+            n_workers=int(workers or 1), threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
         )
     try:
         with Client(cluster) as client:

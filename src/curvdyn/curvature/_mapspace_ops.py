@@ -4,6 +4,8 @@ the pull-back ``Λ ↦ {A_iᵀ Λ S B_iᵀ}_i`` (``Ĵᵀ``)."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -77,4 +79,4 @@ def _forward(a: Weights, bs: Weights, d: Weights) -> jax.Array:
     Its rounding error is ``~eps ‖Ĵ‖ ‖d‖``, which is what makes the structured residual
     ``ΔS − Ĵ d`` of :mod:`curvdyn.curvature.refine` accurate where ``ΔS − K Λ`` is not.
     """
-    return sum(a_i @ d_i @ bs_i for a_i, d_i, bs_i in zip(a, d, bs))
+    return functools.reduce(jnp.add, (a_i @ d_i @ bs_i for a_i, d_i, bs_i in zip(a, d, bs)))

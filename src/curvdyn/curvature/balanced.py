@@ -3,7 +3,8 @@ O(d (n_d³ + n_0³)); and ``balanced-checked``, which verifies the basis at run 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -171,6 +172,7 @@ def _checked(ws, task, f, fallback, balance_tol, *, with_info: bool):
         return _balanced_from_basis(a, b, basis, ds, task, f)
 
     def use_fallback(_):
+        run: Callable[..., Any]
         # (ordered after the basis: under vmap both branches run, see order_after)
         if fallback == "mapspace":
             run = _mapspace_info_from_grams if with_info else _mapspace_from_grams

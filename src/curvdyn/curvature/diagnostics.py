@@ -39,6 +39,7 @@ A direction is *reliable* when ``error_estimate`` and ``cut_effect`` are at most
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -157,6 +158,8 @@ def spectral_info(
     cut_effect = _safe_div(d_cut, jnp.sqrt(d_norm**2 + d_cut**2))
     cut_eig_error = jnp.max(jnp.where(resolved, jnp.abs(lam - rho) / safe_rho, 0.0))
     if res_coef is not None:
+        if res_scale is None or correction is None:
+            raise ValueError("res_coef needs res_scale and correction (a refined direction)")
         num = jnp.sqrt(jnp.sum(jnp.where(kept, res_coef * res_coef, 0.0)))
         den = f.gain * jnp.sqrt(jnp.sum(jnp.where(kept, res_scale * res_scale, 0.0)))
         residual = _safe_div(num, den)
@@ -231,20 +234,25 @@ def residual_in_basis(out, coef_params, coef_pulled, rho, t):
 
 def norm_of(tree) -> jax.Array:
     """Euclidean norm of all the leaves of a pytree together."""
-    return jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(tree)))
+    return jnp.sqrt(functools.reduce(jnp.add, (jnp.sum(x * x) for x in jax.tree_util.tree_leaves(tree))))
 
 
 def rho_map(a: Weights, bs: Weights, evecs: jax.Array, shape: tuple[int, int]) -> jax.Array:
     """``‖Ĵᵀ u_k‖² = Σ_i ‖A_iᵀ U_k (B_i S)ᵀ‖_F²`` for the columns ``u_k`` of ``evecs`` (row-major maps)."""
     u = evecs.T.reshape((-1,) + shape)
-    return sum(jnp.sum(jnp.einsum("ai,kab,jb->kij", a_i, u, bs_i) ** 2, axis=(1, 2)) for a_i, bs_i in zip(a, bs))
+    return functools.reduce(
+        jnp.add, (jnp.sum(jnp.einsum("ai,kab,jb->kij", a_i, u, bs_i) ** 2, axis=(1, 2)) for a_i, bs_i in zip(a, bs))
+    )
 
 
 def rho_grid(a: Weights, bs: Weights, u: jax.Array, v: jax.Array) -> jax.Array:
     """``‖Ĵᵀ(u_a v_bᵀ)‖² = Σ_i ‖A_iᵀ u_a‖² ‖(B_i S) v_b‖²`` for the product basis, shape ``(n_d, n_0)``."""
-    return sum(
-        jnp.sum((a_i.T @ u) ** 2, axis=0)[:, None] * jnp.sum((bs_i @ v) ** 2, axis=0)[None, :]
-        for a_i, bs_i in zip(a, bs)
+    return functools.reduce(
+        jnp.add,
+        (
+            jnp.sum((a_i.T @ u) ** 2, axis=0)[:, None] * jnp.sum((bs_i @ v) ** 2, axis=0)[None, :]
+            for a_i, bs_i in zip(a, bs)
+        ),
     )
 
 

@@ -70,7 +70,7 @@ def _select(take, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), new, old)
 
 
-def _iterate(zero_d, zero_aux, zero_r, step: Callable, steps: int):
+def _iterate(zero_d, zero_aux, zero_r, step: Callable, steps: int | None):
     """The shared loop, from ``d = 0``: iteration 0 is the plain solve, iterations ``1..steps``
     refine, and one more evaluates the next correction without applying it.
 
