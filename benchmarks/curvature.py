@@ -12,6 +12,10 @@ Sections (all float64, weights Xavier-normal α = 1 unless said, a Gaussian targ
 * ``wide``: 16 → W → W → W → 16, W ∈ {64, 256, 1024} (P up to 2.1 M; the dense H₊ does not fit);
 * ``d2``: d = 2, N ∈ {64, 256, 512}, Σ = I: ``kronsum`` (= auto), ``balanced`` and, at N = 64,
   the dense map-space method (a 4096² eigendecomposition);
+* ``krylov``: the matrix-free path (``method="krylov"``) against the eigh (map-space) path,
+  d = 4, N ∈ {16, 32, 48, 64, 96, 128} (eigh up to N = 64), Xavier and spread weights, q = 1, 2, 3,
+  and d = 8, N ∈ {16, 32} Xavier: time, CG iterations and poles, the error estimate, the error
+  against eigh and (q = 1) against an extended-precision solve, the compiled program's memory;
 * ``simulate``: the paper's Fig. 3 network (student–teacher, N = 16, d = 4, initial largest
   singular value 0.05): Euler steps per second and the wall time of a fixed ODE run for
   sqrt-ngd, ngd, sgd and sqrt-ngd-d, one seed, 16 seeds batched, and 16 separate runs,
@@ -333,6 +337,151 @@ def section_d2(b: Bench, sizes, quick):
 
 
 # ---------------------------------------------------------------------------------------
+# the matrix-free krylov path
+# ---------------------------------------------------------------------------------------
+
+KRYLOV_RULES = {
+    1: lambda: cd.get_rule("ngd"),
+    2: lambda: cd.get_rule("sqrt-ngd"),
+    3: lambda: cd.get_rule("frac-ngd", q=3),
+}
+
+
+def _compiled_with_memory(fn, *args):
+    """AOT-compile ``jit(fn)``; return ``(call, compile_s, bytes)`` with the executable's buffer
+    sizes (temporaries + arguments + outputs, from XLA's memory analysis: the peak the program
+    allocates)."""
+    t0 = time.perf_counter()
+    exe = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    mem = exe.memory_analysis()
+    total = None
+    if mem is not None:
+        total = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
+    return (lambda: exe(*args)), compile_s, total
+
+
+def section_krylov(b: Bench, sizes, eigh_max, depths, quick):
+    """Krylov against the eigh (map-space) path: time, iterations, error against eigh and (q = 1)
+    against extended precision, the error estimate, the compiled program's memory."""
+    rows = []
+    for depth in depths:
+        for kind in ("xavier", "spread"):
+            for n in sizes if depth == 4 else (16, 32):
+                if depth == 8 and kind == "spread":
+                    continue
+                widths = (n,) * (depth + 1)
+                ws, task = xavier_net(widths) if kind == "xavier" else spread_net(widths)
+                run_eigh = n <= eigh_max
+                ext = reference.ngd_extended(ws, task.target) if (run_eigh and depth == 4) else None
+                for q, make in KRYLOV_RULES.items():
+                    rule = make()
+                    f = rule.spectral_function()
+                    kcall, kcomp, kmem = _compiled_with_memory(lambda w, t, f=f: cv.krylov_direction(w, t, f), ws, task)
+                    gcall, _ = T.compiled(gradient, ws, task)
+                    t0 = time.perf_counter()
+                    out, info = jax.block_until_ready(kcall())
+                    first = time.perf_counter() - t0
+                    reps = 1 if first > 4.0 else (3 if quick or first > 0.5 else 5)
+                    t = T.time_interleaved({"krylov": kcall, "gradient": gcall}, reps)
+                    row = {
+                        "section": "krylov",
+                        "case": f"N={n} d={depth} {kind}",
+                        "N": n,
+                        "depth": depth,
+                        "weights": kind,
+                        "q": q,
+                        "rule": rule.name,
+                        "krylov_s": t["krylov"]["median"],
+                        "krylov_min_s": t["krylov"]["min"],
+                        "gradient_s": t["gradient"]["median"],
+                        "krylov_compile_s": kcomp,
+                        "krylov_program_bytes": kmem,
+                        "iterations": int(info.iterations),
+                        "poles": int(info.poles),
+                        "error_estimate": float(info.error_estimate),
+                        "converged": bool(info.converged),
+                        "certified": bool(info.certified),
+                        "cutoff_certified": bool(info.cutoff_certified),
+                        "lam_lo": float(info.lam_lo),
+                        "lam_hi": float(info.lam_hi),
+                    }
+                    if run_eigh:
+                        resolved = "mapspace"
+                        ecall, _ecomp, emem = _compiled_with_memory(
+                            lambda w, t, r=rule: direction_unchecked(w, t, r, resolved), ws, task
+                        )
+                        t0 = time.perf_counter()
+                        eout = jax.block_until_ready(ecall())
+                        efirst = time.perf_counter() - t0
+                        if efirst < 1.0:
+                            efirst = T.time_interleaved({"eigh": ecall}, 3)["eigh"]["median"]
+                        row.update(
+                            eigh_s=efirst,
+                            eigh_program_bytes=emem,
+                            speedup=efirst / row["krylov_s"],
+                            rel_err_vs_eigh=T.rel_err(out, eout),
+                        )
+                        if q == 1 and ext is not None:
+                            row["rel_err_vs_extended"] = T.rel_err(out, ext)
+                            row["eigh_rel_err_vs_extended"] = T.rel_err(eout, ext)
+                    b.log.add(row)
+                    rows.append(row)
+                    msg = (
+                        f"  [krylov] {row['case']:>20s} q={q}: {T.fmt_s(row['krylov_s'])} ({row['iterations']} it, "
+                        f"{row['poles']} poles, est {row['error_estimate']:.1e}, conv {row['converged']}, "
+                        f"mem {(kmem or 0) / 2**20:.1f} MiB)"
+                    )
+                    if run_eigh:
+                        msg += f"; eigh {T.fmt_s(row['eigh_s'])} = {row['speedup']:.0f}×, err vs eigh {row['rel_err_vs_eigh']:.1e}"
+                    if "rel_err_vs_extended" in row:
+                        msg += (
+                            f"; vs extended: krylov {row['rel_err_vs_extended']:.1e}, "
+                            f"eigh {row['eigh_rel_err_vs_extended']:.1e}"
+                        )
+                    print(msg, flush=True)
+    return rows
+
+
+def krylov_table(rows) -> str:
+    body = []
+    for r in rows:
+        body.append(
+            [
+                r["case"],
+                {1: "ngd", 2: "sqrt-ngd", 3: "q=3"}[r["q"]],
+                T.fmt_s(r["krylov_s"]),
+                T.fmt_s(r.get("eigh_s")),
+                f"{r['speedup']:.0f}×" if "speedup" in r else "—",
+                f"{r['iterations']} / {r['poles']}",
+                f"{r['error_estimate']:.1e}" if r["converged"] else "not certified → eigh",
+                T.fmt_e(r.get("rel_err_vs_eigh")),
+                T.fmt_e(r.get("rel_err_vs_extended")),
+                T.fmt_e(r.get("eigh_rel_err_vs_extended")),
+                f"{r['krylov_program_bytes'] / 2**20:.1f}" if r.get("krylov_program_bytes") else "—",
+                f"{r['eigh_program_bytes'] / 2**20:.0f}" if r.get("eigh_program_bytes") else "—",
+            ]
+        )
+    return T.markdown_table(
+        [
+            "case",
+            "rule",
+            "krylov",
+            "eigh",
+            "eigh ÷ krylov",
+            "CG it. / poles",
+            "error estimate",
+            "vs eigh",
+            "vs ext. prec.",
+            "eigh vs ext. prec.",
+            "krylov MiB",
+            "eigh MiB",
+        ],
+        body,
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # simulate throughput
 # ---------------------------------------------------------------------------------------
 
@@ -548,7 +697,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "curvature.json"))
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke test)")
-    ap.add_argument("--sections", default="square,gaussian,cg,wide,d2,simulate")
+    ap.add_argument(
+        "--sections", default="square,gaussian,cg,wide,d2,simulate", help="also: krylov (~22 min, see README)"
+    )
+    ap.add_argument("--krylov-sizes", default="16,32,48,64,96,128", help="N of the krylov section (d = 4)")
+    ap.add_argument("--krylov-eigh-max", type=int, default=64, help="largest N of the krylov section's eigh runs")
+    ap.add_argument("--krylov-depths", default="4,8", help="depths of the krylov section (d = 8: N = 16, 32)")
     args = ap.parse_args(argv)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     log = T.JsonLog(args.out, {"benchmark": "curvature", "machine": T.machine_info(), "quick": args.quick})
@@ -576,8 +730,19 @@ def main(argv=None):
     if "simulate" in sections:
         print("simulate: fig3 network (N = 16, d = 4)", flush=True)
         out["simulate"] = section_simulate(b, args.quick)
+    if "krylov" in sections:
+        print("matrix-free krylov vs eigh (map space)", flush=True)
+        sizes = tuple(int(x) for x in args.krylov_sizes.split(","))
+        depths = tuple(int(x) for x in args.krylov_depths.split(","))
+        out["krylov"] = section_krylov(
+            b, (16, 32) if args.quick else sizes, args.krylov_eigh_max, (4,) if args.quick else depths, args.quick
+        )
     tables = {}
     for key, rows in out.items():
+        if key == "krylov":
+            tables[key] = krylov_table(rows)
+            print(f"\n## {key}\n\n{tables[key]}", flush=True)
+            continue
         tables[key] = simulate_table(rows) if key == "simulate" else direction_table(rows)
         print(f"\n## {key}\n\n{tables[key]}", flush=True)
     log.set("tables_markdown", tables)

@@ -39,9 +39,13 @@ method                 how                                                 cost
 ``balanced-checked``   ``balanced`` if its error estimate ≤ balance_tol,   same + the check
                        else ``mapspace`` (or ``dense`` when P < n_d n_0)
 ``cg``                 damped rules: matrix-free CG on ``K + shift``       iterations × O(d n³)
+``krylov``             every full rule: preconditioned CG, rational         iterations × O(d n³)
+                       approximation for q > 1, checked error (default
+                       1e-10), fallback to ``mapspace`` when uncertified
 ``kronecker``          block rules: layer factors                          O(Σ n_i³)
-``auto``               full rules: ``kronsum`` for d = 2, Σ = I, else
-                       ``balanced-checked``; block rules: the cheaper of
+``auto``               full rules: ``kronsum`` for d = 2, Σ = I, ``krylov``
+                       from n_d n_0 ≥ 400, else ``balanced-checked``;
+                       block rules: the cheaper of
                        ``kronecker`` and ``mapspace``
 =====================  ==================================================  ==================
 
@@ -79,7 +83,7 @@ _PARAMS = {
     "sqrt-ngd-d": ("layer_rates", "lm_damping", "rcond"),
     "frac-ngd-d": ("q", "layer_rates", "lm_damping", "rcond"),
 }
-_FULL_ONLY = ("kronsum", "balanced", "balanced-checked", "cg")
+_FULL_ONLY = ("kronsum", "balanced", "balanced-checked", "cg", "krylov")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +214,8 @@ class Rule:
         balance_tol: float | None = None,
         cg_tol: float | None = None,
         cg_maxiter: int | None = None,
+        krylov_tol: float | None = None,
+        krylov_maxiter: int | None = None,
         return_info: bool = False,
         diagnose: bool = True,
     ) -> Weights | tuple[Weights, cv.DirectionInfo]:
@@ -222,22 +228,29 @@ class Rule:
             (explicit ``H₊`` or blocks, the reference), ``"mapspace"`` (DESIGN.md identity),
             ``"kronsum"`` (full rules, d = 2 and Σ = I), ``"balanced"`` (full rules, declared
             shared eigenbasis), ``"balanced-checked"`` (that, checked at run time),
-            ``"cg"`` (damped full rules, matrix-free), ``"kronecker"`` (block rules:
-            layer factors).
+            ``"cg"`` (damped full rules, matrix-free), ``"krylov"`` (full rules,
+            matrix-free, checked), ``"kronecker"`` (block rules: layer factors).
           balance_tol: tolerance of the shared-basis check (``balanced-checked`` and
             ``auto``); default :func:`curvdyn.curvature.default_balance_tol` of the dtype.
           cg_tol, cg_maxiter: ``cg`` only: relative error bound to stop at (default 1e-10)
             and iteration cap (default 2000). A ``cg`` direction that stops at the cap
             without meeting ``cg_tol`` warns (``RuntimeWarning``) with its error bound.
+          krylov_tol, krylov_maxiter: ``krylov`` only: relative error tolerance in parameter
+            space (default :func:`curvdyn.curvature.default_krylov_tol`: 1e-10 in float64) and
+            the iteration cap of each solve. An uncertified direction (cutoff zone not cleared,
+            or a solve that did not converge) warns and is replaced by the ``mapspace`` one; a
+            converged one whose estimate exceeds ``krylov_tol`` (the float64 round-off floor of
+            an ill-conditioned K) warns and is kept.
           return_info: also return the :class:`~curvdyn.curvature.DirectionInfo` of the path
             that ran (cut eigenvalues, conditioning, residual, error estimate; per layer block
-            for the block rules; see :mod:`curvdyn.curvature.diagnostics`).
+            for the block rules; see :mod:`curvdyn.curvature.diagnostics`; ``krylov``: its
+            error estimate, the cut count and the certified bound of the condition number).
           diagnose: compute those diagnostics and warn on an unreliable direction (the default).
             ``False`` runs the direction alone — the same computation, without the diagnostics'
             extra work (a compiled program of about a quarter of the size: worth it where the
             same direction is computed many times and checked once) and without the warnings;
             it cannot be combined with ``return_info``. ``cg`` warns on its stopping criterion
-            either way.
+            either way, ``krylov`` on what it could not certify (and falls back) either way.
 
         Returns:
           ``d``, or ``(d, info)`` with ``return_info``. Mixed float32/float64 input runs in the
@@ -252,7 +265,8 @@ class Rule:
         ws, task = cv.promote(ws, task)
         resolved = self.resolve_method(widths_of(ws), task.identity_cov, method)
         opts = _options(self, resolved, balance_tol, cg_tol, cg_maxiter)
-        if not diagnose and not (resolved == "cg" and not self.is_gradient):
+        _check_krylov_options(self, resolved, krylov_tol, krylov_maxiter)
+        if not diagnose and not (resolved in ("cg", "krylov") and not self.is_gradient):
             return tuple(_direction_jit(ws, task, self, resolved, *opts))
         if resolved == "cg" and not self.is_gradient:
             out, cg_info = _cg_jit(ws, task, self, opts[1], opts[2])
@@ -265,6 +279,8 @@ class Rule:
                     stacklevel=2,
                 )
             out, info = tuple(out), cv.bound_info(cg_info.error_bound)
+        elif resolved == "krylov" and not self.is_gradient:
+            out, info = _krylov_checked(ws, task, self, krylov_tol, krylov_maxiter)
         else:
             out, info = _direction_info_jit(ws, task, self, resolved, *opts)
             message = cv.describe(
@@ -295,6 +311,8 @@ class Rule:
             raise ValueError("method 'kronecker' is for the block-diagonal rules (-d)")
         if method == "kronsum" and (len(widths) != 3 or not identity_cov):
             raise ValueError("method 'kronsum' needs depth d = 2 and an identity input covariance")
+        if method == "krylov" and not self.is_gradient and self.spectral_function().power > 1.0:
+            raise ValueError(f"method 'krylov' needs q >= 1; rule {self.label} has q = {self.q:g}")
         if method == "cg" and not self.is_gradient:
             f = self.spectral_function()
             if not (f.shift > 0 and f.power == 1.0):
@@ -305,7 +323,7 @@ class Rule:
         if method != "auto":
             return method
         shape_choice = cv.choose_full_method(widths, identity_cov)
-        if shape_choice == "kronsum" or self.is_gradient:
+        if shape_choice in ("kronsum", "krylov") or self.is_gradient:
             return shape_choice
         return "balanced-checked"
 
@@ -324,7 +342,7 @@ class Rule:
         f = self.spectral_function()
         err = float(cv.shared_basis_error(ws, task, f))
         tol = cv.default_balance_tol(ws[0].dtype) if balance_tol is None else balance_tol
-        return "balanced" if err <= tol else cv.choose_full_method(widths_of(ws), task.identity_cov)
+        return "balanced" if err <= tol else _eigh_fallback(widths_of(ws), task.identity_cov)
 
 
 def _options(rule: Rule, resolved: str, balance_tol, cg_tol, cg_maxiter) -> tuple:
@@ -350,6 +368,19 @@ def _options(rule: Rule, resolved: str, balance_tol, cg_tol, cg_maxiter) -> tupl
     cg_tol = cv.DEFAULT_CG_TOL if cg_tol is None else check_nonneg(cg_tol, "cg_tol")
     cg_maxiter = cv.DEFAULT_CG_MAXITER if cg_maxiter is None else check_count(cg_maxiter, "cg_maxiter")
     return balance_tol, float(cg_tol), int(cg_maxiter)
+
+
+def _check_krylov_options(rule: Rule, resolved: str, krylov_tol, krylov_maxiter) -> None:
+    """``krylov_tol``/``krylov_maxiter`` are options of ``krylov`` only (the others raise, as
+    :func:`_options` does for theirs)."""
+    runs = "gradient" if rule.is_gradient else resolved
+    if (krylov_tol is not None or krylov_maxiter is not None) and runs != "krylov":
+        given = ", ".join(
+            n for n, v in (("krylov_tol", krylov_tol), ("krylov_maxiter", krylov_maxiter)) if v is not None
+        )
+        raise ValueError(
+            f"{given}: option(s) of method 'krylov'; rule {rule.label} runs {runs!r} here, which does not use them"
+        )
 
 
 def check_compatible(ws: Weights, task: Task) -> None:
@@ -390,11 +421,71 @@ def direction_unchecked(
     if method == "balanced":
         return cv.balanced_direction(ws, task, f)
     if method == "balanced-checked":
-        fallback = cv.choose_full_method(widths_of(ws), task.identity_cov)
+        fallback = _eigh_fallback(widths_of(ws), task.identity_cov)
         return cv.checked_direction(ws, task, f, fallback, balance_tol)
     if method == "cg":
         return cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)[0]
+    if method == "krylov":
+        return cv.krylov_direction(ws, task, f, fallback=_in_graph_fallback(ws))[0]
     return cv.dense_direction(ws, task, f, gradient(ws, task))
+
+
+#: Entries of the per-run statistics of :func:`direction_warm` (summed over directions, the last
+#: one a maximum).
+WARM_STATS = ("directions", "fallbacks", "uncertified", "over_tol", "iterations", "max_estimate")
+
+
+def warm_state(ws: Weights, task: Task, rule: Rule, method: str):
+    """The initial warm-start state of :func:`direction_warm` (empty except for ``krylov``)."""
+    if method == "krylov" and not rule.is_gradient:
+        return cv.krylov_init_state(ws, task, rule.spectral_function())
+    return ()
+
+
+def direction_warm(ws: Weights, task: Task, rule: Rule, method: str, state, *, with_info: bool = False):
+    """``(direction, new_state, stats)``: :func:`direction_unchecked` that carries a warm start
+    (``with_info``: ``(direction, new_state, stats, info)``, the
+    :class:`~curvdyn.curvature.DirectionInfo` of :func:`direction_and_info`).
+
+    For ``krylov`` the state holds the last solutions of the shifted solves (a step along a
+    trajectory then costs a handful of iterations), an uncertified direction is replaced by the
+    eigh one inside the program when ``n_d n_0 ≤`` :data:`curvdyn.curvature.IN_GRAPH_FALLBACK_MAX_MAP`,
+    and ``stats`` (:data:`WARM_STATS`) counts what happened. Other methods pass the state through.
+    """
+    dtype = ws[0].dtype
+    if method != "krylov" or rule.is_gradient:
+        stats = jnp.zeros(len(WARM_STATS), dtype).at[0].set(1.0)
+        if with_info:
+            out, info = direction_and_info(ws, task, rule, method)
+            return out, state, stats, info
+        return direction_unchecked(ws, task, rule, method), state, stats
+    fallback = _in_graph_fallback(ws)
+    f = rule.spectral_function()
+    if with_info:
+        out, dinfo, info, new = cv.krylov_direction_info(ws, task, f, state=state, fallback=fallback)
+    else:
+        out, info, new = cv.krylov_direction(ws, task, f, state=state, fallback=fallback)
+    new = new._replace(valid=info.converged)
+    as_f = lambda x: jnp.asarray(x, dtype)
+    stats = jnp.stack(
+        [
+            as_f(1.0),
+            as_f(info.fallback),
+            as_f(~info.converged & (not fallback)),
+            as_f(info.converged & ~info.certified),
+            as_f(info.iterations),
+            jnp.where(info.converged, info.error_estimate, 0.0).astype(dtype),
+        ]
+    )
+    if with_info:
+        return tuple(out), new, stats, dinfo
+    return tuple(out), new, stats
+
+
+def _eigh_fallback(widths: tuple[int, ...], identity_cov: bool) -> str:
+    """The eigendecomposition method ``balanced-checked`` falls back to (never ``krylov``)."""
+    choice = cv.choose_full_method(widths, identity_cov)
+    return "mapspace" if choice == "krylov" else choice
 
 
 _direction_jit = jax.jit(direction_unchecked, static_argnames=("rule", "method", "balance_tol", "cg_tol", "cg_maxiter"))
@@ -430,11 +521,14 @@ def direction_and_info(
     if method == "balanced":
         return cv.balanced_direction_info(ws, task, f)
     if method == "balanced-checked":
-        fallback = cv.choose_full_method(widths_of(ws), task.identity_cov)
+        fallback = _eigh_fallback(widths_of(ws), task.identity_cov)
         return cv.checked_direction_info(ws, task, f, fallback, balance_tol)
     if method == "cg":
         out, cg_info = cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)
         return out, cv.bound_info(cg_info.error_bound)
+    if method == "krylov":
+        out, info, _ = cv.krylov_direction_info(ws, task, f, fallback=_in_graph_fallback(ws))
+        return out, info
     if method == "dense":
         return cv.dense_direction_info(ws, task, f, gradient(ws, task))
     out = direction_unchecked(ws, task, rule, method, balance_tol, cg_tol, cg_maxiter)
@@ -451,6 +545,56 @@ def _cg_with_info(ws, task, rule, cg_tol, cg_maxiter):
 
 
 _cg_jit = jax.jit(_cg_with_info, static_argnames=("rule", "cg_tol", "cg_maxiter"))
+
+
+def _in_graph_fallback(ws: Weights) -> bool:
+    """Whether a compiled ``krylov`` direction carries the eigh fallback in its program (static:
+    up to :data:`curvdyn.curvature.IN_GRAPH_FALLBACK_MAX_MAP`, beyond it ``K`` is too large)."""
+    return ws[-1].shape[-2] * ws[0].shape[-1] <= cv.IN_GRAPH_FALLBACK_MAX_MAP
+
+
+def _krylov_with_info(ws, task, rule, tol, maxiter):
+    return cv.krylov_direction_info(ws, task, rule.spectral_function(), tol=tol, maxiter=maxiter)
+
+
+_krylov_jit = jax.jit(_krylov_with_info, static_argnames=("rule", "tol", "maxiter"))
+
+
+def _krylov_checked(ws: Weights, task: Task, rule: Rule, tol, maxiter) -> tuple[Weights, cv.DirectionInfo]:
+    """The ``krylov`` direction of :meth:`Rule.direction` and its info, with its warnings and the
+    fallback to ``mapspace`` run outside the Krylov program (no eigendecomposition of ``K``
+    compiled in; the fallback's info is then the eigh path's)."""
+    tol = cv.default_krylov_tol(ws[0].dtype) if tol is None else check_nonneg(tol, "krylov_tol")
+    maxiter = cv.DEFAULT_KRYLOV_MAXITER if maxiter is None else check_count(maxiter, "krylov_maxiter")
+    out, dinfo, info = _krylov_jit(ws, task, rule, float(tol), int(maxiter))
+    numbers = (
+        f"{int(info.iterations)} CG iterations, {int(info.poles)} shifted solve(s), spectrum certified "
+        f"in [{float(info.lam_lo):.3g}, {float(info.lam_hi):.3g}], cutoff certified: {bool(info.cutoff_certified)}"
+    )
+    if not bool(info.converged):
+        warnings.warn(
+            f"krylov could not certify the direction ({numbers}); falling back to the eigh path (mapspace)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        out, dinfo = _direction_info_jit(ws, task, rule, "mapspace", None, cv.DEFAULT_CG_TOL, cv.DEFAULT_CG_MAXITER)
+        message = cv.describe(
+            dinfo,
+            f"{rule.label} (mapspace, the krylov fallback)",
+            rcond=rule.spectral_function().cutoff(ws[0].dtype),
+            warn_cut=rule.rcond == cv.DEFAULT_RCOND,
+        )
+        if message is not None:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return tuple(out), dinfo
+    if not bool(info.certified):
+        warnings.warn(
+            f"krylov direction error estimate {float(info.error_estimate):.3g} exceeds krylov_tol = {tol:.3g} "
+            f"(round-off floor {float(info.floor):.3g}; {numbers}); kept",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return tuple(out), dinfo
 
 
 def get_rule(name: str, **params) -> Rule:

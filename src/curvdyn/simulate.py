@@ -19,11 +19,12 @@ import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +46,16 @@ from curvdyn.integrators import (
     solve_outcome,
 )
 from curvdyn.network import Weights, as_weights, conserved, loss, network_map, widths_of
-from curvdyn.rules import Rule, check_compatible, direction_and_info, direction_unchecked, get_rule
+from curvdyn.rules import (
+    WARM_STATS,
+    Rule,
+    check_compatible,
+    direction_and_info,
+    direction_unchecked,
+    direction_warm,
+    get_rule,
+    warm_state,
+)
 from curvdyn.task import Task
 
 # Status codes shared by the compiled loops and the Trajectory.
@@ -284,36 +294,106 @@ def _stop_code(ws: Weights, task: Task, loss_tol: float, max_loss: float):
     return jnp.where(diverged, _DIVERGED, jnp.where(value < loss_tol, _CONVERGED, _RUNNING))
 
 
+class _WarmStartSolver(diffrax.AbstractWrappedSolver):
+    """Wraps an adaptive solver so that its vector field carries a warm start.
+
+    The solver state is ``(inner state, warm state, statistics)``. Every stage of a step starts
+    from the warm state of the step's beginning (passed to the vector field as its ``args``);
+    after the step, one more warm-started direction at the new point refreshes it (a handful of
+    iterations). diffrax keeps the old solver state when it rejects a step, so a rejected step
+    leaves the warm state (and the statistics) as they were.
+    """
+
+    solver: diffrax.AbstractSolver
+    refresh: Callable = eqx.field(static=True)  # (y, warm) -> (warm, stats)
+    cold: Callable = eqx.field(static=True)  # y -> warm
+
+    @property
+    def term_structure(self):
+        return self.solver.term_structure
+
+    @property
+    def interpolation_cls(self):  # pyright: ignore
+        return self.solver.interpolation_cls
+
+    @property
+    def term_compatible_contr_kwargs(self):
+        return self.solver.term_compatible_contr_kwargs
+
+    def order(self, terms):
+        return self.solver.order(terms)
+
+    def strong_order(self, terms):
+        return self.solver.strong_order(terms)
+
+    def error_order(self, terms):
+        return self.solver.error_order(terms)
+
+    def init(self, terms, t0, t1, y0, args):
+        # the first step starts cold (an empty warm state): one copy of the direction fewer in
+        # the compiled program than a refresh here
+        warm = self.cold(y0)
+        stats = jnp.zeros(len(WARM_STATS), jax.tree_util.tree_leaves(y0)[0].dtype)
+        return self.solver.init(terms, t0, t1, y0, (args, warm)), warm, stats
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        inner, warm, stats = solver_state
+        y1, y_error, dense, inner, result = self.solver.step(terms, t0, t1, y0, (args, warm), inner, made_jump)
+        warm, more = self.refresh(y1, warm)
+        stats = jnp.concatenate([stats[:-1] + more[:-1], jnp.maximum(stats[-1:], more[-1:])])
+        return y1, y_error, dense, (inner, warm, stats), result
+
+    def func(self, terms, t0, y0, args):
+        return self.solver.func(terms, t0, y0, (args, self.cold(y0)))
+
+
 def _ode_run(ws, task, eta, ts, loss_tol, max_loss, *, rule, method, rtol, atol, solver, max_steps, progress):
+    warm_started = method == "krylov" and not rule.is_gradient
+
     def field(t, y, args):
+        if warm_started:
+            # args = (user args, warm state) from _WarmStartSolver; diffrax's own shape checks call
+            # the field with the user args alone
+            warm = args[1] if isinstance(args, tuple) else warm_state(y, task, rule, method)
+            return tuple(-eta * v for v in direction_warm(y, task, rule, method, warm)[0])
         return tuple(-eta * v for v in direction_unchecked(y, task, rule, method))
 
     def stop(t, y, args, **kwargs):
         return _stop_code(y, task, loss_tol, max_loss) != _RUNNING
 
+    ode_solver = SOLVERS[solver]()
+    if warm_started:
+
+        def refresh(y, warm):
+            _, warm, stats = direction_warm(y, task, rule, method, warm)
+            return warm, stats
+
+        ode_solver = _WarmStartSolver(ode_solver, refresh, lambda y: warm_state(y, task, rule, method))
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field),
-        SOLVERS[solver](),
+        ode_solver,
         t0=ts[0],
         t1=ts[-1],
         dt0=None,
         y0=ws,
-        saveat=diffrax.SaveAt(ts=ts, t1=True),
+        saveat=diffrax.SaveAt(ts=ts, t1=True, solver_state=warm_started),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         event=diffrax.Event(stop),
         max_steps=max_steps,
         throw=False,
         progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
     )
-    return sol.ts, sol.ys, solve_outcome(sol.result), sol.stats["num_steps"]
+    stats = sol.solver_state[2] if warm_started else jnp.zeros(len(WARM_STATS), ws[0].dtype)
+    return sol.ts, sol.ys, solve_outcome(sol.result), sol.stats["num_steps"], stats
 
 
 def _euler_run(
     ws, task, eta, dt, clip, loss_tol, max_loss, *, rule, method, n_steps, steps_per_save, n_saves, use_clip
 ):
     def one_step(carry):
-        w, k, _code = carry
-        upd = tuple(eta * dt * v for v in direction_unchecked(w, task, rule, method))
+        w, k, _code, warm, stats = carry
+        d, warm_new, more = direction_warm(w, task, rule, method, warm)
+        upd = tuple(eta * dt * v for v in d)
         if use_clip:
             norm = jnp.sqrt(sum(jnp.sum(u * u) for u in upd))
             factor = jnp.where(norm > clip, clip / jnp.maximum(norm, 1e-300), 1.0)
@@ -323,20 +403,21 @@ def _euler_run(
         # A diverged step is not taken: the last finite state is what stays recorded.
         keep = new_code == _DIVERGED
         w = tuple(jnp.where(keep, a, b) for a, b in zip(w, new))
-        return w, jnp.where(keep, k, k + 1), new_code
+        stats = jnp.concatenate([stats[:-1] + more[:-1], jnp.maximum(stats[-1:], more[-1:])])
+        return w, jnp.where(keep, k, k + 1), new_code, warm_new, stats
 
     def chunk(carry, _):
-        w, k, code = carry
-        end = jnp.minimum(k + steps_per_save, n_steps)
-        carry = jax.lax.while_loop(lambda c: (c[1] < end) & (c[2] == _RUNNING), one_step, (w, k, code))
+        end = jnp.minimum(carry[1] + steps_per_save, n_steps)
+        carry = jax.lax.while_loop(lambda c: (c[1] < end) & (c[2] == _RUNNING), one_step, carry)
         return carry, (carry[0], carry[1], carry[2])
 
     code0 = _stop_code(ws, task, loss_tol, max_loss)
-    _, (w_rec, k_rec, code_rec) = jax.lax.scan(chunk, (ws, jnp.asarray(0), code0), None, length=n_saves)
+    carry0 = (ws, jnp.asarray(0), code0, warm_state(ws, task, rule, method), jnp.zeros(len(WARM_STATS), ws[0].dtype))
+    final, (w_rec, k_rec, code_rec) = jax.lax.scan(chunk, carry0, None, length=n_saves)
     w_all = tuple(jnp.concatenate([a[None], b]) for a, b in zip(ws, w_rec))
     k_all = jnp.concatenate([jnp.zeros((1,), k_rec.dtype), k_rec])
     code_all = jnp.concatenate([code0[None], code_rec])
-    return w_all, k_all, code_all
+    return w_all, k_all, code_all, final[4]
 
 
 @functools.lru_cache(maxsize=64)
@@ -357,12 +438,9 @@ def _compiled(kind: str, strategy: str | None, task_batched: bool, **static):
 
 def _observables(ws_t: Weights, task: Task, rule: Rule, method: str, eta: float, diagnose: bool = True):
     # The direction at each recorded time with its diagnostics (curvdyn.curvature.diagnostics);
-    # one time after another (lax.map), so the diagnostics' work arrays exist for one time at once.
-    def at(w):
-        if diagnose:
-            d, info = direction_and_info(w, task, rule, method)
-        else:
-            d, info = direction_unchecked(w, task, rule, method), None
+    # one time after another (lax.map / scan), so the diagnostics' work arrays exist for one time
+    # at once (diagnose=False: the direction alone, info None).
+    def at(w, d, info):
         return (
             loss(w, task),
             network_map(w),
@@ -371,7 +449,24 @@ def _observables(ws_t: Weights, task: Task, rule: Rule, method: str, eta: float,
             info,
         )
 
-    return jax.lax.map(at, ws_t)
+    if method == "krylov" and not rule.is_gradient:
+        # consecutive records are close: warm-started directions along the trajectory
+        def scan_body(warm, w):
+            if diagnose:
+                d, warm, _, info = direction_warm(w, task, rule, method, warm, with_info=True)
+            else:
+                (d, warm, _), info = direction_warm(w, task, rule, method, warm), None
+            return warm, at(w, d, info)
+
+        first = tuple(w[0] for w in ws_t)
+        return jax.lax.scan(scan_body, warm_state(first, task, rule, method), ws_t)[1]
+
+    def one(w):
+        if diagnose:
+            return at(w, *direction_and_info(w, task, rule, method))
+        return at(w, direction_unchecked(w, task, rule, method), None)
+
+    return jax.lax.map(one, ws_t)
 
 
 _observables_jit = jax.jit(_observables, static_argnames=("rule", "method", "diagnose"))
@@ -434,7 +529,13 @@ def simulate(
       diverged or ran out of steps, and returns what was recorded up to the stop. The worst
       exactness diagnostics of the directions at the recorded times are in
       ``traj.config["exactness"]`` (:func:`exactness_summary`); a run with a recorded direction
-      not exact to :data:`curvdyn.curvature.WARN_TOL` warns once, with the numbers. Mixed
+      not exact to :data:`curvdyn.curvature.WARN_TOL` warns once, with the numbers. With
+      ``method="krylov"`` (what ``auto`` picks for full rules from ``n_d n_0 ≥ 400``) every
+      direction is warm-started from the previous one (Euler: the last step's; ODE: the last
+      accepted step's, carried in the solver state) and ``traj.config["krylov"]`` counts the
+      directions, in-program fallbacks to the eigh path, uncertified directions, estimates
+      over the tolerance, CG iterations and the largest estimate (a run with fallbacks or
+      uncertified directions warns). Mixed
       float32/float64 input runs in the common dtype (:func:`curvdyn.curvature.promote`).
 
     Raises:
@@ -524,7 +625,9 @@ def simulate(
         )
         # times in the weights' precision: diffrax promotes the state to the time dtype
         t_dev = jnp.asarray(ts, dtype=jnp.asarray(ws[0]).dtype)
-        t_out, w_out, result, n_solver_steps = _call(run, batched, devs, ws, run_task, eta, t_dev, loss_tol, max_loss)
+        t_out, w_out, result, n_solver_steps, warm_stats = _call(
+            run, batched, devs, ws, run_task, eta, t_dev, loss_tol, max_loss
+        )
         t_out, result = np.asarray(t_out), np.asarray(result)
         w_out = tuple(np.asarray(w) for w in w_out)
         config["solver_steps"] = np.asarray(n_solver_steps).tolist()
@@ -551,13 +654,15 @@ def simulate(
             use_clip=integrator.clip is not None,
         )
         clip = 0.0 if integrator.clip is None else integrator.clip
-        w_out, k_out, code_out = _call(run, batched, devs, ws, run_task, eta, dt, clip, loss_tol, max_loss)
+        w_out, k_out, code_out, warm_stats = _call(run, batched, devs, ws, run_task, eta, dt, clip, loss_tol, max_loss)
         w_out = tuple(np.asarray(w) for w in w_out)
         t_out, result = np.asarray(k_out) * dt, np.asarray(code_out)
 
         def finish(ts_b, ws_b, result_b, task_b=task):
             return _finish_euler(ts_b, ws_b, result_b)
 
+    if cmethod == "krylov" and not rule.is_gradient:
+        _report_krylov(np.asarray(warm_stats), config)
     if batched:
         tasks = member_tasks or [task] * ws[0].shape[0]
         parts = [finish(t_out[b], tuple(w[b] for w in w_out), result[b], tasks[b]) for b in range(len(tasks))]
@@ -605,6 +710,31 @@ def simulate(
         message=message,
         config=config,
     )
+
+
+def _report_krylov(stats: np.ndarray, config: dict) -> None:
+    """Record the matrix-free path's statistics (summed over a batch) and warn about what it could
+    not certify (the directions at accepted steps and Euler steps are counted)."""
+    stats = stats.reshape(-1, len(WARM_STATS))
+    total = dict(zip(WARM_STATS, stats.sum(axis=0).tolist()))
+    total["max_estimate"] = float(stats[:, -1].max())
+    config["krylov"] = {k: (int(v) if k != "max_estimate" else v) for k, v in total.items()}
+    if total["fallbacks"] or total["uncertified"]:
+        warnings.warn(
+            f"krylov: {int(total['fallbacks'])} of {int(total['directions'])} directions fell back to the eigh path "
+            f"and {int(total['uncertified'])} could not be certified (too large for the in-program fallback) — "
+            "cutoff zone not cleared or a solve did not converge",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if total["over_tol"]:
+        warnings.warn(
+            f"krylov: {int(total['over_tol'])} of {int(total['directions'])} directions have an error estimate above "
+            f"the tolerance (largest {total['max_estimate']:.3g}: the float64 round-off floor of an ill-conditioned "
+            "K); kept",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def exactness_summary(traj: Trajectory) -> dict:

@@ -34,6 +34,14 @@ blocks ``H_i = (B_i Σ B_iᵀ) ⊗ (A_iᵀ A_i)``) to the gradient. This module 
   ``Λ ↦ Σ_i P_i Λ Q_i``; it stops on the guaranteed bound
   ``‖Λ − Λ_k‖ ≤ ‖r_k‖ / shift`` at a user tolerance and reports its iterations
   (:func:`cg_direction`);
+* ``krylov`` (every full rule, :mod:`curvdyn.curvature.krylov`): matrix-free — conjugate
+  gradients on ``K + s`` preconditioned by the exactly invertible (and exactly shiftable)
+  Kronecker sum of its first and last terms (:mod:`curvdyn.curvature.precond`), fractional
+  powers by a rational approximation with one shifted solve per pole
+  (:mod:`curvdyn.curvature.rational`), stopped on a checked relative error estimate in parameter
+  space (default 1e-10), with warm starts along a trajectory and a fallback to ``mapspace``
+  when the estimate or the pseudo-inverse cutoff cannot be certified
+  (:func:`krylov_direction`); O(iterations · d N³), nothing of size ``K``;
 * for the diagonal blocks, ``kronecker`` (eigendecompositions of the layer factors
   ``A_iᵀA_i`` and ``B_iΣB_iᵀ``, O(Σ n_i³)), ``mapspace`` (of the Grams ``A_iA_iᵀ``,
   ``S B_iᵀB_i S``; the same nonzero spectra, size n_d and n_0) and ``dense`` (the explicit
@@ -71,7 +79,13 @@ from curvdyn.curvature.blocks import (
     layer_factors,
 )
 from curvdyn.curvature.cg import DEFAULT_CG_MAXITER, DEFAULT_CG_TOL, CGInfo, cg_direction, cg_solve
-from curvdyn.curvature.choose import BLOCK_METHODS, FULL_METHODS, choose_block_method, choose_full_method
+from curvdyn.curvature.choose import (
+    BLOCK_METHODS,
+    FULL_METHODS,
+    KRYLOV_MIN_MAP,
+    choose_block_method,
+    choose_full_method,
+)
 from curvdyn.curvature.dense import dense_apply, dense_direction, dense_direction_info, hessian_plus, jacobian_matrix
 from curvdyn.curvature.diagnostics import (
     WARN_TOL,
@@ -83,6 +97,18 @@ from curvdyn.curvature.diagnostics import (
     summarize,
 )
 from curvdyn.curvature.kronsum import kronsum_direction, kronsum_direction_info
+from curvdyn.curvature.krylov import (
+    DEFAULT_KRYLOV_MAXITER,
+    DEFAULT_KRYLOV_TOL,
+    DEFAULT_KRYLOV_TOL_F32,
+    IN_GRAPH_FALLBACK_MAX_MAP,
+    KrylovInfo,
+    KrylovState,
+    default_krylov_tol,
+    krylov_direction,
+    krylov_direction_info,
+    krylov_init_state,
+)
 from curvdyn.curvature.mapspace import mapspace_apply, mapspace_direction, mapspace_direction_info
 from curvdyn.curvature.precision import (
     DEFAULT_BALANCE_TOL,
@@ -111,13 +137,20 @@ __all__ = [
     "DEFAULT_BALANCE_TOL_F32",
     "DEFAULT_CG_MAXITER",
     "DEFAULT_CG_TOL",
+    "DEFAULT_KRYLOV_MAXITER",
+    "DEFAULT_KRYLOV_TOL",
+    "DEFAULT_KRYLOV_TOL_F32",
     "DEFAULT_RCOND",
     "DEFAULT_RCOND_F32",
     "FULL_METHODS",
+    "IN_GRAPH_FALLBACK_MAX_MAP",
+    "KRYLOV_MIN_MAP",
     "REFINE_STEPS",
     "WARN_TOL",
     "CGInfo",
     "DirectionInfo",
+    "KrylovInfo",
+    "KrylovState",
     "SharedBasis",
     "SpectralFunction",
     "apply_psd_function",
@@ -143,6 +176,7 @@ __all__ = [
     "condition_number",
     "curvature_power",
     "default_balance_tol",
+    "default_krylov_tol",
     "default_rcond",
     "dense_apply",
     "dense_direction",
@@ -154,6 +188,9 @@ __all__ = [
     "jacobian_matrix",
     "kronsum_direction",
     "kronsum_direction_info",
+    "krylov_direction",
+    "krylov_direction_info",
+    "krylov_init_state",
     "layer_factors",
     "mapspace_apply",
     "mapspace_direction",
