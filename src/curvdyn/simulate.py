@@ -304,7 +304,7 @@ class _WarmStartSolver(diffrax.AbstractWrappedSolver):
     leaves the warm state (and the statistics) as they were.
     """
 
-    solver: diffrax.AbstractSolver
+    solver: diffrax.AbstractSolver  # type: ignore[misc]  # diffrax declares it a class variable
     refresh: Callable = eqx.field(static=True)  # (y, warm) -> (warm, stats)
     cold: Callable = eqx.field(static=True)  # y -> warm
 
@@ -313,7 +313,7 @@ class _WarmStartSolver(diffrax.AbstractWrappedSolver):
         return self.solver.term_structure
 
     @property
-    def interpolation_cls(self):  # pyright: ignore
+    def interpolation_cls(self):  # type: ignore[override]  # a property, as diffrax's own wrappers
         return self.solver.interpolation_cls
 
     @property
@@ -361,7 +361,7 @@ def _ode_run(ws, task, eta, ts, loss_tol, max_loss, *, rule, method, rtol, atol,
     def stop(t, y, args, **kwargs):
         return _stop_code(y, task, loss_tol, max_loss) != _RUNNING
 
-    ode_solver = SOLVERS[solver]()
+    ode_solver: diffrax.AbstractSolver = SOLVERS[solver]()
     if warm_started:
 
         def refresh(y, warm):
