@@ -274,6 +274,7 @@ def test_a_seed_independent_experiment_runs_once(registry, tmp_path, capsys):
     out = tmp_path / "o"
     code, stdout, _ = _cli(capsys, "--seeds", "2", "--check", "--out", str(out))
     assert code == 0 and calls == [0]
+    assert "fixed: stand-in fixed [seed-independent: computed once]" in stdout and "var: stand-in var\n" in stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["run"]["seeds"] == [0, 1]
     assert manifest["figures"]["fixed"]["seeds"] == [0] and manifest["figures"]["var"]["seeds"] == [0, 1]
@@ -281,6 +282,8 @@ def test_a_seed_independent_experiment_runs_once(registry, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     fixed, var = report["experiments"]
     assert fixed["seeds"] == [0] and fixed["summary"][0]["n_seeds"] == 1 and var["summary"][0]["n_seeds"] == 2
+    assert fixed["seed_dependent"] is False and var["seed_dependent"] is True
+    assert "| 0 (seed-independent: computed once) |" in (out / "report.md").read_text()
     assert _cli(capsys, "--replot", "--check", "--out", str(out))[0] == 0
 
 
@@ -333,3 +336,45 @@ def test_library_seed_arguments(registry, tmp_path):
     assert not (tmp_path / "o").exists()
     run = reproduce.reproduce(out=tmp_path / "o", seeds=[5, 2])
     assert run.seeds == [2, 5] and run.results[0].seeds == [5, 2] and run.ok
+
+
+# ---------------------------------------------------------------------------------------
+# Fig. S2's draw: the hypothesis a seed could violate is drawn, not tuned
+# ---------------------------------------------------------------------------------------
+
+
+def test_straight_map_path_invertibility():
+    from curvdyn.experiments.common import straight_map_path_invertible
+
+    target = np.diag([3.0, -1.0])  # det < 0
+    assert straight_map_path_invertible(0.01 * target, target)  # W(0) on the ray of W*
+    assert not straight_map_path_invertible(0.01 * np.eye(2), target)  # det signs differ: the path crosses 0
+    # same det sign, but W*⁻¹W(0) has two negative eigenvalues: the path is singular twice
+    assert not straight_map_path_invertible(-0.01 * target, target)
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])  # eigenvalues ±i: the path passes no singular map
+    assert straight_map_path_invertible(0.01 * target @ rot, target)
+    s = np.linspace(0.0, 1.0, 100001)[:, None, None]  # and by brute force along the lines
+    for w0, ok in ((0.01 * np.eye(2), False), (0.01 * target @ rot, True)):
+        dets = np.linalg.det((1 - s) * target + s * w0)
+        assert bool(np.all(dets < 0)) is ok
+
+
+def test_figS2_draws_weights_with_an_invertible_path():
+    import jax
+
+    from curvdyn.experiments import figS2
+    from curvdyn.experiments.common import random_target, straight_map_path_invertible
+    from curvdyn.init import init_random
+
+    s = figS2.QUICK
+    k_target, k_init = jax.random.split(jax.random.PRNGKey(0))  # seed 0: its first draw's path is singular
+    target = random_target(k_target, s.target_singular_values)
+    first = init_random(k_init, s.widths, s.init_scale)
+    ws, draws = figS2.init_with_invertible_path(k_init, s.widths, s.init_scale, target, s.max_draws)
+    product = lambda w: np.asarray(w[2] @ w[1] @ w[0])
+    assert not straight_map_path_invertible(product(first), target)
+    assert draws > 1 and straight_map_path_invertible(product(ws), target)
+    for w in ws:  # still init_random's scale
+        assert np.linalg.norm(np.asarray(w), 2) == pytest.approx(s.init_scale, rel=1e-12)
+    with pytest.raises(RuntimeError, match="invertible straight map path in 1 draws"):
+        figS2.init_with_invertible_path(k_init, s.widths, s.init_scale, target, 1)

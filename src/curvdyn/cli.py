@@ -568,6 +568,7 @@ def _error_line(text: str) -> None:
 def _print_summary(run) -> None:
     from curvdyn import io
     from curvdyn.report import (
+        SEED_INDEPENDENT,
         format_measured,
         passes_text,
         result_line,
@@ -581,6 +582,8 @@ def _print_summary(run) -> None:
     width = max([len(c.key) for c in run.stats] + [10])
     for r in run.results:
         label = f" [run {r.record['run_id']}, seed {io.seeds_text(r.record)}]" if run.replot and r.record else ""
+        if not r.seed_dependent:
+            label += f" [{SEED_INDEPENDENT}]"
         print(f"{r.name}: {r.title}{label}")
         if r.error is not None:
             print(f"  ERROR: {r.error.strip().splitlines()[-1]}")

@@ -139,7 +139,12 @@ def _figure_run(r) -> tuple[str, str, str]:
     """(run id, seeds, resolution) of one figure's data, or placeholders when it has no record."""
     if r.record is None:
         return "—", "—", "—"
-    return r.record["run_id"], io.seeds_text(r.record), str(r.record["resolution"])
+    seeds = io.seeds_text(r.record) + ("" if r.seed_dependent else f" ({SEED_INDEPENDENT})")
+    return r.record["run_id"], seeds, str(r.record["resolution"])
+
+
+#: How the report marks an experiment that declares its compute independent of the seed.
+SEED_INDEPENDENT = "seed-independent: computed once"
 
 
 def _headline(run) -> str:
@@ -190,6 +195,7 @@ def report_dict(run) -> dict:
                 "run_id": r.record["run_id"] if r.record else None,
                 "seeds": r.record["seeds"] if r.record else None,
                 "resolution": r.record["resolution"] if r.record else None,
+                "seed_dependent": r.seed_dependent,
                 "record": r.record,
                 "timings": r.timings,
                 "files": r.files,

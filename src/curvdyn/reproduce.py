@@ -107,6 +107,8 @@ class ExperimentResult:
         its ``seeds`` are the figure's.
       stats: every claim over the seeds (:func:`curvdyn.claimstats.aggregate`).
       by_seed: seed → the claims measured on that seed.
+      seed_dependent: False for an experiment that declares its compute independent of the
+        seed (``SEED_DEPENDENT = False``): run once, on the run's first seed.
     """
 
     name: str
@@ -120,6 +122,7 @@ class ExperimentResult:
     record: dict | None = None
     stats: list[ClaimStats] = dataclasses.field(default_factory=list)
     by_seed: dict[int, list[Claim]] = dataclasses.field(default_factory=dict)
+    seed_dependent: bool = True
 
     def __post_init__(self):
         if not self.stats and self.claims:  # built from one seed's claims
@@ -446,9 +449,11 @@ def finish_figure(
     title, description, record = name, "", first.record
     by_seed = [(r.seed, r.claims) for r in seed_results if r.error is None]
     stats: list[ClaimStats] = []
+    dependent = True
     try:
         module = experiments.get(name)
         title = module.TITLE
+        dependent = seed_dependent(module)
         for r in seed_results[1:]:
             if r.record is not None and record is not None and r.record["run_id"] != record["run_id"]:
                 raise io.RecordError(
@@ -498,6 +503,7 @@ def finish_figure(
         record,
         stats=stats,
         by_seed=dict(by_seed),
+        seed_dependent=dependent,
     )
 
 

@@ -62,7 +62,7 @@ from matplotlib.figure import Figure
 from curvdyn import nonlinear as nl
 from curvdyn.curvature.spectral import curvature_power
 from curvdyn.experiments.base import Claim, Config, Data, at_least, at_most, measure, within
-from curvdyn.experiments.common import log_times, rule_color, rule_label
+from curvdyn.experiments.common import log_times, per_seed_points, rule_color, rule_label
 from curvdyn.experiments.common import progress as progress_bar
 from curvdyn.integrators import ODE, OUTCOME_SUCCESSFUL, SOLVE_OUTCOMES, SOLVERS, solve_outcome
 from curvdyn.optim import MLP
@@ -725,4 +725,23 @@ def plot(data: Data, config: Config[Settings]) -> Figure:
         f"ReLU network {widths} (bias-free) on a ReLU teacher: the rescaling conservation law per hidden unit",
         fontsize=13,
     )
+    return fig
+
+
+def plot_seeds(datas: list[Data], configs: list[Config[Settings]], seeds: list[int]) -> Figure:
+    """Per-seed results on each seed's main task: every rule's largest per-unit drift, its loss
+    ratio L(t_end)/L(0) and its weight-norm growth (the extra tasks of seed s are those of seeds
+    s + 1, ..., so they overlap between neighbouring seeds and are left out here)."""
+    fig = Figure(figsize=(15, 4.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = (
+        ("largest drift max$_t$ max$_u$ |Δc$_u$| (scaled)", lambda d, r: max_drift(d, r)),
+        ("L(t_end) / L(0)", lambda d, r: loss_ratio(d, r)),
+        ("weight-norm growth max$_t$ ‖θ(t)‖/‖θ(0)‖", lambda d, r: norm_growth(d, r)),
+    )
+    for ax, (title, measure_fn) in zip(axes, panels):
+        per_seed_points(ax, seeds, {r: [measure_fn(d, r) for d in datas] for r in RULES})
+        ax.set_title(title, fontsize=10.5)
+    axes[0].legend(fontsize=8, loc="best", framealpha=0.9)
+    fig.suptitle(f"ReLU study over {len(seeds)} seeds: each seed's main teacher task", fontsize=12)
     return fig
