@@ -32,7 +32,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce-quick")
     start = time.perf_counter()
-    code = main(["reproduce", "--quick", "--check", "--no-progress", "--out", str(out)])
+    # One seed, as CI's quick check (the default runs reproduce.DEFAULT_SEEDS; tests/test_seeds.py
+    # covers several seeds): every claim passes on seed 0 (or is a documented deviation).
+    code = main(["reproduce", "--quick", "--seed", "0", "--check", "--no-progress", "--out", str(out)])
     return {"out": out, "code": code, "wall": time.perf_counter() - start}
 
 

@@ -96,8 +96,13 @@ def test_aggregate_counts_lists_and_orders():
 
 
 def test_aggregate_refuses_a_claim_that_changes_between_seeds():
-    with pytest.raises(ValueError, match="threshold differs between seeds"):
-        claimstats.aggregate({0: [_claim(1, True)], 1: [Claim("k", "A statement.", 1, "≤ 2", True)]})
+    with pytest.raises(ValueError, match="statement differs between seeds"):
+        claimstats.aggregate({0: [_claim(1, True)], 1: [Claim("k", "Another.", 1, "≤ 1", True)]})
+    with pytest.raises(ValueError, match="known_deviation differs between seeds"):
+        claimstats.aggregate({0: [_claim(1, True)], 1: [_claim(1, True, known_deviation="why")]})
+    # a bound from each seed's own numerics may differ: both are kept
+    (st,) = claimstats.aggregate({0: [_claim(1, True)], 1: [Claim("k", "A statement.", 1, "≤ 2", True)]})
+    assert st.threshold == "per seed: 0: ≤ 1; 1: ≤ 2" and st.thresholds == ("≤ 1", "≤ 2")
     with pytest.raises(ValueError, match="appears twice on seed 0"):
         claimstats.aggregate({0: [_claim(1, True), _claim(2, True)]})
 

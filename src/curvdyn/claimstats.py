@@ -78,8 +78,11 @@ class ClaimStats:
     """One claim measured on several seeds.
 
     Attributes:
-      key, statement, threshold, known_deviation, min_pass_fraction, fraction_reason: the claim's
-        (from its first seed; the same on every seed).
+      key, statement, known_deviation, min_pass_fraction, fraction_reason: the claim's (the same
+        on every seed).
+      threshold: the pass criterion in words; a bound computed from each seed's own numerics
+        (e.g. a round-off level ε·κ) can differ between seeds: then ``"per seed: ..."``, and
+        ``thresholds`` lists each.
       detail: the first seed's detail text.
       seeds: the seeds it was measured on, in run order; measured, passed: per seed.
     """
@@ -94,6 +97,7 @@ class ClaimStats:
     seeds: tuple[int, ...]
     measured: tuple[float, ...]
     passed: tuple[bool, ...]
+    thresholds: tuple[str, ...] = ()
 
     @property
     def n_seeds(self) -> int:
@@ -155,6 +159,7 @@ class ClaimStats:
             "seeds": list(self.seeds),
             "measured": [float(m) if math.isfinite(m) else None for m in self.measured],
             "passed": list(self.passed),
+            "thresholds": list(self.thresholds),
             "known_deviation": self.known_deviation,
             "min_pass_fraction": self.min_pass_fraction,
             "fraction_reason": self.fraction_reason,
@@ -172,8 +177,8 @@ def aggregate(by_seed: Mapping[int, Sequence[Claim]] | Sequence[tuple[int, Seque
     the other seeds only: its ``seeds`` are those it was measured on.
 
     Raises:
-      ValueError: a key twice on one seed, or a claim whose statement, threshold, known deviation
-        or stated fraction differ between seeds (the claim would not be one claim).
+      ValueError: a key twice on one seed, or a claim whose statement, known deviation or stated
+        fraction differ between seeds (the claim would not be one claim).
     """
     items = list(by_seed.items()) if isinstance(by_seed, Mapping) else list(by_seed)
     order: list[str] = []
@@ -192,7 +197,7 @@ def aggregate(by_seed: Mapping[int, Sequence[Claim]] | Sequence[tuple[int, Seque
     for key in order:
         first = rows[key][0][1]
         for seed, c in rows[key][1:]:
-            for field in ("statement", "threshold", "known_deviation", "min_pass_fraction", "fraction_reason"):
+            for field in ("statement", "known_deviation", "min_pass_fraction", "fraction_reason"):
                 if getattr(c, field) != getattr(first, field):
                     raise ValueError(
                         f"claim {key!r}: its {field} differs between seeds ({seed}: {getattr(c, field)!r})"
@@ -201,7 +206,7 @@ def aggregate(by_seed: Mapping[int, Sequence[Claim]] | Sequence[tuple[int, Seque
             ClaimStats(
                 key=key,
                 statement=first.statement,
-                threshold=first.threshold,
+                threshold=_threshold_text([c.threshold for _, c in rows[key]], [s for s, _ in rows[key]]),
                 detail=first.detail,
                 known_deviation=first.known_deviation,
                 min_pass_fraction=first.min_pass_fraction,
@@ -209,9 +214,16 @@ def aggregate(by_seed: Mapping[int, Sequence[Claim]] | Sequence[tuple[int, Seque
                 seeds=tuple(s for s, _ in rows[key]),
                 measured=tuple(float(c.measured) for _, c in rows[key]),
                 passed=tuple(bool(c.passed) for _, c in rows[key]),
+                thresholds=tuple(c.threshold for _, c in rows[key]),
             )
         )
     return out
+
+
+def _threshold_text(thresholds: list[str], seeds: list[int]) -> str:
+    if len(set(thresholds)) == 1:
+        return thresholds[0]
+    return "per seed: " + "; ".join(f"{s}: {t}" for s, t in zip(seeds, thresholds))
 
 
 def summary(stats: Sequence[ClaimStats]) -> dict[str, int]:

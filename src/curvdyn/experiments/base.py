@@ -275,7 +275,10 @@ def at_least(
 def within(
     key: str, statement: str, measured: float, target: float, tol: float, detail: str = "", *, relative: bool = False
 ) -> Claim:
-    """A claim that holds when ``|measured − target| ≤ tol`` (relative to ``|target|`` if asked)."""
+    """A claim that holds when ``|measured − target| ≤ tol`` (relative to ``|target|`` if asked).
+
+    The threshold names the target and the tolerance only (the same on every seed); the error
+    measured is appended to the detail."""
     measured = float(measured)
     err = abs(measured - target) / (abs(target) if relative and target else 1.0)
     kind = "relative " if relative else ""
@@ -283,7 +286,7 @@ def within(
         key,
         statement,
         measured,
-        f"{target:.4g} ± {tol:.2g} ({kind}error {err:.2g})",
+        f"{target:.4g} ± {tol:.2g}" + (" (relative)" if relative else ""),
         bool(math.isfinite(measured) and err <= tol),
-        detail,
+        (detail + " " if detail else "") + f"({kind}error {err:.2g})",
     )
