@@ -195,18 +195,29 @@ def build_parser() -> argparse.ArgumentParser:
             rescaling quantity under SGD, NGD, sqrt-NGD and their block versions?) and
             'digits' (SGD, Adam, K-FAC and sqrt-K-FAC from small weights on sklearn's digits).
 
-            For each figure FIG this writes, under OUT/FIG/:
-              FIG.png (and FIG.pdf/.svg with --format)   the figure
-              data.npz                                   the raw data (NumPy arrays) and the run record
-              config.json                                the exact configuration, the run record
+            Every experiment runs once per seed (seeds {_default_seeds_text()} by default; --seeds N for the
+            seeds 0..N-1, --seeds 3,7,11 for those, --seed S for one) and every claim is
+            measured on each seed's own data. For each figure FIG this writes, under OUT/FIG/:
+              FIG.png (and FIG.pdf/.svg with --format)   the figure of the first seed
+              FIG-seeds.png                              the spread over the seeds (fig3, relu,
+                                                         digits; with several seeds)
+              data.npz                                   the first seed's raw data (NumPy arrays)
+                                                         and the run record
+              config.json                                its exact configuration, the run record
                                                          and the wall time
-              claims.json                                the claims measured on data.npz
+              seed-S/data.npz, seed-S/config.json        the same for every further seed S
+              claims.json                                the claims measured on every seed and
+                                                         their statistics over the seeds
             and OUT/report.md, OUT/report.html (self-contained, figures embedded) and
-            OUT/report.json: the figures, the claims table (measured number, threshold,
-            PASS/FAIL/DISAGREES) and a plain note for every claim that fails. DISAGREES marks a
-            documented, known deviation from the paper; --check fails on FAIL only.
+            OUT/report.json: the figures and the claims table. Over several seeds each claim
+            shows on how many seeds it passes (k/N), the median and 5-95 % range of the measured
+            value, the failing seeds and its verdict: REPRODUCED (passes on every seed, or on
+            the fraction the claim itself states with its reason), SEED-DEPENDENT (passes on
+            some seeds only), DISAGREES (a documented, known deviation from the paper) or FAIL
+            (passes on none). With one seed the table gives the measured number, the threshold
+            and PASS/FAIL/DISAGREES. --check fails on FAIL and SEED-DEPENDENT.
 
-            The run record (run id, seed, resolution, versions of curvdyn, jax, jaxlib,
+            The run record (run id, seeds, resolution, versions of curvdyn, jax, jaxlib,
             diffrax, optax, numpy, scipy, matplotlib, JAX's PRNG and x64 settings) is in every
             file. OUT/manifest.json says whether OUT is one complete run: 'in-progress' while
             a run works (or after it was killed), 'complete', 'interrupted' (Ctrl-C) or
@@ -214,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
             OUT at a time (OUT/curvdyn.lock names it).
 
             The figures and claims are computed from the saved data files only, so
-            'curvdyn reproduce --replot --out OUT' re-draws and re-checks saved data; it
-            refuses figures made by different runs unless --allow-mixed.
+            'curvdyn reproduce --replot --out OUT' re-draws and re-checks saved data of every
+            seed; it refuses figures (or seeds) made by different runs unless --allow-mixed.
 
             Available figures, in order: {", ".join(names)}.
             """
@@ -223,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=textwrap.dedent(
             """\
             examples:
-              curvdyn reproduce                         # everything, default resolution
+              curvdyn reproduce                         # everything, default resolution and seeds
               curvdyn reproduce fig3 --quick            # one figure, lower resolution
-              curvdyn reproduce --quick --check         # CI: non-zero exit if a claim fails
+              curvdyn reproduce --quick --seeds 20      # every claim over seeds 0..19
+              curvdyn reproduce --quick --seed 0 --check  # CI: one seed, non-zero exit if a claim fails
               curvdyn reproduce --format png,pdf --out paper-figures
             """
         ),
@@ -241,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="lower resolution (fewer recorded times, looser tolerances, cheaper integrators): the "
-        "same claims checked in about a minute on 2 cores",
+        "same claims checked in a few minutes per seed on 2 cores",
     )
     rep.add_argument(
         "--seeds",
