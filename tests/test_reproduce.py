@@ -135,6 +135,27 @@ def test_markdown_report_embeds_figures_and_config(quick_run):
     assert "quick" in md and "seed: 0" in md
 
 
+@pytest.mark.parametrize("name", ["fig3", "relu", "digits"])
+def test_spread_over_seeds_figures_draw_from_saved_data(quick_run, name):
+    """plot_seeds from the saved files alone (the one seed twice, the second perturbed: tests/test_seeds.py
+    runs several real seeds end to end on a cheaper experiment)."""
+    import io as _io
+
+    module = experiments.get(name)
+    out = quick_run["out"] / name
+    data = reproduce.load_data(out / "data.npz")
+    config = reproduce.load_config(module, io.read_json(out / "config.json"))
+    other = {k: (v * 1.01 if k.endswith(("loss", "__modes")) else v) for k, v in data.items()}
+    fig = module.plot_seeds([data, other], [config, config], [0, 1])
+    try:
+        buf = _io.BytesIO()
+        fig.savefig(buf, format="png", dpi=40)
+        assert buf.getbuffer().nbytes > 10_000 and len(fig.axes) >= 2
+        assert "2 seeds" in fig._suptitle.get_text()
+    finally:
+        plt.close(fig)
+
+
 def test_replot_reuses_the_saved_data(quick_run, tmp_path):
     out = quick_run["out"]
     before = {n: (out / n / "data.npz").read_bytes() for n in experiments.names()}

@@ -383,3 +383,18 @@ def test_figS2_draws_weights_with_an_invertible_path():
         assert np.linalg.norm(np.asarray(w), 2) == pytest.approx(s.init_scale, rel=1e-12)
     with pytest.raises(RuntimeError, match="invertible straight map path in 1 draws"):
         figS2.init_with_invertible_path(k_init, s.widths, s.init_scale, target, 1)
+
+
+def test_band_over_seeds_by_hand():
+    from curvdyn.experiments.common import band_over_seeds
+
+    t = np.array([1.0, 10.0, 100.0])
+    curves = [(t, np.array([1.0, 1.0, 1.0])), (t, np.array([3.0, 3.0, 3.0])), (t[:2], np.array([2.0, 4.0]))]
+    lo, med, hi = band_over_seeds(t, curves)
+    # at t = 1: {1, 3, 2}; at t = 10: {1, 3, 4}; at t = 100 the third curve has ended: {1, 3}
+    np.testing.assert_allclose(lo, [1.1, 1.2, 1.1], rtol=1e-14)
+    np.testing.assert_allclose(med, [2.0, 3.0, 2.0], rtol=1e-14)
+    np.testing.assert_allclose(hi, [2.9, 3.9, 2.9], rtol=1e-14)
+    # interpolation is linear in log t: halfway between 1 and 100 in log is t = 10
+    lo, med, hi = band_over_seeds(np.array([10.0]), [(np.array([1.0, 100.0]), np.array([[0.0, 2.0], [4.0, 6.0]]))])
+    np.testing.assert_allclose(med, [[2.0, 4.0]], rtol=1e-14)
