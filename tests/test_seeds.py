@@ -398,3 +398,21 @@ def test_band_over_seeds_by_hand():
     # interpolation is linear in log t: halfway between 1 and 100 in log is t = 10
     lo, med, hi = band_over_seeds(np.array([10.0]), [(np.array([1.0, 100.0]), np.array([[0.0, 2.0], [4.0, 6.0]]))])
     np.testing.assert_allclose(med, [[2.0, 4.0]], rtol=1e-14)
+
+
+def test_claims_that_cannot_be_aggregated_fail_that_figure_only(registry, tmp_path, capsys):
+    def claims(data, config):  # the statement changes with the seed: not one claim
+        return [at_least("k", f"Statement {int(data['seed'])}.", 1.0, 0.5, "d")]
+
+    bad = _module("bad")
+    bad.claims = claims
+    registry(bad, _module("good"))
+    out = tmp_path / "o"
+    code, stdout, _ = _cli(capsys, "--seeds", "2", "--out", str(out))
+    assert code == 1 and "good: stand-in good" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert "statement differs between seeds" in report["experiments"][0]["error"]
+    assert (
+        report["experiments"][1]["error"] is None
+        and json.loads((out / "manifest.json").read_text())["status"] == "failed"
+    )

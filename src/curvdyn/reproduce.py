@@ -125,9 +125,9 @@ class ExperimentResult:
     seed_dependent: bool = True
 
     def __post_init__(self):
-        if not self.stats and self.claims:  # built from one seed's claims
+        if not self.by_seed and not self.stats and self.claims:  # built from one seed's claims
             seed = self.record["seeds"][0] if self.record and self.record.get("seeds") else 0
-            self.by_seed = self.by_seed or {seed: list(self.claims)}
+            self.by_seed = {seed: list(self.claims)}
             self.stats = claimstats.aggregate(self.by_seed)
 
     @property
