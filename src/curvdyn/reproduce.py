@@ -360,7 +360,9 @@ def run_seed(
     result = SeedResult(name, int(seed), [], None)
     try:
         module = experiments.get(name)
-        if not replot:
+        if replot:
+            record = None
+        else:
             record = io.check_record(record, "the run")
             seeds = record["seeds"]
             if seed not in seeds:
@@ -372,7 +374,7 @@ def run_seed(
             raise ValueError("run_seed needs the run's seeds with replot=True")
         where = seed_dir(exp_dir, seed, seeds)
         rel = where.relative_to(out).as_posix()
-        if not replot:
+        if record is not None:  # a computing run (check_record above)
             where.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
             settings = settings_for(module, quick=record["resolution"] == "quick")
@@ -398,7 +400,7 @@ def run_seed(
         meta = read_json(where / CONFIG_FILE)
         result.meta = meta
         _check_same_run(where, data_record, meta)
-        if not replot and data_record["run_id"] != record["run_id"]:
+        if record is not None and data_record["run_id"] != record["run_id"]:
             raise io.RecordError(f"{where / DATA_FILE} was overwritten by run {data_record['run_id']}")
         found = meta.get("seed", data_record["seeds"][0]) if isinstance(meta, dict) else None
         if found != seed:
@@ -461,7 +463,7 @@ def finish_figure(
                     f"{record['run_id']}; re-run {name}"
                 )
         stats = claimstats.aggregate(by_seed)
-        if first.error is None:
+        if first.error is None and first.meta is not None and record is not None:
             config = load_config(module, first.meta)
             if hasattr(module, "describe"):
                 description = str(module.describe(config))
@@ -471,7 +473,7 @@ def finish_figure(
             ok = [r for r in seed_results if r.error is None]
             if len(ok) > 1 and hasattr(module, "plot_seeds"):
                 datas = [load_data(seed_dir(exp_dir, r.seed, record["seeds"]) / DATA_FILE) for r in ok]
-                configs = [load_config(module, r.meta) for r in ok]
+                configs = [load_config(module, r.meta or {}) for r in ok]
                 fig = module.plot_seeds(datas, configs, [r.seed for r in ok])
                 files += _save_figure(fig, exp_dir, f"{name}{SEEDS_FIGURE_SUFFIX}", formats, name, record)
             timings["plot_s"] = round(time.perf_counter() - start, 3)
@@ -526,7 +528,8 @@ def run_experiment(
         results = [run_seed(name, out, s, replot=True, seeds=seeds) for s in seeds]
     else:
         module = experiments.get(name)
-        record = dict(record, seeds=figure_seeds(module, record["seeds"]))
+        record = dict(io.check_record(record, "the run"))
+        record["seeds"] = figure_seeds(module, record["seeds"])
         results = [run_seed(name, out, s, record=record, progress=progress) for s in record["seeds"]]
     return finish_figure(name, out, results, formats=formats)
 

@@ -675,8 +675,8 @@ def plot_seeds(datas: list[Data], configs: list[Config[Settings]], seeds: list[i
             signal = j < rank
             ax.fill_between(t_ref, lo[:, j], hi[:, j], color=rule_color(name) if signal else "0.55",
                             alpha=0.35 if signal else 0.12, lw=0)  # fmt: skip
-        stops = [early_stopping(d, name)[0] for d in datas]
-        ax.axvspan(min(stops), max(stops), color="k", alpha=0.08, lw=0)
+        stop_times = [early_stopping(d, name)[0] for d in datas]
+        ax.axvspan(min(stop_times), max(stop_times), color="k", alpha=0.08, lw=0)
         ax.axhline(1.0, color="k", lw=0.5)
         ax.set_xscale("log")
         ax.set_xlim(1e-2, t_max)
