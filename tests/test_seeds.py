@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from curvdyn import claimstats, experiments, io, reproduce
 from curvdyn.cli import main
@@ -213,14 +213,14 @@ def _module(name, *, value_of_seed=lambda seed: 1.0, seed_dependent=True, spread
     def compute(settings, *, seed, progress):
         return {"value": np.array(value_of_seed(seed)), "seed": np.array(seed)}, {}
 
-    def plot(data, config):
-        fig, ax = plt.subplots(figsize=(2, 1.5))
-        ax.plot([0, 1], [0, float(data["value"])])
+    def plot(data, config):  # a Figure, not pyplot: nothing stays open
+        fig = Figure(figsize=(2, 1.5))
+        fig.add_subplot().plot([0, 1], [0, float(data["value"])])
         return fig
 
     def plot_seeds(datas, configs, seeds):
-        fig, ax = plt.subplots(figsize=(2, 1.5))
-        ax.plot(seeds, [float(d["value"]) for d in datas], "o")
+        fig = Figure(figsize=(2, 1.5))
+        fig.add_subplot().plot(seeds, [float(d["value"]) for d in datas], "o")
         return fig
 
     def claims(data, config):
