@@ -209,6 +209,22 @@ def test_simulate_frac_rule_and_student_teacher(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------
 
 
+def test_seeds_option_parses_a_count_or_a_list(capsys):
+    from curvdyn.cli import build_parser
+    from curvdyn.reproduce import DEFAULT_SEEDS
+
+    parser = build_parser()
+    assert parser.parse_args(["reproduce", "--seeds", "3"]).seeds == [0, 1, 2]
+    assert parser.parse_args(["reproduce", "--seeds", "3,7,11"]).seeds == [3, 7, 11]
+    assert parser.parse_args(["reproduce", "--seeds", " 4 , 2 "]).seeds == [4, 2]
+    args = parser.parse_args(["reproduce"])
+    assert args.seeds is None and args.seed is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["reproduce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {', '.join(map(str, DEFAULT_SEEDS))})" in text and "N means the seeds 0..N-1" in text
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
@@ -233,6 +249,12 @@ def test_simulate_frac_rule_and_student_teacher(tmp_path, capsys):
         (["reproduce", "fig99"], "unknown figure(s) fig99; available:"),
         (["reproduce", "--format", "png,gif"], "unknown image format(s) gif"),
         (["reproduce", "--seed", "-3"], "value must be an integer >= 0, got -3"),
+        (["reproduce", "--seeds", "0"], "value must be an integer >= 1, got 0"),
+        (["reproduce", "--seeds", "a"], "expected a number of seeds N or a list like 3,7,11, got 'a'"),
+        (["reproduce", "--seeds", "2,-1"], "value must be an integer >= 0, got -1"),
+        (["reproduce", "--seeds", "3,7,3"], "seed 3 given more than once"),
+        (["reproduce", "--seeds", "1,,2"], "expected seeds separated by single commas, got '1,,2'"),
+        (["reproduce", "--seed", "1", "--seeds", "2"], "--seed (one seed) and --seeds (several) exclude each other"),
         (["bogus"], "invalid choice: 'bogus'"),
     ],
 )
@@ -257,6 +279,7 @@ def _user_error_cases(tmp):
         (sim + ["--init-scale", "1e200", "--out", str(tmp / "s")], "not finite (float overflow): --init-scale 1e+200"),
         (sim + ["--target-scale", "1e200", "--out", str(tmp / "s")], "not finite (float overflow)"),
         (["reproduce", "--replot", "--seed", "1", "--out", str(tmp)], "drop --seed"),
+        (["reproduce", "--replot", "--seeds", "3", "--out", str(tmp)], "drop --seeds"),
         (["reproduce", "--replot", "--quick", "--out", str(tmp)], "drop --quick"),
         (["reproduce", "--allow-mixed", "--out", str(tmp / "r")], "--allow-mixed applies to --replot only"),
         (

@@ -56,9 +56,15 @@ def _pids(pid_dir: Path, n: int, timeout: float = 60) -> dict[str, int]:
     return {f.name.removesuffix(".pid"): int(f.read_text()) for f in files}
 
 
+def _one_seed(args) -> list[str]:
+    """One seed per figure unless the test names its seeds: these tests are about files, processes
+    and signals (one process per figure), tests/test_seeds.py about several seeds."""
+    return list(args) if {"--seed", "--seeds", "--replot"} & set(args) else ["--seed", "0", *args]
+
+
 def _driver(out: Path, *args, pid_dir: Path | None = None, sleep: str = "", jax: str = "", **popen):
     env = _env(FAULT_SLEEP=sleep, FAULT_PIDS=pid_dir or "", FAULT_JAX=jax)
-    cmd = [sys.executable, str(DRIVER), "reproduce", "--no-progress", "--out", str(out), *args]
+    cmd = [sys.executable, str(DRIVER), "reproduce", "--no-progress", "--out", str(out), *_one_seed(args)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -215,7 +221,7 @@ def test_run_record_names_the_run_and_its_settings():
 
 def _reproduce_cli(capsys, *args) -> tuple[int, str, str]:
     try:
-        code = main(["reproduce", "--no-progress", "--jobs", "1", *args])
+        code = main(["reproduce", "--no-progress", "--jobs", "1", *_one_seed(args)])
     except SystemExit as exc:
         code = exc.code
     out, err = capsys.readouterr()

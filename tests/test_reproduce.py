@@ -129,6 +129,27 @@ def test_markdown_report_embeds_figures_and_config(quick_run):
     assert "quick" in md and "seed: 0" in md
 
 
+@pytest.mark.parametrize("name", ["fig3", "relu", "digits"])
+def test_spread_over_seeds_figures_draw_from_saved_data(quick_run, name):
+    """plot_seeds from the saved files alone (the one seed twice, the second perturbed: tests/test_seeds.py
+    runs several real seeds end to end on a cheaper experiment)."""
+    import io as _io
+
+    module = experiments.get(name)
+    out = quick_run["out"] / name
+    data = reproduce.load_data(out / "data.npz")
+    config = reproduce.load_config(module, io.read_json(out / "config.json"))
+    other = {k: (v * 1.01 if k.endswith(("loss", "__modes")) else v) for k, v in data.items()}
+    fig = module.plot_seeds([data, other], [config, config], [0, 1])
+    try:
+        buf = _io.BytesIO()
+        fig.savefig(buf, format="png", dpi=40)
+        assert buf.getbuffer().nbytes > 10_000 and len(fig.axes) >= 2
+        assert "2 seeds" in fig._suptitle.get_text()
+    finally:
+        plt.close(fig)
+
+
 def test_replot_reuses_the_saved_data(quick_run, tmp_path):
     out = quick_run["out"]
     before = {n: (out / n / "data.npz").read_bytes() for n in experiments.names()}
@@ -190,8 +211,12 @@ def test_check_fails_on_a_failed_claim_and_the_report_says_why(fake_registry, tm
     fake_registry(_fake_module("good", measured=1.0, bound=0.5), _fake_module("bad", measured=0.1, bound=0.5))
     out = tmp_path / "o"
     # Stand-in modules exist only in this process: --jobs 1.
-    assert main(["reproduce", "--jobs", "1", "--no-progress", "--out", str(out)]) == 0  # without --check: report only
-    assert main(["reproduce", "--jobs", "1", "--check", "--no-progress", "--out", str(out), "--format", "png,pdf"]) == 1
+    one = ["--seed", "0"]  # the one-seed report (PASS/FAIL); tests/test_seeds.py checks several seeds
+    assert main(["reproduce", *one, "--jobs", "1", "--no-progress", "--out", str(out)]) == 0  # no --check: report only
+    assert (
+        main(["reproduce", *one, "--jobs", "1", "--check", "--no-progress", "--out", str(out), "--format", "png,pdf"])
+        == 1
+    )
     md = (out / "report.md").read_text()
     assert "1 of 2 claims pass" in md and "**1 fail**" in md
     assert "Where the measurements disagree with the paper" in md

@@ -103,6 +103,23 @@ def _q_value(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seeds(text: str) -> list[int]:
+    """``--seeds``: ``N`` (the seeds 0, ..., N−1) or a comma-separated list of seeds (``3,7,11``)."""
+    items = [t.strip() for t in text.split(",")]
+    if len(items) == 1:
+        n = _checked(_v().check_count, _parsed(items[0], int, "a number of seeds N or a list like 3,7,11"), 1)
+        return list(range(n))
+    if any(not t for t in items):
+        raise argparse.ArgumentTypeError(f"expected seeds separated by single commas, got {text!r}")
+    seeds = [_checked(_v().check_count, _parsed(t, int, "integer seeds"), 0) for t in items]
+    from curvdyn.reproduce import check_seeds
+
+    try:
+        return check_seeds(seeds)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _n_save(text: str) -> int:  # the first and the last time at least
     return _checked(_v().check_count, _parsed(text, int, "an integer"), 2)
 
@@ -132,6 +149,12 @@ def _formats(text: str) -> list[str]:
 # ---------------------------------------------------------------------------------------
 # the parser
 # ---------------------------------------------------------------------------------------
+
+
+def _default_seeds_text() -> str:
+    from curvdyn.reproduce import DEFAULT_SEEDS
+
+    return ", ".join(map(str, DEFAULT_SEEDS))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,18 +195,29 @@ def build_parser() -> argparse.ArgumentParser:
             rescaling quantity under SGD, NGD, sqrt-NGD and their block versions?) and
             'digits' (SGD, Adam, K-FAC and sqrt-K-FAC from small weights on sklearn's digits).
 
-            For each figure FIG this writes, under OUT/FIG/:
-              FIG.png (and FIG.pdf/.svg with --format)   the figure
-              data.npz                                   the raw data (NumPy arrays) and the run record
-              config.json                                the exact configuration, the run record
+            Every experiment runs once per seed (seeds {_default_seeds_text()} by default; --seeds N for the
+            seeds 0..N-1, --seeds 3,7,11 for those, --seed S for one) and every claim is
+            measured on each seed's own data. For each figure FIG this writes, under OUT/FIG/:
+              FIG.png (and FIG.pdf/.svg with --format)   the figure of the first seed
+              FIG-seeds.png                              the spread over the seeds (fig3, relu,
+                                                         digits; with several seeds)
+              data.npz                                   the first seed's raw data (NumPy arrays)
+                                                         and the run record
+              config.json                                its exact configuration, the run record
                                                          and the wall time
-              claims.json                                the claims measured on data.npz
+              seed-S/data.npz, seed-S/config.json        the same for every further seed S
+              claims.json                                the claims measured on every seed and
+                                                         their statistics over the seeds
             and OUT/report.md, OUT/report.html (self-contained, figures embedded) and
-            OUT/report.json: the figures, the claims table (measured number, threshold,
-            PASS/FAIL/DISAGREES) and a plain note for every claim that fails. DISAGREES marks a
-            documented, known deviation from the paper; --check fails on FAIL only.
+            OUT/report.json: the figures and the claims table. Over several seeds each claim
+            shows on how many seeds it passes (k/N), the median and 5-95 % range of the measured
+            value, the failing seeds and its verdict: REPRODUCED (passes on every seed, or on
+            the fraction the claim itself states with its reason), SEED-DEPENDENT (passes on
+            some seeds only), DISAGREES (a documented, known deviation from the paper) or FAIL
+            (passes on none). With one seed the table gives the measured number, the threshold
+            and PASS/FAIL/DISAGREES. --check fails on FAIL and SEED-DEPENDENT.
 
-            The run record (run id, seed, resolution, versions of curvdyn, jax, jaxlib,
+            The run record (run id, seeds, resolution, versions of curvdyn, jax, jaxlib,
             diffrax, optax, numpy, scipy, matplotlib, JAX's PRNG and x64 settings) is in every
             file. OUT/manifest.json says whether OUT is one complete run: 'in-progress' while
             a run works (or after it was killed), 'complete', 'interrupted' (Ctrl-C) or
@@ -191,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
             OUT at a time (OUT/curvdyn.lock names it).
 
             The figures and claims are computed from the saved data files only, so
-            'curvdyn reproduce --replot --out OUT' re-draws and re-checks saved data; it
-            refuses figures made by different runs unless --allow-mixed.
+            'curvdyn reproduce --replot --out OUT' re-draws and re-checks saved data of every
+            seed; it refuses figures (or seeds) made by different runs unless --allow-mixed.
 
             Available figures, in order: {", ".join(names)}.
             """
@@ -200,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=textwrap.dedent(
             """\
             examples:
-              curvdyn reproduce                         # everything, default resolution
+              curvdyn reproduce                         # everything, default resolution and seeds
               curvdyn reproduce fig3 --quick            # one figure, lower resolution
-              curvdyn reproduce --quick --check         # CI: non-zero exit if a claim fails
+              curvdyn reproduce --quick --seeds 20      # every claim over seeds 0..19
+              curvdyn reproduce --quick --seed 0 --check  # CI: one seed, non-zero exit if a claim fails
               curvdyn reproduce --format png,pdf --out paper-figures
             """
         ),
@@ -218,10 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="lower resolution (fewer recorded times, looser tolerances, cheaper integrators): the "
-        "same claims checked in about a minute on 2 cores",
+        "same claims checked in a few minutes per seed on 2 cores",
     )
     rep.add_argument(
-        "--seed", type=_nonneg_int, default=None, metavar="N", help="random seed of every experiment (default: 0)"
+        "--seeds",
+        type=_seeds,
+        default=None,
+        metavar="N|S,S,...",
+        help=f"run every experiment on each of these seeds and report every claim over them: N means the "
+        f"seeds 0..N-1, a comma-separated list names them (default: {_default_seeds_text()})",
+    )
+    rep.add_argument(
+        "--seed",
+        type=_nonneg_int,
+        default=None,
+        metavar="S",
+        help="run every experiment on this one seed only (the one-seed report: PASS/FAIL per claim)",
     )
     rep.add_argument(
         "--format",
@@ -477,10 +524,20 @@ def _cmd_reproduce(args, parser) -> int:
         names = reproduce.check_names(args.figures)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.seed is not None and args.seeds is not None:
+        parser.error("--seed (one seed) and --seeds (several) exclude each other; give one of them")
     if args.replot:
-        given = [opt for opt, on in (("--seed", args.seed is not None), ("--quick", args.quick)) if on]
+        given = [
+            opt
+            for opt, on in (
+                ("--seed", args.seed is not None),
+                ("--seeds", args.seeds is not None),
+                ("--quick", args.quick),
+            )
+            if on
+        ]
         if given:
-            parser.error(f"--replot uses the saved data's own seed and resolution; drop {' and '.join(given)}")
+            parser.error(f"--replot uses the saved data's own seeds and resolution; drop {' and '.join(given)}")
         out = _output_dir(args.out, create=False)
         missing = [n for n in names if not (out / n / reproduce.DATA_FILE).is_file()]
         if missing:
@@ -496,6 +553,7 @@ def _cmd_reproduce(args, parser) -> int:
             out=out,
             quick=None if args.replot else args.quick,
             seed=args.seed,
+            seeds=args.seeds,
             formats=args.formats,
             progress=not args.no_progress,
             replot=args.replot,
@@ -521,25 +579,38 @@ def _error_line(text: str) -> None:
 
 def _print_summary(run) -> None:
     from curvdyn import io
-    from curvdyn.report import format_measured
+    from curvdyn.report import (
+        SEED_INDEPENDENT,
+        format_measured,
+        passes_text,
+        result_line,
+        seed_list,
+        several_seeds,
+        spread,
+        summary_counts,
+    )
 
-    width = max([len(c.key) for c in run.claims] + [10])
+    several = several_seeds(run)
+    width = max([len(c.key) for c in run.stats] + [10])
     for r in run.results:
         label = f" [run {r.record['run_id']}, seed {io.seeds_text(r.record)}]" if run.replot and r.record else ""
+        if not r.seed_dependent:
+            label += f" [{SEED_INDEPENDENT}]"
         print(f"{r.name}: {r.title}{label}")
         if r.error is not None:
             print(f"  ERROR: {r.error.strip().splitlines()[-1]}")
-        for c in r.claims:
-            print(f"  {c.verdict:<9}  {c.key:<{width}}  {format_measured(c.measured):>10}  ({c.threshold})")
-    n = len(run.claims)
-    failed = sum(c.blocking for c in run.claims)
-    deviations = sum(c.verdict == "DISAGREES" for c in run.claims)
-    print(
-        f"{sum(c.passed for c in run.claims)} of {n} claims pass"
-        + (f", {failed} fail" if failed else "")
-        + (f", {deviations} disagree with the paper (documented deviations, see the report)" if deviations else "")
-        + f"; wall time {run.wall_time_s:.1f} s; report: {run.out / 'report.html'}"
-    )
+        for c in r.stats:
+            if several:
+                failing = f"  failing seeds {seed_list(c.failing_seeds)}" if c.failing_seeds else ""
+                print(
+                    f"  {c.verdict:<14}  {c.key:<{width}}  {passes_text(c):>5}  median {format_measured(c.median):>10}"
+                    f"  5-95% {spread(c)}  ({c.threshold}){failing}"
+                )
+            else:
+                print(f"  {c.verdict:<9}  {c.key:<{width}}  {format_measured(c.measured[0]):>10}  ({c.threshold})")
+    seeds = f"over {len(run.seeds)} seeds ({seed_list(run.seeds)}): " if several else ""
+    print(f"{seeds}{result_line(summary_counts(run), several=several)}; wall time {run.wall_time_s:.1f} s; report: "
+          f"{run.out / 'report.html'}")  # fmt: skip
     for problem in run.problems:
         print(f"NOT ONE COMPLETE RUN: {problem}")
 

@@ -5,6 +5,11 @@ threshold, PASS/FAIL, and how it was measured), its configuration and timings, a
 note for every claim that fails. The numbers are taken from the claims measured on the
 saved data files (see :mod:`curvdyn.reproduce`), so anyone can recompute them.
 
+Over several seeds each claim's row gives the number of seeds it passes on (k/N), the median
+and 5–95 % range of the measured value, the failing seeds and the verdict (REPRODUCED,
+SEED-DEPENDENT, DISAGREES, FAIL), all from :mod:`curvdyn.claimstats`; with one seed the table
+is the one-seed table (measured, threshold, PASS/FAIL/DISAGREES).
+
 Every report states the run id, seed and resolution of each figure (from the record in its
 ``data.npz``) and opens with a warning when the figures are not one complete run: a run in
 progress or killed, an interrupted run, a failed one, or (re-plots with ``--allow-mixed``)
@@ -19,8 +24,9 @@ import json
 import math
 from pathlib import Path
 
-from curvdyn import io
+from curvdyn import claimstats, io
 from curvdyn._version import __version__
+from curvdyn.claimstats import ClaimStats
 from curvdyn.experiments.base import Claim
 
 PAPER = "Curvature-corrected learning dynamics in deep linear neural networks"
@@ -41,12 +47,46 @@ def result_word(claim: Claim) -> str:
     return claim.verdict
 
 
-def failure_note(claim: Claim) -> str:
-    """A plain sentence for a failed claim: what was measured against what was needed."""
-    text = f"Measured {format_measured(claim.measured)}, but the claim needs {claim.threshold}."
+def failure_note(claim: Claim | ClaimStats) -> str:
+    """A plain sentence for a failed claim: what was measured against what was needed (over
+    several seeds: on how many it passes, which fail, and the spread)."""
+    if isinstance(claim, ClaimStats) and claim.n_seeds > 1:
+        text = (
+            f"Passes on {claim.n_passed} of {claim.n_seeds} seeds (failing seeds: {seed_list(claim.failing_seeds)}); "
+            f"measured median {format_measured(claim.median)}, 5–95 % {spread(claim)}, per seed "
+            + ", ".join(f"{s}: {format_measured(m)}" for s, m in zip(claim.seeds, claim.measured))
+            + f"; the claim needs {claim.threshold}."
+        )
+        if claim.fraction_reason:
+            text += f" It states that {claim.min_pass_fraction:.0%} of seeds suffice: {claim.fraction_reason}"
+    else:
+        measured = claim.measured[0] if isinstance(claim, ClaimStats) else claim.measured
+        text = f"Measured {format_measured(measured)}, but the claim needs {claim.threshold}."
     if claim.detail:
         text += " " + claim.detail
     return text
+
+
+def seed_list(seeds) -> str:
+    """Seeds as the report lists them (``"2, 3"``, ``"—"`` for none)."""
+    return ", ".join(str(s) for s in seeds) if seeds else "—"
+
+
+def spread(stats: ClaimStats) -> str:
+    """The 5–95 % range of a claim's measured values over its seeds."""
+    if stats.q05 is None:
+        return "not finite"
+    return f"[{format_measured(stats.q05)}, {format_measured(stats.q95)}]"
+
+
+def passes_text(stats: ClaimStats) -> str:
+    """``"k/N"``: the seeds a claim passes on, of those it was measured on."""
+    return f"{stats.n_passed}/{stats.n_seeds}"
+
+
+def several_seeds(run) -> bool:
+    """Whether any claim of the run was measured on more than one seed (the multi-seed table)."""
+    return any(st.n_seeds > 1 for st in run.stats)
 
 
 # ---------------------------------------------------------------------------------------
@@ -54,16 +94,24 @@ def failure_note(claim: Claim) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def _summary(run) -> dict:
-    claims = run.claims
+def summary_counts(run) -> dict:
     return {
         "n_experiments": len(run.results),
         "n_errors": sum(r.error is not None for r in run.results),
-        "n_claims": len(claims),
-        "n_passed": sum(c.passed for c in claims),
-        "n_failed": sum(c.blocking for c in claims),
-        "n_deviations": sum(c.verdict == "DISAGREES" for c in claims),
+        "n_seeds": len(run.seeds),
+        **claimstats.summary(run.stats),
     }
+
+
+def result_line(s: dict, *, several: bool) -> str:
+    """The result in words (report and command line): how many claims hold, fail, depend on the seed."""
+    held = "are reproduced on every seed (or the fraction they state)" if several else "pass"
+    return (
+        f"{s['n_passed']} of {s['n_claims']} claims {held}"
+        + (f", {s['n_seed_dependent']} are seed-dependent" if s["n_seed_dependent"] else "")
+        + (f", {s['n_failed'] - s['n_seed_dependent']} fail" if s["n_failed"] - s["n_seed_dependent"] else "")
+        + (f", {s['n_deviations']} disagree with the paper (documented deviations)" if s["n_deviations"] else "")
+    )
 
 
 def _resolution(run) -> str:
@@ -91,7 +139,12 @@ def _figure_run(r) -> tuple[str, str, str]:
     """(run id, seeds, resolution) of one figure's data, or placeholders when it has no record."""
     if r.record is None:
         return "—", "—", "—"
-    return r.record["run_id"], io.seeds_text(r.record), str(r.record["resolution"])
+    seeds = io.seeds_text(r.record) + ("" if r.seed_dependent else f" ({SEED_INDEPENDENT})")
+    return r.record["run_id"], seeds, str(r.record["resolution"])
+
+
+#: How the report marks an experiment that declares its compute independent of the seed.
+SEED_INDEPENDENT = "seed-independent: computed once"
 
 
 def _headline(run) -> str:
@@ -134,7 +187,7 @@ def report_dict(run) -> dict:
         "started": run.started,
         "wall_time_s": run.wall_time_s,
         "command": run.command,
-        "summary": _summary(run),
+        "summary": summary_counts(run),
         "experiments": [
             {
                 "name": r.name,
@@ -142,11 +195,14 @@ def report_dict(run) -> dict:
                 "run_id": r.record["run_id"] if r.record else None,
                 "seeds": r.record["seeds"] if r.record else None,
                 "resolution": r.record["resolution"] if r.record else None,
+                "seed_dependent": r.seed_dependent,
                 "record": r.record,
                 "timings": r.timings,
                 "files": r.files,
                 "error": r.error,
                 "claims": [c.as_dict() for c in r.claims],
+                "by_seed": [{"seed": seed, "claims": [c.as_dict() for c in cs]} for seed, cs in r.by_seed.items()],
+                "summary": [st.as_dict() for st in r.stats],
             }
             for r in run.results
         ],
@@ -158,24 +214,90 @@ def report_dict(run) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
+def _result_md(run, s: dict) -> str:
+    if not run.results:
+        return "- **Result:** no figure is finished yet."
+    if several_seeds(run):
+        return (
+            f"- **Result over {s['n_seeds']} seeds:** {s['n_passed']} of {s['n_claims']} claims reproduced"
+            + (f", **{s['n_seed_dependent']} seed-dependent**" if s["n_seed_dependent"] else "")
+            + (f", **{s['n_failed'] - s['n_seed_dependent']} fail**" if s["n_failed"] - s["n_seed_dependent"] else "")
+            + (f", {s['n_deviations']} disagree with the paper (documented below)" if s["n_deviations"] else "")
+            + (f"; **{s['n_errors']} experiment(s) raised an error**" if s["n_errors"] else "")
+            + ". A claim is reproduced when it passes on every seed (or on the fraction of seeds it states, with "
+            "its reason); seed-dependent when it passes on some seeds only."
+        )
+    return (
+        f"- **Result:** {s['n_passed']} of {s['n_claims']} claims pass"
+        + (f", **{s['n_failed']} fail**" if s["n_failed"] else "")
+        + (f", {s['n_deviations']} disagree with the paper (documented below)" if s["n_deviations"] else "")
+        + (f"; **{s['n_errors']} experiment(s) raised an error**" if s["n_errors"] else "")
+        + "."
+    )
+
+
+def _claim_rows_md(r, several: bool) -> list[str]:
+    lines = []
+    for st in r.stats:
+        res = st.verdict if st.holds else f"**{st.verdict}**"
+        if several:
+            lines.append(
+                f"| {r.name} | `{st.key}` | {_md_cell(st.statement)} | {passes_text(st)} | "
+                f"{format_measured(st.median)} | {spread(st)} | {_md_cell(st.threshold)} | "
+                f"{seed_list(st.failing_seeds)} | {res} |"
+            )
+        else:
+            lines.append(
+                f"| {r.name} | `{st.key}` | {_md_cell(st.statement)} | {format_measured(st.measured[0])} | "
+                f"{_md_cell(st.threshold)} | {res} |"
+            )
+    return lines
+
+
+def _measured_text(c: ClaimStats) -> str:
+    """The measurement of one claim in words (per seed when there are several)."""
+    if c.n_seeds == 1:
+        text = f"Measured **{format_measured(c.measured[0])}** (threshold {c.threshold})."
+    else:
+        text = (
+            f"Passes on **{passes_text(c)}** seeds; measured median **{format_measured(c.median)}**, 5–95 % "
+            f"{spread(c)} (threshold {c.threshold}); per seed "
+            + ", ".join(f"{s}: {format_measured(m)}" for s, m in zip(c.seeds, c.measured))
+            + (f"; failing seeds {seed_list(c.failing_seeds)}" if c.failing_seeds else "")
+            + "."
+        )
+        if c.fraction_reason:
+            text += f" Reproduced when it passes on {c.min_pass_fraction:.0%} of the seeds: {c.fraction_reason}"
+    if c.detail:
+        text += f" {c.detail}" + (" (first seed)" if c.n_seeds > 1 else "")
+    return text
+
+
+def _timings_text(t: dict) -> str:
+    parts = []
+    for k, v in t.items():
+        if isinstance(v, list):
+            parts.append(
+                f"{k.removesuffix('_s').replace('_', ' ')} "
+                + ", ".join("—" if x is None else f"{x:.1f}" for x in v)
+                + " s"
+            )
+        elif v is not None:
+            parts.append(f"{k.removesuffix('_s')} {v:.2f} s")
+    return ", ".join(parts)
+
+
 def render_markdown(run) -> str:
-    s = _summary(run)
+    s = summary_counts(run)
+    several = several_seeds(run)
     lines = ["# Reproduction report — curvdyn", ""]
     if run.problems:
         lines += [f"> **{_headline(run)}.**", ">"] + [f"> - {p}" for p in run.problems] + [""]
     lines += [
         f"Paper: *{PAPER}*. Generated by `curvdyn reproduce` (curvdyn {__version__}).",
         "",
-        (
-            f"- **Result:** {s['n_passed']} of {s['n_claims']} claims pass"
-            + (f", **{s['n_failed']} fail**" if s["n_failed"] else "")
-            + (f", {s['n_deviations']} disagree with the paper (documented below)" if s["n_deviations"] else "")
-            + (f"; **{s['n_errors']} experiment(s) raised an error**" if s["n_errors"] else "")
-            + "."
-            if run.results
-            else "- **Result:** no figure is finished yet."
-        ),
-        f"- Resolution: {_resolution(run)}; seed: {_seeds(run)}.",
+        _result_md(run, s),
+        f"- Resolution: {_resolution(run)}; seed{'s' if several else ''}: {_seeds(run)}.",
         f"- Run: {_run_ids(run)}; directory status: {run.status}.",
         f"- Started {run.started} (UTC); total wall time {run.wall_time_s:.1f} s"
         + (" (re-plotted from saved data: compute times are those of the original run)" if run.replot else "")
@@ -193,7 +315,7 @@ def render_markdown(run) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in run.results:
-        passed = f"{sum(c.passed for c in r.claims)} / {len(r.claims)}" if r.error is None else "ERROR"
+        passed = f"{sum(st.holds for st in r.stats)} / {len(r.stats)}" if r.error is None else "ERROR"
         comp = r.timings.get("compute_s")
         rest = (r.timings.get("plot_s") or 0) + (r.timings.get("claims_s") or 0)
         run_id, seeds, _ = _figure_run(r)
@@ -201,23 +323,20 @@ def render_markdown(run) -> str:
             f"| [{r.name}](#{r.name.lower()}) | {_md_cell(r.title)} | {seeds} | `{run_id}` | {passed} | "
             f"{'—' if comp is None else f'{comp:.1f}'} | {rest:.1f} |"
         )
-    lines += [
-        "",
-        "## Claims",
-        "",
-        "| experiment | claim | statement | measured | threshold | result |",
-        "|---|---|---|---|---|---|",
-    ]
+    if several:
+        header = [
+            "| experiment | claim | statement | passes (k/N) | median | 5–95 % | threshold | failing seeds | result |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+    else:
+        header = ["| experiment | claim | statement | measured | threshold | result |", "|---|---|---|---|---|---|"]
+    lines += ["", "## Claims", ""] + header
     for r in run.results:
-        for c in r.claims:
-            res = "PASS" if c.passed else f"**{c.verdict}**"
-            lines.append(
-                f"| {r.name} | `{c.key}` | {_md_cell(c.statement)} | {format_measured(c.measured)} | "
-                f"{_md_cell(c.threshold)} | {res} |"
-            )
+        lines += _claim_rows_md(r, several)
         if r.error is not None:
-            lines.append(f"| {r.name} | — | the experiment raised an error (see below) | — | — | **ERROR** |")
-    failed = [(r, c) for r in run.results for c in r.claims if not c.passed]
+            dashes = "— | — | — | — | — |" if several else "— | — |"
+            lines.append(f"| {r.name} | — | the experiment raised an error (see below) | {dashes} **ERROR** |")
+    failed = [(r, c) for r in run.results for c in r.stats if not c.holds]
     errors = [r for r in run.results if r.error is not None]
     if failed or errors:
         lines += [
@@ -243,23 +362,19 @@ def render_markdown(run) -> str:
         png = f"{r.name}/{r.name}.png"
         if png in r.files:
             lines += [f"![{r.name}]({png})", ""]
+        spread_png = f"{r.name}/{r.name}-seeds.png"
+        if spread_png in r.files:
+            lines += [f"Over the seeds {seed_list(r.seeds)}:", "", f"![{r.name} over seeds]({spread_png})", ""]
         if r.error is not None:
             lines += ["The experiment raised an error:", "", "```", r.error.rstrip(), "```", ""]
-        if r.claims:
+        if r.stats:
             lines += ["Claims, measured on the saved data:", ""]
-            for c in r.claims:
-                lines.append(
-                    f"- `{c.key}` — **{result_word(c)}** — {c.statement} Measured **{format_measured(c.measured)}**"
-                    f" (threshold {c.threshold})." + (f" {c.detail}" if c.detail else "")
-                )
+            for c in r.stats:
+                lines.append(f"- `{c.key}` — **{c.verdict}** — {c.statement} {_measured_text(c)}")
             lines.append("")
         if r.timings:
             t = r.timings
-            lines.append(
-                "Timings: "
-                + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in t.items() if v is not None)
-                + "."
-            )
+            lines.append("Timings: " + _timings_text(t) + ".")
             lines.append("")
         if r.files:
             lines.append("Files: " + ", ".join(f"[`{f}`]({f})" for f in r.files) + ".")
@@ -306,7 +421,8 @@ def _h(text) -> str:
 
 
 def render_html(run) -> str:
-    s = _summary(run)
+    s = summary_counts(run)
+    several = several_seeds(run)
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -326,10 +442,10 @@ def render_html(run) -> str:
             + (f", {s['n_deviations']} disagree with the paper (documented below)" if s["n_deviations"] else "")
             + (f'; <span class="fail">{s["n_errors"]} experiment(s) raised an error</span>' if s["n_errors"] else "")
             + ".</li>"
-            if run.results
-            else "<li><b>Result:</b> no figure is finished yet.</li>"
+            if run.results and not several
+            else f"<li>{_h(_result_md(run, s).removeprefix('- ').replace('**', ''))}</li>"
         ),
-        f"<li>Resolution: {_h(_resolution(run))}; seed: {_h(_seeds(run))}.</li>",
+        f"<li>Resolution: {_h(_resolution(run))}; seed{'s' if several else ''}: {_h(_seeds(run))}.</li>",
         f"<li>Run: <code>{_h(_run_ids(run))}</code>; directory status: {_h(run.status)}.</li>",
         f"<li>Started {_h(run.started)} (UTC); total wall time {run.wall_time_s:.1f} s"
         + (" (re-plotted from saved data)" if run.replot else "")
@@ -347,7 +463,7 @@ def render_html(run) -> str:
     ]
     for r in run.results:
         passed = (
-            f"{sum(c.passed for c in r.claims)} / {len(r.claims)}"
+            f"{sum(st.holds for st in r.stats)} / {len(r.stats)}"
             if r.error is None
             else '<span class="fail">ERROR</span>'
         )
@@ -363,23 +479,34 @@ def render_html(run) -> str:
         "</table>",
         "<h2>Claims</h2>",
         "<table><tr><th>experiment</th><th>claim</th><th>statement</th>"
-        "<th>measured</th><th>threshold</th><th>result</th></tr>",
+        + (
+            "<th>passes (k/N)</th><th>median</th><th>5–95 %</th><th>threshold</th><th>failing seeds</th>"
+            if several
+            else "<th>measured</th><th>threshold</th>"
+        )
+        + "<th>result</th></tr>",
     ]
     for r in run.results:
-        for c in r.claims:
-            cls = "pass" if c.passed else "fail"
+        for c in r.stats:
+            cls = "pass" if c.holds else "fail"
+            cells = (
+                f'<td class="num">{passes_text(c)}</td><td class="num">{_h(format_measured(c.median))}</td>'
+                f'<td class="num">{_h(spread(c))}</td><td>{_h(c.threshold)}</td><td>{_h(seed_list(c.failing_seeds))}</td>'
+                if several
+                else f'<td class="num">{_h(format_measured(c.measured[0]))}</td><td>{_h(c.threshold)}</td>'
+            )
             out.append(
-                f"<tr><td>{_h(r.name)}</td><td><code>{_h(c.key)}</code></td><td>{_h(c.statement)}</td>"
-                f'<td class="num">{_h(format_measured(c.measured))}</td><td>{_h(c.threshold)}</td>'
-                f'<td class="{cls}">{result_word(c)}</td></tr>'
+                f"<tr><td>{_h(r.name)}</td><td><code>{_h(c.key)}</code></td><td>{_h(c.statement)}</td>{cells}"
+                f'<td class="{cls}">{c.verdict}</td></tr>'
             )
         if r.error is not None:
+            blanks = "<td></td>" * (5 if several else 2)
             out.append(
-                f"<tr><td>{_h(r.name)}</td><td>—</td><td>the experiment raised an error</td><td></td><td></td>"
+                f"<tr><td>{_h(r.name)}</td><td>—</td><td>the experiment raised an error</td>{blanks}"
                 '<td class="fail">ERROR</td></tr>'
             )
     out.append("</table>")
-    failed = [(r, c) for r in run.results for c in r.claims if not c.passed]
+    failed = [(r, c) for r in run.results for c in r.stats if not c.holds]
     errors = [r for r in run.results if r.error is not None]
     if failed or errors:
         out += ["<h2>Where the measurements disagree with the paper</h2>", '<div class="note"><ul>']
@@ -405,25 +532,24 @@ def render_html(run) -> str:
         if f"{r.name}/{r.name}.png" in r.files and png.is_file():
             b64 = base64.b64encode(png.read_bytes()).decode("ascii")
             out.append(f'<p><img alt="{_h(r.name)}" src="data:image/png;base64,{b64}"></p>')
+        spread_png = Path(run.out) / r.name / f"{r.name}-seeds.png"
+        if f"{r.name}/{r.name}-seeds.png" in r.files and spread_png.is_file():
+            b64 = base64.b64encode(spread_png.read_bytes()).decode("ascii")
+            out.append(f"<p>Over the seeds {_h(seed_list(r.seeds))}:</p>")
+            out.append(f'<p><img alt="{_h(r.name)} over seeds" src="data:image/png;base64,{b64}"></p>')
         if r.error is not None:
             out.append(f'<p class="fail">The experiment raised an error:</p><pre>{_h(r.error)}</pre>')
-        if r.claims:
+        if r.stats:
             out.append("<p>Claims, measured on the saved data:</p><ul>")
-            for c in r.claims:
-                cls = "pass" if c.passed else "fail"
+            for c in r.stats:
+                cls = "pass" if c.holds else "fail"
                 out.append(
-                    f'<li><code>{_h(c.key)}</code> — <span class="{cls}">{result_word(c)}</span> — {_h(c.statement)} '
-                    f"Measured <b>{_h(format_measured(c.measured))}</b> (threshold {_h(c.threshold)})."
-                    + (f" {_h(c.detail)}" if c.detail else "")
-                    + "</li>"
+                    f'<li><code>{_h(c.key)}</code> — <span class="{cls}">{c.verdict}</span> — {_h(c.statement)} '
+                    f"{_h(_measured_text(c).replace('**', ''))}</li>"
                 )
             out.append("</ul>")
         if r.timings:
-            out.append(
-                "<p>Timings: "
-                + ", ".join(f"{_h(k.removesuffix('_s'))} {v:.2f} s" for k, v in r.timings.items() if v is not None)
-                + ".</p>"
-            )
+            out.append("<p>Timings: " + _h(_timings_text(r.timings)) + ".</p>")
         if r.files:
             out.append(
                 "<p>Files: " + ", ".join(f'<a href="{_h(f)}"><code>{_h(f)}</code></a>' for f in r.files) + ".</p>"

@@ -26,7 +26,14 @@ An experiment is a module in :mod:`curvdyn.experiments` that defines
   ``measure(CLAIMS, data, config)``.
 
 Optionally ``describe(config: Config) -> str``: a paragraph for the report on the setup and
-numerics, read from the same settings fields the run used.
+numerics, read from the same settings fields the run used; ``plot_seeds(datas, configs, seeds)
+-> Figure``: the spread over several seeds (one data dict and config per seed, in run order),
+drawn from the saved data alone, written next to the first seed's figure as ``<name>-seeds.png``;
+and ``SEED_DEPENDENT = False`` for an experiment whose ``compute`` does not depend on the seed at
+all (it then runs once, on a run's first seed, and is reported as seed-independent).
+
+``curvdyn reproduce`` runs ``compute`` once per seed and measures every claim on each seed's
+data; :mod:`curvdyn.claimstats` turns the per-seed claims into the verdict over seeds.
 
 ``config.json`` holds :meth:`Config.as_json` (the settings by :func:`dataclasses.asdict`, and
 the outcome); ``plot``, ``claims`` and ``describe`` get the :class:`Config` rebuilt from it
@@ -145,6 +152,14 @@ def settings_type(module: Any) -> type:
     return type(module.DEFAULT)
 
 
+def seed_dependent(module: Any) -> bool:
+    """Whether an experiment's ``compute`` depends on the seed (its ``SEED_DEPENDENT``, default True)."""
+    value = getattr(module, "SEED_DEPENDENT", True)
+    if not isinstance(value, bool):
+        raise TypeError(f"{getattr(module, 'NAME', module)}.SEED_DEPENDENT must be True or False, got {value!r}")
+    return value
+
+
 def settings_for(module: Any, *, quick: bool) -> Any:
     """The module's ``QUICK`` settings when ``quick``, else its ``DEFAULT``."""
     return module.QUICK if quick else module.DEFAULT
@@ -178,6 +193,11 @@ class Claim:
         the paper's statement is known not to hold as stated (a documented disagreement).
         A failed claim with a known deviation is reported as "DISAGREES (documented)" and
         does not fail ``reproduce --check``; every other failed claim does.
+      min_pass_fraction: over several seeds, the claim counts as reproduced when it passes on
+        at least this fraction of them (default 1: on every seed). Below 1 only with
+        ``fraction_reason``: why the paper's statement holds for most draws, not all (e.g. a
+        hypothesis a random draw can violate). See :mod:`curvdyn.claimstats`.
+      fraction_reason: the reason for ``min_pass_fraction`` < 1 (empty otherwise).
     """
 
     key: str
@@ -187,13 +207,23 @@ class Claim:
     passed: bool
     detail: str = ""
     known_deviation: str = ""
+    min_pass_fraction: float = 1.0
+    fraction_reason: str = ""
+
+    def __post_init__(self):
+        f = self.min_pass_fraction
+        if not (isinstance(f, int | float) and 0 < f <= 1):
+            raise ValueError(f"claim {self.key!r}: min_pass_fraction must be in (0, 1], got {f!r}")
+        if f < 1 and not self.fraction_reason:
+            raise ValueError(f"claim {self.key!r}: min_pass_fraction {f} < 1 needs its reason (fraction_reason)")
 
     @property
     def verdict(self) -> str:
-        """``"PASS"``, ``"FAIL"``, or ``"DISAGREES"`` (failed, with a documented known deviation)."""
-        if self.passed:
-            return "PASS"
-        return "DISAGREES" if self.known_deviation else "FAIL"
+        """``"PASS"``, ``"FAIL"``, or ``"DISAGREES"`` (failed, with a documented known deviation):
+        the one-seed verdict of :func:`curvdyn.claimstats.verdict`."""
+        from curvdyn.claimstats import verdict
+
+        return verdict(int(self.passed), 1, known_deviation=self.known_deviation)
 
     @property
     def blocking(self) -> bool:
@@ -207,27 +237,48 @@ class Claim:
 
 
 def at_most(
-    key: str, statement: str, measured: float, bound: float, detail: str = "", *, known_deviation: str = ""
+    key: str,
+    statement: str,
+    measured: float,
+    bound: float,
+    detail: str = "",
+    *,
+    known_deviation: str = "",
+    **over_seeds,
 ) -> Claim:
-    """A claim that holds when ``measured ≤ bound`` (and is finite)."""
+    """A claim that holds when ``measured ≤ bound`` (and is finite).
+
+    ``over_seeds``: ``min_pass_fraction`` and ``fraction_reason`` (see :class:`Claim`)."""
     measured = float(measured)
     ok = bool(math.isfinite(measured) and measured <= bound)
-    return Claim(key, statement, measured, f"≤ {bound:.3g}", ok, detail, known_deviation)
+    return Claim(key, statement, measured, f"≤ {bound:.3g}", ok, detail, known_deviation, **over_seeds)
 
 
 def at_least(
-    key: str, statement: str, measured: float, bound: float, detail: str = "", *, known_deviation: str = ""
+    key: str,
+    statement: str,
+    measured: float,
+    bound: float,
+    detail: str = "",
+    *,
+    known_deviation: str = "",
+    **over_seeds,
 ) -> Claim:
-    """A claim that holds when ``measured ≥ bound`` (and is finite)."""
+    """A claim that holds when ``measured ≥ bound`` (and is finite).
+
+    ``over_seeds``: ``min_pass_fraction`` and ``fraction_reason`` (see :class:`Claim`)."""
     measured = float(measured)
     ok = bool(math.isfinite(measured) and measured >= bound)
-    return Claim(key, statement, measured, f"≥ {bound:.3g}", ok, detail, known_deviation)
+    return Claim(key, statement, measured, f"≥ {bound:.3g}", ok, detail, known_deviation, **over_seeds)
 
 
 def within(
     key: str, statement: str, measured: float, target: float, tol: float, detail: str = "", *, relative: bool = False
 ) -> Claim:
-    """A claim that holds when ``|measured − target| ≤ tol`` (relative to ``|target|`` if asked)."""
+    """A claim that holds when ``|measured − target| ≤ tol`` (relative to ``|target|`` if asked).
+
+    The threshold names the target and the tolerance only (the same on every seed); the error
+    measured is appended to the detail."""
     measured = float(measured)
     err = abs(measured - target) / (abs(target) if relative and target else 1.0)
     kind = "relative " if relative else ""
@@ -235,7 +286,7 @@ def within(
         key,
         statement,
         measured,
-        f"{target:.4g} ± {tol:.2g} ({kind}error {err:.2g})",
+        f"{target:.4g} ± {tol:.2g}" + (" (relative)" if relative else ""),
         bool(math.isfinite(measured) and err <= tol),
-        detail,
+        (detail + " " if detail else "") + f"({kind}error {err:.2g})",
     )

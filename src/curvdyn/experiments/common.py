@@ -122,3 +122,63 @@ def random_target(key, singular_values) -> np.ndarray:
 MODE_RUN_WIDTH = 4
 MODE_RUN_N_SAVE = 241
 MODE_RUN_ODE = ODE(rtol=1e-10, atol=1e-12, solver="tsit5", max_steps=100_000)
+
+
+def straight_map_path_invertible(w_map: np.ndarray, target: np.ndarray) -> bool:
+    """Whether the straight line ``(1 − s)·target + s·w_map``, s ∈ [0, 1], avoids singular maps.
+
+    NGD's and NGD-d's map moves on that line (``Ẇ = −η(W − W*)``, eq. 20 with p = 0). It is
+    singular for some s ∈ (0, 1) exactly when ``target⁻¹ w_map`` has an eigenvalue on the
+    closed negative real axis (always so when ``det w_map`` and ``det target`` differ in sign);
+    there a layer is singular, where NGD-d's field is (and balanced layers freeze a mode).
+    """
+    eig = np.linalg.eigvals(np.linalg.solve(np.asarray(target), np.asarray(w_map)))
+    return not bool(np.any((eig.real <= 0) & (np.abs(eig.imag) <= 1e-12 * np.abs(eig).max())))
+
+
+def band_over_seeds(t_ref: np.ndarray, curves: list[tuple[np.ndarray, np.ndarray]], *, log_time: bool = True):
+    """``(q05, median, q95)`` over seeds of curves ``(t_s, y_s)`` on the times ``t_ref``, shape (T, ...).
+
+    Each seed's curve is interpolated (linearly, in log t with ``log_time``; ``y_s`` of shape
+    (T_s, ...) along its first axis) onto ``t_ref``; outside a seed's time range its value is
+    NaN and left out of the quantiles (:func:`numpy.nanquantile`, linear, as the claims table's
+    5–95 % range).
+    """
+    t_ref = np.asarray(t_ref, dtype=np.float64)
+    x_ref = np.log(t_ref) if log_time else t_ref
+    stacked = []
+    for t, y in curves:
+        t, y = np.asarray(t, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        x = np.log(t) if log_time else t
+        flat = y.reshape(len(t), -1)
+        cols = [np.interp(x_ref, x, flat[:, j], left=np.nan, right=np.nan) for j in range(flat.shape[1])]
+        stacked.append(np.stack(cols, axis=-1).reshape((len(t_ref),) + y.shape[1:]))
+    arr = np.stack(stacked)
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: no seed covers that time
+            q = np.nanquantile(arr, [0.05, 0.5, 0.95], axis=0)
+    return q[0], q[1], q[2]
+
+
+def per_seed_points(ax, seeds, values: dict[str, list[float]], *, log: bool = True) -> None:
+    """One marker per seed and name (rule or optimizer, in its colour), the names side by side
+    at each seed, and each name's median as a short line: a figure's per-seed results."""
+    names = list(values)
+    x = np.arange(len(seeds), dtype=np.float64)
+    width = 0.7 / max(len(names), 1)
+    for i, name in enumerate(names):
+        offset = (i - (len(names) - 1) / 2) * width
+        y = np.asarray(values[name], dtype=np.float64)
+        ax.plot(x + offset, y, "o", ms=5, color=rule_color(name), mec="k", mew=0.4, label=rule_label(name))
+        finite = y[np.isfinite(y)]
+        if finite.size:
+            ax.hlines(np.median(finite), -0.5, len(seeds) - 0.5, color=rule_color(name), lw=0.8, ls=":")
+    ax.set_xticks(x, [str(s) for s in seeds])
+    ax.set_xlim(-0.5, len(seeds) - 0.5)
+    ax.set_xlabel("seed (dotted: median over seeds)")
+    if log:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.25, axis="y")

@@ -58,7 +58,7 @@ import optax
 from matplotlib.figure import Figure
 
 from curvdyn.experiments.base import Claim, Config, Data, at_least, at_most, measure, within
-from curvdyn.experiments.common import Axis, rule_color, rule_label
+from curvdyn.experiments.common import Axis, per_seed_points, rule_color, rule_label
 from curvdyn.experiments.common import progress as progress_bar
 from curvdyn.optim import MLP, fractional_kfac_direction, kfac_statistics, scale_by_fractional_kfac
 from curvdyn.theory import scaling_exponents
@@ -853,4 +853,23 @@ def plot(data: Data, config: Config[Settings]) -> Figure:
         f"{config.settings.n_steps} full-batch steps per run, best of {len(config.settings.grids.sgd)} configurations",
         fontsize=13,
     )
+    return fig
+
+
+def plot_seeds(datas: list[Data], configs: list[Config[Settings]], seeds: list[int]) -> Figure:
+    """Per-seed results (each seed: its own split, initial weights and curvature batches): the
+    tuned run's final test accuracy and final training loss of every optimizer at every scale α."""
+    scales = list(configs[0].settings.scales)
+    fig = Figure(figsize=(4.6 * len(scales), 7.8), layout="constrained")
+    axes = np.asarray(fig.subplots(2, len(scales), squeeze=False))
+    for a, alpha in enumerate(scales):
+        runs = [{k: best_run(d, c, k, a) for k in OPTIMIZERS} for d, c in zip(datas, configs)]
+        acc = {k: [final(d, r[k], "test_acc") for d, r in zip(datas, runs)] for k in OPTIMIZERS}
+        loss = {k: [final(d, r[k], "train_loss") for d, r in zip(datas, runs)] for k in OPTIMIZERS}
+        per_seed_points(axes[0, a], seeds, acc, log=False)
+        per_seed_points(axes[1, a], seeds, loss)
+        axes[0, a].set_title(f"α = {alpha:g}: final test accuracy (tuned run)", fontsize=10.5)
+        axes[1, a].set_title(f"α = {alpha:g}: final training loss (tuned run)", fontsize=10.5)
+    axes[0, 0].legend(fontsize=8, loc="best", framealpha=0.9)
+    fig.suptitle(f"Digits over {len(seeds)} seeds", fontsize=12)
     return fig

@@ -52,6 +52,7 @@ from curvdyn.experiments.common import (
     rule_color,
     rule_label,
     scalar,
+    straight_map_path_invertible,
 )
 from curvdyn.experiments.common import (
     progress as progress_bar,
@@ -155,8 +156,7 @@ def _invertible_path_init(key, w_star, width: int, scale: float, max_draws: int 
     """
     for k in range(max_draws):
         ws = init_balanced(jax.random.fold_in(key, k), (width,) * 3, scale)
-        eig = np.linalg.eigvals(np.linalg.solve(w_star, np.asarray(ws[1] @ ws[0])))
-        if not np.any((eig.real <= 0) & (np.abs(eig.imag) <= 1e-12 * np.abs(eig).max())):
+        if straight_map_path_invertible(np.asarray(ws[1] @ ws[0]), w_star):
             return ws, k + 1
     raise RuntimeError(f"no orientation with an invertible map path in {max_draws} draws")
 

@@ -13,6 +13,15 @@ for NGD-d, and that √NGD-d also breaks them while the weights stay balanced.
 scale dominates the other's. From small initial weights it starts of order 1 and should fall
 towards 0 as the weights grow, when the layers stay balanced.
 
+The random initial weights are drawn so that the straight map path from W(0) to W* stays
+invertible (:func:`curvdyn.experiments.common.straight_map_path_invertible`): NGD's and NGD-d's
+map moves on that line (eq. 20, p = 0), and where it is singular a layer is, where NGD-d's field
+is singular — the run stops there at max_steps (for about 40 % of plain ``init_random`` draws
+here, e.g. whenever ``det W(0)`` and ``det W*`` differ in sign), and no NGD-d solution exists to
+compare with. The paper's Fig. S2 shows NGD-d converging from its initial weights, so it drew
+such weights. The draw is ``init_random`` from the seed's key, and, if its path is singular,
+from ``fold_in(key, k)``, k = 1, 2, ...: ``init_random`` conditioned on an invertible path.
+
 A second, smaller run starts from weights aligned with the target's singular vectors
 (footnote 2, unequal per-layer mode values), where each mode's per-layer values σ_i can be
 read off exactly and each rule's own constant of motion checked: ``σ_i² − σ_k²`` (SGD, NGD,
@@ -32,7 +41,13 @@ from matplotlib.ticker import LogLocator, NullLocator
 
 from curvdyn import theory
 from curvdyn.experiments.base import Claim, Config, Data, at_least, at_most, measure
-from curvdyn.experiments.common import log_times, random_target, relative_drift, rule_label
+from curvdyn.experiments.common import (
+    log_times,
+    random_target,
+    relative_drift,
+    rule_label,
+    straight_map_path_invertible,
+)
 from curvdyn.experiments.common import progress as progress_bar
 from curvdyn.init import init_aligned, init_random
 from curvdyn.integrators import ODE
@@ -54,6 +69,8 @@ class Settings:
     Attributes:
       widths: the network (d = 3); target_singular_values: of the fixed target (Haar-random
         singular vectors); init_scale: every layer's largest initial singular value.
+      invertible_path: draw the random initial weights with an invertible straight map path to
+        the target (the module docstring says why), at most ``max_draws`` draws.
       aligned_mode_values: the aligned run's per-layer mode values (rows: layers, columns: modes).
       eta: the learning rate; t_end, n_save, t_min: 0 and ``n_save`` log-spaced save times from
         ``t_min`` to ``t_end``; ode: the integrator.
@@ -62,6 +79,8 @@ class Settings:
     widths: tuple[int, ...] = (2, 2, 2, 2)
     target_singular_values: tuple[float, ...] = (3.0, 1.0)
     init_scale: float = 0.1
+    invertible_path: bool = True
+    max_draws: int = 1000
     aligned_mode_values: tuple[tuple[float, ...], ...] = ((0.12, 0.05), (0.08, 0.1), (0.15, 0.07))
     eta: float = 1.0
     t_end: float = 20.0
@@ -74,12 +93,28 @@ DEFAULT = Settings()
 QUICK = dataclasses.replace(DEFAULT, n_save=120, ode=dataclasses.replace(DEFAULT.ode, rtol=1e-10, atol=1e-12))
 
 
+def init_with_invertible_path(key, widths, scale: float, target: np.ndarray, max_draws: int):
+    """``(weights, draws)``: ``init_random(key, widths, scale)``, or the first draw from
+    ``fold_in(key, k)``, k = 1, 2, ..., whose straight map path to ``target`` is invertible."""
+    for k in range(max_draws):
+        ws = init_random(key if k == 0 else jax.random.fold_in(key, k), widths, scale)
+        w_map = np.asarray(ws[0])
+        for w in ws[1:]:
+            w_map = np.asarray(w) @ w_map
+        if straight_map_path_invertible(w_map, target):
+            return ws, k + 1
+    raise RuntimeError(f"no initial weights with an invertible straight map path in {max_draws} draws")
+
+
 def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     s = settings
     k_target, k_init = jax.random.split(jax.random.PRNGKey(seed))
     target = random_target(k_target, s.target_singular_values)
     task = Task(target)
-    ws0 = init_random(k_init, s.widths, s.init_scale)
+    if s.invertible_path:
+        ws0, draws = init_with_invertible_path(k_init, s.widths, s.init_scale, target, s.max_draws)
+    else:
+        ws0, draws = init_random(k_init, s.widths, s.init_scale), 1
     wa0 = init_aligned(target, s.widths, np.asarray(s.aligned_mode_values))
     bases = theory.aligned_bases(target, s.widths)
     save = log_times(s.t_end, s.n_save, s.t_min)
@@ -107,7 +142,7 @@ def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[d
             "aligned_solver_steps": aligned.config["solver_steps"],
             "wall_time_s": round(time.perf_counter() - start, 3),
         }
-    return data, {"runs": runs}
+    return data, {"runs": runs, "init_draws": draws}
 
 
 def describe(config: Config[Settings]) -> str:
@@ -116,7 +151,13 @@ def describe(config: Config[Settings]) -> str:
     return (
         f"Depth-3 linear network, widths {'-'.join(map(str, s.widths))}, learning a 2 × 2 target with singular "
         f"values {', '.join(f'{v:g}' for v in s.target_singular_values)} (Σ = I) from random weights "
-        f"(largest singular value {s.init_scale:g} per layer), all rules from the same weights, η = {s.eta:g}, "
+        f"(largest singular value {s.init_scale:g} per layer"
+        + (
+            f"; draw {config.outcome.get('init_draws', '?')}: the first whose straight map path to W* is invertible"
+            if s.invertible_path
+            else ""
+        )
+        + f"), all rules from the same weights, η = {s.eta:g}, "
         f"continuous time to t = {s.t_end:g} ({s.ode.solver}, rtol {s.ode.rtol:g}, atol {s.ode.atol:g}). "
         "Relative imbalance = ‖C_i‖_F / (½(‖w_i‖_F² + ‖w_{i+1}‖_F²)). A second run per rule starts from weights "
         "aligned with the target's singular vectors with unequal per-layer mode values "
@@ -267,8 +308,11 @@ def larger_norm_ngd_d(data: Data, config: Config[Settings]) -> Claim:
         "NGD-d converges to a less efficient, larger-norm solution than NGD (section 3.3).",
         norms["ngd-d"] / norms["ngd"],
         1.05,
-        "Ratio of the final weight norms (Σ_i ‖w_i‖_F²)^{1/2}, NGD-d / NGD, random initial weights, both at loss "
-        "≈ 0; final norms: " + ", ".join(f"{rule_label(r)} {v:.4g}" for r, v in norms.items()) + ".",
+        "Ratio of the final weight norms (Σ_i ‖w_i‖_F²)^{1/2}, NGD-d / NGD, random initial weights whose straight "
+        "map path to W* is invertible (NGD-d converges only then: see the setup), both at loss ≈ 0; NGD-d run "
+        f"{config.outcome.get('runs', {}).get('ngd-d', {}).get('status', '?')}; final norms: "
+        + ", ".join(f"{rule_label(r)} {v:.4g}" for r, v in norms.items())
+        + ".",
     )
 
 
