@@ -31,9 +31,10 @@ def _task(seed):
 
 
 def _runs(kind):
+    # diagnose=False: the trajectories are compared here (test_exactness checks the diagnostics)
     if kind == "ode":
-        return dict(t_end=2.0, integrator=ODE, n_save=9)
-    return dict(t_end=None, integrator=cd.Euler(steps=40, dt=0.1), n_save=9)
+        return dict(t_end=2.0, integrator=ODE, n_save=9, diagnose=False)
+    return dict(t_end=None, integrator=cd.Euler(steps=40, dt=0.1), n_save=9, diagnose=False)
 
 
 def _assert_same_run(member, single, exact):
@@ -84,7 +85,7 @@ def test_map_gives_bitwise_the_separate_runs_and_vmap_agrees(kind):
 
 def test_auto_batch_equals_separate_runs_for_the_gradient():
     task, members = _task(2), _members(3)
-    euler = dict(integrator=cd.Euler(steps=30, dt=0.1), n_save=4)
+    euler = dict(integrator=cd.Euler(steps=30, dt=0.1), n_save=4, diagnose=False)
     traj = cd.simulate(_stack(members), task, "sgd", **euler)
     assert traj.config["batch_strategy"] == "vmap"
     for b, m in enumerate(members):
@@ -97,7 +98,7 @@ def test_one_task_per_member():
     tasks = [_task(s) for s in range(3)]
     members = _members(3)
     rule = cd.get_rule("ngd-d")
-    euler = dict(integrator=cd.Euler(steps=20, dt=0.1), n_save=5)
+    euler = dict(integrator=cd.Euler(steps=20, dt=0.1), n_save=5, diagnose=False)
     traj = cd.simulate(_stack(members), tasks, rule, batch="map", **euler)
     assert isinstance(traj.config["task"], list) and len(traj.config["task"]) == 3
     for b, (m, t) in enumerate(zip(members, tasks)):
@@ -151,7 +152,7 @@ _DEVICE_SCRIPT = textwrap.dedent(
     out = {}
     for name, (rule, task, t_end, integrator, strategy) in cases.items():
         run = lambda **kw: cd.simulate(
-        stacked, task, rule, t_end, integrator=integrator, n_save=9, batch=strategy, loss_tol=0.05, **kw
+        stacked, task, rule, t_end, integrator=integrator, n_save=9, batch=strategy, loss_tol=0.05, diagnose=False, **kw
     )
         one, split = run(devices=devs[:1]), run()
         arrays = lambda t: [t.t, t.loss, t.update_norm, *t.weights, *t.conserved]
