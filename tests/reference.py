@@ -275,16 +275,19 @@ def inner(x: Sequence, y: Sequence) -> float:
     return float(flat_np(x) @ flat_np(y))
 
 
-def ngd_extended(ws: Sequence, target) -> list[np.ndarray]:
-    """The NGD direction for Σ = I and an invertible kernel K, in extended precision.
+def ngd_extended(ws: Sequence, target, cov=None, *, shift: float = 0.0, gain: float = 1.0) -> list[np.ndarray]:
+    """``gain · Ĵᵀ (K + shift)⁺ vec(ΔS)`` in extended precision: NGD (``shift = 0``, ``gain = 1``)
+    or a damped/LM solve, for any Σ (``S = Σ^{1/2}``).
 
-    ``Λ`` solves ``K Λ = Δ`` by iterative refinement with residuals in numpy longdouble; the
-    direction is ``{A_iᵀ Λ B_iᵀ}`` (float64). Accurate far beyond float64's ``cond(K) · 1e-16``,
-    so it shows which float64 method is closer to the truth on ill-conditioned networks.
+    ``Λ`` solves ``(K + shift) Λ = ΔS`` by iterative refinement with residuals in numpy longdouble
+    (least-squares corrections, so a singular K gives the minimum-norm solution); the direction is
+    ``{gain · A_iᵀ Λ (B_i S)ᵀ}`` (float64). Accurate far beyond float64's ``cond(K) · 1e-16``, so
+    it shows which float64 method is closer to the truth on ill-conditioned networks.
     """
     ld = np.longdouble
     w = [np.asarray(x).astype(ld) for x in ws]
     n_out, n_in = w[-1].shape[0], w[0].shape[1]
+    s = np.eye(n_in, dtype=ld) if cov is None else _psd_sqrt(np.asarray(cov, dtype=np.float64)).astype(ld)
     a_list, b_list = [], []
     for i in range(len(w)):
         a, b = np.eye(n_out, dtype=ld), np.eye(n_in, dtype=ld)
@@ -293,18 +296,18 @@ def ngd_extended(ws: Sequence, target) -> list[np.ndarray]:
         for x in w[:i]:
             b = x @ b
         a_list.append(a)
-        b_list.append(b)
+        b_list.append(b @ s)
     m = np.eye(n_in, dtype=ld)
     for x in w:
         m = x @ m
-    r = (m - np.asarray(target).astype(ld)).ravel()
-    k = sum(np.kron(a @ a.T, b.T @ b) for a, b in zip(a_list, b_list))
+    r = ((m - np.asarray(target).astype(ld)) @ s).ravel()
+    k = sum(np.kron(a @ a.T, b.T @ b) for a, b in zip(a_list, b_list)) + shift * np.eye(n_out * n_in, dtype=ld)
     k64 = k.astype(np.float64)
-    lam = np.linalg.solve(k64, r.astype(np.float64)).astype(ld)
+    lam = np.linalg.lstsq(k64, r.astype(np.float64), rcond=None)[0].astype(ld)
     for _ in range(8):
-        lam = lam + np.linalg.solve(k64, (r - k @ lam).astype(np.float64)).astype(ld)
+        lam = lam + np.linalg.lstsq(k64, (r - k @ lam).astype(np.float64), rcond=None)[0].astype(ld)
     lam = lam.reshape(n_out, n_in)
-    return [(a.T @ lam @ b.T).astype(np.float64) for a, b in zip(a_list, b_list)]
+    return [(gain * a.T @ lam @ b.T).astype(np.float64) for a, b in zip(a_list, b_list)]
 
 
 def ngd_svd(

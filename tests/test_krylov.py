@@ -72,35 +72,6 @@ def case(cid):
     return ws, target, cov, cd.Task(target, cov)
 
 
-def extended(ws, target, cov, shift=0.0, gain=1.0):
-    """``gain · Ĵᵀ (K + shift)⁻¹ vec(ΔS)`` in extended precision (longdouble refinement)."""
-    ld = np.longdouble
-    task = cd.Task(target, cov)
-    s = np.asarray(task.sqrt_cov).astype(ld)
-    w = [np.asarray(x).astype(ld) for x in ws]
-    n_out, n_in = w[-1].shape[0], w[0].shape[1]
-    a_list, b_list = [], []
-    for i in range(len(w)):
-        a, b = np.eye(n_out, dtype=ld), np.eye(n_in, dtype=ld)
-        for x in w[:i:-1]:
-            a = a @ x
-        for x in w[:i]:
-            b = x @ b
-        a_list.append(a)
-        b_list.append(b @ s)
-    m = np.eye(n_in, dtype=ld)
-    for x in w:
-        m = x @ m
-    rhs = ((m - np.asarray(target).astype(ld)) @ s).ravel()
-    k = sum(np.kron(a @ a.T, bs.T @ bs) for a, bs in zip(a_list, b_list)) + shift * np.eye(n_out * n_in, dtype=ld)
-    k64 = k.astype(np.float64)
-    lam = np.linalg.lstsq(k64, rhs.astype(np.float64), rcond=None)[0].astype(ld)
-    for _ in range(8):
-        lam = lam + np.linalg.lstsq(k64, (rhs - k @ lam).astype(np.float64), rcond=None)[0].astype(ld)
-    lam = lam.reshape(n_out, n_in)
-    return [(gain * a.T @ lam @ bs.T).astype(np.float64) for a, bs in zip(a_list, b_list)]
-
-
 def krylov(ws, task, rule, tol=cv.DEFAULT_KRYLOV_TOL, maxiter=cv.DEFAULT_KRYLOV_MAXITER):
     """The krylov direction and its ``KrylovInfo`` from the compiled program ``Rule.direction``
     runs (``rules._krylov_jit``, cached per rule, options and shapes: the tests that call both
@@ -158,7 +129,7 @@ def test_matches_the_dense_reference_and_the_estimate_bounds_the_error(cid, key)
     assert R.rel_err(out, want) <= TOL
     if key in Q1:
         f = rule.spectral_function()
-        err = R.rel_err(out, extended(ws, target, cov, shift=f.shift, gain=f.gain))
+        err = R.rel_err(out, R.ngd_extended(ws, target, cov, shift=f.shift, gain=f.gain))
         assert err <= est <= 100 * max(err, 1e-13), (err, est)
     elif cid == "random-d3":
         assert R.rel_err(out, want) <= est
@@ -183,7 +154,7 @@ def test_estimate_holds_at_tight_tolerance_where_round_off_dominates():
     answer, and the estimate (with its floor term) still bounds the error."""
     ws, target, cov, task = case("ill-small-d4")
     out, info = krylov(ws, task, cd.get_rule("ngd"), tol=1e-13)
-    err = R.rel_err(out, extended(ws, target, cov))
+    err = R.rel_err(out, R.ngd_extended(ws, target, cov))
     assert bool(info.converged)
     assert err <= float(info.error_estimate) <= 1e-11
 
@@ -197,7 +168,7 @@ def test_zero_mode_needs_the_schur_certificate():
     out, info = krylov(ws, task, rule)
     assert bool(info.cutoff_certified)
     assert float(info.lam_lo) > rule.rcond * float(info.lam_hi)
-    truth = extended(ws, target, cov)
+    truth = R.ngd_extended(ws, target, cov)
     err = R.rel_err(out, truth)
     assert err <= float(info.error_estimate) <= 1e-10
     eigh = rule.direction(ws, task, method="mapspace")
