@@ -261,6 +261,22 @@ def test_data_files_hold_plain_arrays_only(tmp_path):
     assert sorted(back) == ["label", "x"]  # the record is checked and stripped
     assert back["x"].tolist() == [0.0, 1.0, 2.0] and back["label"].tolist() == ["sgd", "ngd"]
     assert reproduce.load_record(tmp_path / "d.npz") == record
+    # the kinds of arrays the experiments save come back bit for bit (the experiment tests read
+    # the session's reproduce run from these files: tests/quick_runs.py)
+    kinds = {
+        "f64": np.array([[1.0, np.nan], [np.inf, -0.0]]),
+        "f32": np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3),
+        "scalar": np.array(2.5),
+        "ints": np.arange(4, dtype=np.int64),
+        "flags": np.array([True, False]),
+        "empty": np.zeros((0, 3)),
+    }
+    reproduce.save_data(tmp_path / "k.npz", kinds, record)
+    back = reproduce.load_data(tmp_path / "k.npz")
+    assert sorted(back) == sorted(kinds)
+    for key, value in kinds.items():
+        assert back[key].dtype == value.dtype and back[key].shape == value.shape, key
+        assert back[key].tobytes() == value.tobytes(), key
     # a data file without a record (an older curvdyn, or not curvdyn) is refused by name
     np.savez(tmp_path / "old.npz", x=np.arange(3.0))
     with pytest.raises(io.RecordError, match=r"old\.npz has no run record"):
