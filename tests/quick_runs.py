@@ -59,10 +59,6 @@ def run(name: str):
     return (module, data, config) + round_trip(data, config)
 
 
-def forget(names) -> None:
-    """Kept for the test modules' teardown: the runs live in files now, nothing to free."""
-
-
 def check_plain_data(data: dict, config: Config, loaded: dict, loaded_config: Config) -> None:
     """The data are non-empty plain (non-object) arrays under string keys, unchanged by the file round
     trip, and the configuration is JSON: the typed settings come back equal (and hashable), the

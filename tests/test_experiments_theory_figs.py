@@ -30,14 +30,6 @@ pytestmark = pytest.mark.usefixtures("quick_reproduce")  # run(name) reads its f
 NAMES = ("fig1", "fig2", "figS1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compute_in_order():
-    for name in NAMES:  # fig1 before fig2: they share compiled full-matrix programs
-        run(name)
-    yield
-    quick_runs.forget(NAMES)
-
-
 def test_registry_lists_the_figures_in_order():
     assert experiments.names()[:5] == ("fig1", "fig2", "fig3", "figS1", "figS2")  # then the studies beyond the paper
     for name in NAMES:
