@@ -28,9 +28,15 @@ def _fresh_compilation_caches():
 
 
 @pytest.fixture(scope="session")
-def quick_reproduce(tmp_path_factory):
+def quick_reproduce(tmp_path_factory, request):
     """The session's one ``curvdyn reproduce --quick --check`` run (:mod:`quick_runs`): ``{"out",
-    "code", "wall"}``. test_reproduce checks the run itself, the experiment tests read its files."""
+    "code", "wall"}``. test_reproduce checks the run itself, the experiment tests read its files.
+
+    Under pytest-xdist the workers share one run: the first to take the lock makes it in the
+    session's common temporary directory, the others wait for the lock and read its files.
+    """
     import quick_runs
 
-    return quick_runs.reproduce_once(tmp_path_factory.mktemp("reproduce-quick"))
+    if not hasattr(request.config, "workerinput"):  # not a pytest-xdist worker
+        return quick_runs.reproduce_once(tmp_path_factory.mktemp("reproduce-quick"))
+    return quick_runs.reproduce_shared(tmp_path_factory.getbasetemp().parent / "reproduce-quick")
