@@ -61,7 +61,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -393,6 +394,69 @@ def check_compatible(ws: Weights, task: Task) -> None:
         )
 
 
+def _resolved_direction(
+    ws: Weights,
+    task: Task,
+    rule: Rule,
+    method: str,
+    diagnose: bool,
+    balance_tol: float | None,
+    cg_tol: float,
+    cg_maxiter: int,
+) -> tuple[Weights, cv.DirectionInfo | None]:
+    """The one dispatch behind :func:`direction_unchecked` and :func:`direction_and_info`:
+    ``(direction, info)``, ``info`` the path's diagnostics when ``diagnose`` (else None). Each
+    method is one pair of the same computation without and with its diagnostics."""
+    if rule.is_gradient:
+        return gradient(ws, task), (cv.exact_info(ws[0].dtype) if diagnose else None)
+    f = rule.spectral_function()
+
+    def run(plain: Callable[[], Any], with_info: Callable[[], Any]) -> tuple[Weights, cv.DirectionInfo | None]:
+        return with_info() if diagnose else (plain(), None)
+
+    if rule.block:
+        if method == "mapspace":
+            out, info = run(
+                lambda: cv.block_direction_mapspace(ws, task, f), lambda: cv.block_direction_mapspace_info(ws, task, f)
+            )
+        else:
+            g = gradient(ws, task)
+            plain, with_info = (
+                (cv.block_direction_kronecker, cv.block_direction_kronecker_info)
+                if method == "kronecker"
+                else (cv.block_direction_dense, cv.block_direction_dense_info)
+            )
+            out, info = run(lambda: plain(ws, task, f, g), lambda: with_info(ws, task, f, g))
+        return tuple(s * o for s, o in zip(rule.layer_scales(len(ws)), out)), info
+    if method in _FULL_PATHS:
+        plain, with_info = _FULL_PATHS[method]
+        return run(lambda: plain(ws, task, f), lambda: with_info(ws, task, f))
+    if method == "balanced-checked":
+        fallback = _eigh_fallback(widths_of(ws), task.identity_cov)
+        return run(
+            lambda: cv.checked_direction(ws, task, f, fallback, balance_tol),
+            lambda: cv.checked_direction_info(ws, task, f, fallback, balance_tol),
+        )
+    if method == "cg":
+        out, cg_info = cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)
+        return out, (cv.bound_info(cg_info.error_bound) if diagnose else None)
+    if method == "krylov":
+        return run(
+            lambda: cv.krylov_direction(ws, task, f, fallback=_in_graph_fallback(ws))[0],
+            lambda: cv.krylov_direction_info(ws, task, f, fallback=_in_graph_fallback(ws))[:2],
+        )
+    g = gradient(ws, task)
+    return run(lambda: cv.dense_direction(ws, task, f, g), lambda: cv.dense_direction_info(ws, task, f, g))
+
+
+#: The full-curvature methods whose two forms take ``(ws, task, f)``: (direction, direction with info).
+_FULL_PATHS: dict[str, tuple[Callable, Callable]] = {
+    "mapspace": (cv.mapspace_direction, cv.mapspace_direction_info),
+    "kronsum": (cv.kronsum_direction, cv.kronsum_direction_info),
+    "balanced": (cv.balanced_direction, cv.balanced_direction_info),
+}
+
+
 def direction_unchecked(
     ws: Weights,
     task: Task,
@@ -403,31 +467,7 @@ def direction_unchecked(
     cg_maxiter: int = cv.DEFAULT_CG_MAXITER,
 ) -> Weights:
     """The rule's direction with a resolved method and no input validation (traceable)."""
-    if rule.is_gradient:
-        return gradient(ws, task)
-    f = rule.spectral_function()
-    if rule.block:
-        if method == "mapspace":
-            out = cv.block_direction_mapspace(ws, task, f)
-        elif method == "kronecker":
-            out = cv.block_direction_kronecker(ws, task, f, gradient(ws, task))
-        else:
-            out = cv.block_direction_dense(ws, task, f, gradient(ws, task))
-        return tuple(s * o for s, o in zip(rule.layer_scales(len(ws)), out))
-    if method == "mapspace":
-        return cv.mapspace_direction(ws, task, f)
-    if method == "kronsum":
-        return cv.kronsum_direction(ws, task, f)
-    if method == "balanced":
-        return cv.balanced_direction(ws, task, f)
-    if method == "balanced-checked":
-        fallback = _eigh_fallback(widths_of(ws), task.identity_cov)
-        return cv.checked_direction(ws, task, f, fallback, balance_tol)
-    if method == "cg":
-        return cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)[0]
-    if method == "krylov":
-        return cv.krylov_direction(ws, task, f, fallback=_in_graph_fallback(ws))[0]
-    return cv.dense_direction(ws, task, f, gradient(ws, task))
+    return _resolved_direction(ws, task, rule, method, False, balance_tol, cg_tol, cg_maxiter)[0]
 
 
 #: Entries of the per-run statistics of :func:`direction_warm` (summed over directions, the last
@@ -501,38 +541,10 @@ def direction_and_info(
     cg_maxiter: int = cv.DEFAULT_CG_MAXITER,
 ) -> tuple[Weights, cv.DirectionInfo]:
     """:func:`direction_unchecked` and the :class:`~curvdyn.curvature.DirectionInfo` of the path
-    that ran (traceable). The direction is the same computation as :func:`direction_unchecked`'s;
-    a method without diagnostics reports NaN (no warning)."""
-    if rule.is_gradient:
-        return gradient(ws, task), cv.exact_info(ws[0].dtype)
-    f = rule.spectral_function()
-    if rule.block:
-        if method == "mapspace":
-            out, info = cv.block_direction_mapspace_info(ws, task, f)
-        elif method == "kronecker":
-            out, info = cv.block_direction_kronecker_info(ws, task, f, gradient(ws, task))
-        else:
-            out, info = cv.block_direction_dense_info(ws, task, f, gradient(ws, task))
-        return tuple(s * o for s, o in zip(rule.layer_scales(len(ws)), out)), info
-    if method == "mapspace":
-        return cv.mapspace_direction_info(ws, task, f)
-    if method == "kronsum":
-        return cv.kronsum_direction_info(ws, task, f)
-    if method == "balanced":
-        return cv.balanced_direction_info(ws, task, f)
-    if method == "balanced-checked":
-        fallback = _eigh_fallback(widths_of(ws), task.identity_cov)
-        return cv.checked_direction_info(ws, task, f, fallback, balance_tol)
-    if method == "cg":
-        out, cg_info = cv.cg_direction(ws, task, f, tol=cg_tol, maxiter=cg_maxiter)
-        return out, cv.bound_info(cg_info.error_bound)
-    if method == "krylov":
-        out, info, _ = cv.krylov_direction_info(ws, task, f, fallback=_in_graph_fallback(ws))
-        return out, info
-    if method == "dense":
-        return cv.dense_direction_info(ws, task, f, gradient(ws, task))
-    out = direction_unchecked(ws, task, rule, method, balance_tol, cg_tol, cg_maxiter)
-    return out, cv.bound_info(jnp.full((), jnp.nan, ws[0].dtype))
+    that ran (traceable). The direction is the same computation as :func:`direction_unchecked`'s."""
+    out, info = _resolved_direction(ws, task, rule, method, True, balance_tol, cg_tol, cg_maxiter)
+    assert info is not None
+    return out, info
 
 
 _direction_info_jit = jax.jit(
