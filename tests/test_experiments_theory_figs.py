@@ -116,3 +116,37 @@ def test_figS1_slopes_and_quick_shapes():
     n_d, n_r, n_a = len(data["depths"]), len(data["rules"]), len(data["alphas"])
     assert data["xavier_speed"].shape == (n_d, n_r, 10, n_a)
     assert data["balanced_rate"].shape == (n_d, n_r, n_a)
+
+
+def _overfit_data(left: dict, gap: dict) -> dict:
+    """Synthetic fig3 data: each rule's training loss falls from 101 to 1 + 100·left[r] (floor 1) and
+    its test loss ends at (1 + gap[r]) · L_test(W*) = 10 (1 + gap[r])."""
+    from curvdyn.experiments import fig3
+
+    data = {"overfit_test_loss": np.array(10.0), "overfit_train_loss": np.array(1.0)}
+    for r in fig3.RULES:
+        data[f"{r}__t"] = np.array([0.0, 1.0])
+        data[f"{r}__train_loss"] = np.array([101.0, 1.0 + 100.0 * left[r]])
+        data[f"{r}__test_loss"] = np.array([20.0, 10.0 * (1.0 + gap[r])])
+    return data
+
+
+def test_fig3_overfitted_test_loss_is_checked_after_overfitting_is_complete():
+    """The claim leaves out SGD while its fit is incomplete (and says so), measures it once complete,
+    and never leaves out a curvature rule: each branch decides the verdict."""
+    from curvdyn.experiments import fig3
+
+    rules = fig3.RULES
+    done = {r: 1e-7 for r in rules}
+    small = {r: 1e-4 for r in rules}
+    claim = lambda left, gap: fig3.same_overfitted_test_loss(_overfit_data(left, gap), None)
+    assert fig3.fit_left(_overfit_data(done | {"sgd": 0.25}, small), "sgd") == pytest.approx(0.25, rel=1e-12)
+    # SGD unfinished and off the line: not tested, the claim passes and names it
+    c = claim(done | {"sgd": 1e-3}, small | {"sgd": 0.05})
+    assert c.passed and c.measured == pytest.approx(1e-4) and "Not tested: SGD" in c.detail
+    # SGD complete and off the line: tested, the claim fails on it
+    c = claim(done | {"sgd": fig3.OVERFIT_COMPLETE / 2}, small | {"sgd": 0.05})
+    assert not c.passed and c.measured == pytest.approx(0.05) and "Not tested" not in c.detail
+    # a curvature rule unfinished and off the line is measured all the same
+    c = claim(done | {"sqrt-ngd": 1e-2}, small | {"sqrt-ngd": 0.03})
+    assert not c.passed and c.measured == pytest.approx(0.03)

@@ -431,7 +431,8 @@ NGD_SINGULAR = (
     "J Jᵀ gains an eigenvalue that starts at 0, and the pseudo-inverse's component along it grows like its inverse. "
     "A step at the forced floor across such an event moves off the level set of c_u by an amount that does not shrink "
     "with the floor, so the integrated drift of NGD depends on the task (the rank changes) and is not controlled at "
-    "these floors. The flow itself conserves c_u wherever it is defined: ⟨v_u, θ̇⟩ is at round-off at every recorded "
+    "these floors (on some tasks it drifts with no rank change seen at the save times: a unit that switches between "
+    "two saves, or a near-singular J, is not located by the recorded data). The flow itself conserves c_u wherever it is defined: ⟨v_u, θ̇⟩ is at round-off at every recorded "
     "point (claim rescaling-rate-zero-full-rules). SGD's field has no such singularity and √NGD's grows only like the "
     "inverse square root; both conserve c_u to integration error on every task."
 )
