@@ -338,7 +338,8 @@ class _Spectrum(NamedTuple):
     zmask: jax.Array  # (n_d, n_0) bool: exact null set Z in the σ = 0 frame
     null_dim: jax.Array  # dim Z + number of deflated eigenvectors
     coupling: jax.Array  # bound of ‖K̃_{Z,·}‖_F (whitened): the rows of the exact null set
-    lam_lo_t: jax.Array  # certified lower bound of the kept spectrum (whitened)
+    lam_lo_t: jax.Array  # certified lower bound of the kept spectrum (whitened: of K̃ + deflation)
+    lam_lo: jax.Array  # certified lower bound of the kept spectrum of K (+ deflation), original units
     lam_hi: jax.Array  # certified upper bound of the (deflated) operator's spectrum (original units)
     improved: jax.Array  # the Schur bound raised lam_lo_t above min_W m_0
     cutoff_ok: jax.Array
@@ -378,6 +379,7 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
             zero,
             zero_d,
             lo,
+            s2min * lo,
             prob.lam_hi,
             jnp.asarray(False),
             jnp.asarray(True),
@@ -405,7 +407,19 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
     if ell == 0:
         zd = jnp.sum(zmask)
         return _Spectrum(
-            zmask, zd, coupling, lo_m, prob.lam_hi, jnp.asarray(False), ~need, zero, no_defl, no_defl, zero_d, zero_d
+            zmask,
+            zd,
+            coupling,
+            lo_m,
+            s2min * lo_m,
+            prob.lam_hi,
+            jnp.asarray(False),
+            ~need,
+            zero,
+            no_defl,
+            no_defl,
+            zero_d,
+            zero_d,
         )
     # --- Schur complement on the ℓ lowest coordinates L of W --------------------------------
     neg_low, idx = jax.lax.top_k(-m_w.reshape(-1), ell + 1)
@@ -551,10 +565,12 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
     # see the module docstring); in whitened units K̃ + γ (GQ̃)(GQ̃)ᵀ ⪰ that / s_max²
     gamma = 0.5 * prob.lam_hi
     kept_k = beta * (1.0 - sin_t**2 * gamma / jnp.maximum(gamma - beta, tiny))
-    lam_kept = jnp.where(n_defl > 0, jnp.maximum(kept_k, 0.0) / s2max, lam_next[0])
-    # (the lower bound holds for γ > β; with sin Θ < 1/2 and γ > 2β it is at least β/2)
+    lam_kept_k = jnp.where(n_defl > 0, jnp.maximum(kept_k, 0.0), s2min * lam_next[0])
+    lam_kept = jnp.where(n_defl > 0, lam_kept_k / s2max, lam_next[0])
+    # (the lower bound holds for γ > β; with sin Θ < 1/2 and γ > 2β it is at least β/2; the cutoff
+    # itself is about K's eigenvalues: λ_{k+1}(K) ≥ β cleared it)
     valid = (n_defl == 0) | ((sin_t < 0.5) & (gamma > 2.0 * beta))
-    cutoff_ok = cutoff_ok & valid & ((n_defl == 0) | (s2min * lam_kept > tau_hi * (1.0 + 1e3 * u)))
+    cutoff_ok = cutoff_ok & valid
     lam_hi = jnp.where(n_defl > 0, prob.lam_hi * (1.0 + sin_t**2) + tau_lo, prob.lam_hi)
     defl = jnp.where(sel[:, None, None], q, 0.0)
     defl_g = jnp.where(sel[:, None, None], gq, 0.0)
@@ -564,6 +580,7 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
         jnp.sum(zmask) + n_defl,
         coupling,
         lam_kept,
+        lam_kept_k,
         lam_hi,
         improved,
         cutoff_ok,
@@ -704,9 +721,8 @@ def _krylov(ws: Weights, task: Task, f: SpectralFunction, tol: float, maxiter: i
     sp = _spectrum(prob, f, maxiter)
     s = jnp.asarray(f.shift, dtype)
     identity = prob.g is None
-    s2min = prob.wh.s_min**2
     g_min = 1.0 / prob.wh.s_max**2
-    lam_lo = s2min * sp.lam_lo_t
+    lam_lo = sp.lam_lo
     lam_hi = sp.lam_hi
     # project the null set out of the right-hand side (exact null directions: annihilated by Ĵᵀ)
     # and the deflated eigenvectors (cut, as the eigh path cuts them: b − Q Qᵀ b, in whitened
