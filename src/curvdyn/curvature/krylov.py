@@ -57,16 +57,17 @@ above ``rcond · λ_hi ≥ rcond · λ_max``: then both paths apply the same fun
 is the lower bound ``K̃ ⪰ M̃_0`` on the complement ``W`` of ``Z``, and where that is too weak
 (Xavier weights from N ≈ 64 on; small random weights once the modes grow, where several
 coordinates of ``M̃_0`` lie far below ``K``) a Schur-complement certificate on the ``ℓ`` lowest
-coordinates of ``M̃_0`` (``ℓ = SCHUR_MAX = 16``; :func:`curvdyn.curvature.precond.schur_lower_bounds`,
-lower bounds of ``λ_1 … λ_{ℓ+1}`` from the inertia of an ``ℓ × ℓ`` matrix on a grid; the ``ℓ``
+coordinates of ``M̃_0`` (``ℓ = sqrt(n_d n_0) / 2`` within ``[4, SCHUR_MAX = 16]``, :func:`schur_size`;
+:func:`curvdyn.curvature.precond.schur_lower_bounds`, lower bounds of ``λ_1 … λ_{ℓ+1}`` from the inertia of an ``ℓ × ℓ`` matrix on a grid; the ``ℓ``
 solves with the complement block run vectorized and are refined with the structured residual
 ``(Ĵ d)_R``, ``d = Ĵᵀ(e_l − y_l)`` in parameter space).
 
 **Deflation.** The candidates ``[v_j; −K_RR⁻¹ K_RL v_j]`` (``v_j`` the eigenvectors of the
 approximate ``ℓ × ℓ`` Schur complement), orthonormalized (``G``-orthonormal for Σ ≠ I: ``K``'s
-eigenvectors are those of the pencil ``(K̃, G)``), are cut when ``K`` provably has ``k`` eigenvalues
-in the zone and no more: ``tr(Q_kᵀ K Q_k) = ‖Ĵᵀ Q_k‖_F² ≤ rcond · λ_max_lo`` (Courant–Fischer: ``k``
-eigenvalues at or below it; ``Ĵᵀ q`` evaluated in parameter space, with its round-off) and the
+eigenvectors are those of the pencil ``(K̃, G)``), are cut when ``K`` provably has
+``k ≤ DEFL_MAX = 4`` eigenvalues in the zone and no more: ``tr(Q_kᵀ K Q_k) = ‖Ĵᵀ Q_k‖_F² ≤
+rcond · λ_max_lo`` (Courant–Fischer: ``k`` eigenvalues at or below it; ``λ_max_lo`` from a few
+power steps; ``Ĵᵀ q`` evaluated in parameter space, with its round-off) and the
 certified ``λ_{k+1} > rcond · λ_hi``; at most one ``k`` satisfies both. The direction then solves
 with ``K + γ Q_k Q_kᵀ`` (``γ = λ_hi / 2``) on the right-hand side with ``Q_k Q_kᵀ b`` removed, as the
 eigh path cuts the eigenvectors, with the preconditioner ``M̃ + t γ Q_k Q_kᵀ`` (Woodbury; still
@@ -80,7 +81,7 @@ rational approximation covers; the first-order effect of the angle on the direct
 ``s (1 + ‖b_cut‖ max φ / ‖D‖)``, is added to the estimate. That bound cannot fall below
 ``≈ u ‖K‖ / β`` in float64 (the residual's round-off), far above the tolerance when ``β`` is
 ``1e-12 λ_max`` (measured: 5e-5 … 6e-3 along the widened Fig. 3 trajectory, while the answer
-agrees with the eigh path to 1e-9 … 1e-7): such directions are *converged* but not *certified*
+agrees with the eigh path to 6e-10 … 9e-8): such directions are *converged* but not *certified*
 (``error_estimate > tol``) and are kept with a warning, as the round-off floor is. Eigenvalues
 that may lie in the zone otherwise — neither side proven — make the direction *uncertified*;
 callers then fall back to the eigh path with a warning (an eigenvalue at ``rcond · λ_max``
