@@ -241,7 +241,7 @@ class Rule:
             the iteration cap of each solve. An uncertified direction (cutoff zone not cleared,
             or a solve that did not converge) warns and is replaced by the ``mapspace`` one; a
             converged one whose estimate exceeds ``krylov_tol`` (the float64 round-off floor of
-            an ill-conditioned K) warns and is kept.
+            an ill-conditioned K, or the angle bound of a deflated eigenvector) warns and is kept.
           return_info: also return the :class:`~curvdyn.curvature.DirectionInfo` of the path
             that ran (cut eigenvalues, conditioning, residual, error estimate; per layer block
             for the block rules; see :mod:`curvdyn.curvature.diagnostics`; ``krylov``: its

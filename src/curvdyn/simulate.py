@@ -731,7 +731,7 @@ def _report_krylov(stats: np.ndarray, config: dict) -> None:
         warnings.warn(
             f"krylov: {int(total['over_tol'])} of {int(total['directions'])} directions have an error estimate above "
             f"the tolerance (largest {total['max_estimate']:.3g}: the float64 round-off floor of an ill-conditioned "
-            "K); kept",
+            "K, or the angle bound of a deflated eigenvector); kept",
             RuntimeWarning,
             stacklevel=3,
         )

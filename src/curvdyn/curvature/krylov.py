@@ -54,18 +54,38 @@ matrix-free path applies ``f`` exactly on a *certified* interval and cuts only t
 directions anyway, and ``Z`` is projected out of the right-hand side so that round-off there
 is not amplified). It returns its answer only when every other eigenvalue is certified to lie
 above ``rcond · λ_hi ≥ rcond · λ_max``: then both paths apply the same function. The certificate
-is the lower bound ``K̃ ⪰ M̃_0`` on the complement of ``Z``, and where that is too weak (Xavier
-weights from N ≈ 64 on: ``λ_min(M̃_0)`` falls under the cutoff while ``λ_min(K)`` does not) a
-Schur-complement certificate on the two lowest coordinates of ``M̃_0``
-(:func:`curvdyn.curvature.precond.schur_lower_bounds`, lower bounds of ``λ_1`` and ``λ_2``).
-With Σ = I, an approximate eigenvector from that Schur step whose Rayleigh quotient plus
-residual is under ``rcond · λ_max`` (so an eigenvalue of ``K`` lies in the zone) is *deflated*
-(``K + γ z zᵀ``, removed from the right-hand side, as the eigh path cuts it; up to two, the
-first-order effect of its angle to the true eigenvector is added to the estimate) when the
-next certified bound clears the cutoff. Eigenvalues that may lie in the zone otherwise — the
-certificate fails — make the direction *uncertified*; callers then fall back to the eigh path
-with a warning (depth 8, Xavier: ``λ_min(K) = 5.5e-15 λ_max``). Damped rules (``s > 0``)
-have no cutoff and need no certificate.
+is the lower bound ``K̃ ⪰ M̃_0`` on the complement ``W`` of ``Z``, and where that is too weak
+(Xavier weights from N ≈ 64 on; small random weights once the modes grow, where several
+coordinates of ``M̃_0`` lie far below ``K``) a Schur-complement certificate on the ``ℓ`` lowest
+coordinates of ``M̃_0`` (``ℓ = sqrt(n_d n_0) / 2`` within ``[4, SCHUR_MAX = 16]``, :func:`schur_size`;
+:func:`curvdyn.curvature.precond.schur_lower_bounds`, lower bounds of ``λ_1 … λ_{ℓ+1}`` from the inertia of an ``ℓ × ℓ`` matrix on a grid; the ``ℓ``
+solves with the complement block run vectorized and are refined with the structured residual
+``(Ĵ d)_R``, ``d = Ĵᵀ(e_l − y_l)`` in parameter space).
+
+**Deflation.** The candidates ``[v_j; −K_RR⁻¹ K_RL v_j]`` (``v_j`` the eigenvectors of the
+approximate ``ℓ × ℓ`` Schur complement), orthonormalized (``G``-orthonormal for Σ ≠ I: ``K``'s
+eigenvectors are those of the pencil ``(K̃, G)``), are cut when ``K`` provably has
+``k ≤ DEFL_MAX = 4`` eigenvalues in the zone and no more: ``tr(Q_kᵀ K Q_k) = ‖Ĵᵀ Q_k‖_F² ≤
+rcond · λ_max_lo`` (Courant–Fischer: ``k`` eigenvalues at or below it; ``λ_max_lo`` from a few
+power steps; ``Ĵᵀ q`` evaluated in parameter space, with its round-off) and the
+certified ``λ_{k+1} > rcond · λ_hi``; at most one ``k`` satisfies both. The direction then solves
+with ``K + γ Q_k Q_kᵀ`` (``γ = λ_hi / 2``) on the right-hand side with ``Q_k Q_kᵀ b`` removed, as the
+eigh path cuts the eigenvectors, with the preconditioner ``M̃ + t γ Q_k Q_kᵀ`` (Woodbury; still
+``⪯`` the operator, and without it CG stalls on the deflated directions). With ``V_1`` the span of
+``K``'s ``k`` lowest eigenvectors and ``s`` a bound of ``sin Θ(Q_k, V_1)`` — the smaller of
+``‖Ĵᵀ Q_k‖_F / sqrt(β)`` (``K ⪰ β`` off ``V_1``) and Davis–Kahan ``‖K Q_k − Q_k H_k‖_F / (β − tr H_k)``,
+``β`` the certified ``λ_{k+1}`` — the deflated operator's spectrum lies in
+``[β (1 − s² γ/(γ − β)), λ_hi (1 + s²) + τ]`` (for a unit ``x`` with ``p = ‖Q_k x‖``:
+``xᵀ K x + γ p² ≥ β (1 − (p + s)²) + γ p²``, minimal at ``p = β s / (γ − β)``), the interval the
+rational approximation covers; the first-order effect of the angle on the direction,
+``s (1 + ‖b_cut‖ max φ / ‖D‖)``, is added to the estimate. That bound cannot fall below
+``≈ u ‖K‖ / β`` in float64 (the residual's round-off), far above the tolerance when ``β`` is
+``1e-12 λ_max`` (measured: 5e-5 … 6e-3 along the widened Fig. 3 trajectory, while the answer
+agrees with the eigh path to 6e-10 … 9e-8): such directions are *converged* but not *certified*
+(``error_estimate > tol``) and are kept with a warning, as the round-off floor is. Eigenvalues
+that may lie in the zone otherwise — neither side proven — make the direction *uncertified*;
+callers then fall back to the eigh path with a warning (an eigenvalue at ``rcond · λ_max``
+itself). Damped rules (``s > 0``) have no cutoff and need no certificate.
 
 Everything is traceable (``jax.jit``, ``jax.vmap``): loops are ``lax.while_loop``/``lax.scan``,
 the pole tables are host constants selected by index, the eigendecompositions are chained with
@@ -74,6 +94,7 @@ the pole tables are host constants selected by index, the eigendecompositions ar
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -109,6 +130,10 @@ _RATIONAL_SHARE = 0.2
 _FLOOR_C = 8.0
 #: Weight of M̃ in the floored preconditioner t M̃ + (1 − t) λ_lo (when the Schur bound is used).
 _FLOOR_T = 0.9
+#: Most eigenvectors deflated (static: every CG iteration applies them, deflated or not; at
+#: N = 32 on the widened Fig. 3 trajectory 16 slots cost 1.3–1.6× the time of one, 4 about 1.2×,
+#: and at most 2 were needed). More eigenvalues in the zone make the direction uncertified.
+DEFL_MAX = 4
 
 
 def default_krylov_tol(dtype) -> float:
@@ -182,13 +207,15 @@ def _dot(x, y):
 
 
 def _pcg(op, prec_inv, rhs, x0, target_sq, maxiter):
-    """PCG for ``op(x) = rhs`` with the diagonal preconditioner ``prec_inv`` (0 on masked entries).
+    """PCG for ``op(x) = rhs`` with the preconditioner ``prec_inv``: a diagonal (0 on masked
+    entries) or a function applying the inverse preconditioner.
 
     Stops once ``rᵀ M⁻¹ r ≤ target_sq(x, r)`` on the recursive residual (the caller checks the
     explicit one). Returns ``(x, iterations, rz)``.
     """
+    apply_prec = prec_inv if callable(prec_inv) else (lambda r: prec_inv * r)
     r0 = rhs - op(x0)
-    z0 = prec_inv * r0
+    z0 = apply_prec(r0)
     rz0 = _dot(r0, z0)
 
     def cond(st):
@@ -202,7 +229,7 @@ def _pcg(op, prec_inv, rhs, x0, target_sq, maxiter):
         alpha = jnp.where(pap > 0, rz / jnp.where(pap > 0, pap, 1.0), 0.0)
         x = x + alpha * p
         r = r - alpha * ap
-        z = prec_inv * r
+        z = apply_prec(r)
         rz_new = _dot(r, z)
         beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
         return x, r, z + beta * p, rz_new, k + 1
@@ -247,7 +274,34 @@ def _setup(ws: Weights, task: Task) -> _Problem:
     gamma0 = f0.m[0] - alpha[0]
     lam_hi, lam_max_lo = pc.spectrum_bounds(p, qt, alpha, gamma0, wh)
     scale = jnp.sqrt(jnp.sum(pc.psd_norm_bound(p) * pc.psd_norm_bound(qt)))
-    return _Problem(a, bt, p, qt, rhs, g, wh, alpha, u, f0, lam_hi, lam_max_lo, scale)
+    prob = _Problem(a, bt, p, qt, rhs, g, wh, alpha, u, f0, lam_hi, lam_max_lo, scale)
+    return prob._replace(lam_max_lo=jnp.maximum(lam_max_lo, _top_rayleigh(prob)))
+
+
+#: Power iterations for the lower bound of λ_max(K) (it sets the cutoff's lower end).
+_POWER_STEPS = 8
+
+
+def _top_rayleigh(prob: _Problem):
+    """A lower bound of ``λ_max(K)``: the Rayleigh quotient ``‖Ĵᵀ Λ‖² / ‖Λ‖²`` (``= x̃ᵀK̃x̃ / x̃ᵀGx̃``)
+    after a few power steps from the frame coordinate of the largest diagonal of ``K̃`` (already
+    ``≥ α_max + γ_max``), evaluated in parameter space and lowered by its round-off. It narrows
+    the band ``(rcond · λ_max_lo, rcond · λ_hi]`` where an eigenvalue can be proven neither cut
+    nor kept (the Kronecker-sum lower bound alone is a factor ~2 below λ_max on small weights)."""
+    f0 = prob.f0
+    kd = pc.kernel_diagonal(f0)
+    x = (kd >= jnp.max(kd)).astype(kd.dtype)
+    x = x / jnp.sqrt(_dot(x, x))
+
+    def step(_, x):
+        y = pc.apply_frame(f0, x)
+        return y / jnp.maximum(jnp.sqrt(_dot(y, y)), jnp.finfo(kd.dtype).tiny)
+
+    x = jax.lax.fori_loop(0, _POWER_STEPS, step, x)
+    lam_t = f0.u @ x @ f0.v.T
+    num = _tree_norm(_pull(prob, lam_t)) ** 2
+    den = _dot(_metric(prob, lam_t), lam_t)
+    return num / jnp.maximum(den, jnp.finfo(kd.dtype).tiny) * (1.0 - 1e3 * jnp.finfo(kd.dtype).eps)
 
 
 def _pull(prob: _Problem, lam_t):
@@ -285,27 +339,23 @@ class _Spectrum(NamedTuple):
     zmask: jax.Array  # (n_d, n_0) bool: exact null set Z in the σ = 0 frame
     null_dim: jax.Array  # dim Z + number of deflated eigenvectors
     coupling: jax.Array  # bound of ‖K̃_{Z,·}‖_F (whitened): the rows of the exact null set
-    lam_lo_t: jax.Array  # certified lower bound of the kept spectrum (whitened)
+    lam_lo_t: jax.Array  # certified lower bound of the kept spectrum (whitened: of K̃ + deflation)
+    lam_lo: jax.Array  # certified lower bound of the kept spectrum of K (+ deflation), original units
+    lam_hi: jax.Array  # certified upper bound of the (deflated) operator's spectrum (original units)
     improved: jax.Array  # the Schur bound raised lam_lo_t above min_W m_0
     cutoff_ok: jax.Array
     iterations: jax.Array
-    defl: jax.Array  # (2, n_d, n_0) orthonormal deflation vectors in the frame (zero when unused)
-    defl_angle: jax.Array  # bound of the angle between their span and K's eigenvectors there
+    defl: jax.Array  # (DEFL_MAX, n_d, n_0) deflation vectors Q̃ in the σ = 0 frame, G-orthonormal (zero when unused)
+    defl_g: jax.Array  # (DEFL_MAX, n_d, n_0) G Q̃ (= Q̃ for Σ = I)
+    defl_gamma: jax.Array  # the shift γ of the deflated operator K + γ Q Qᵀ (K̃ + γ (GQ̃)(GQ̃)ᵀ)
+    defl_angle: jax.Array  # bound of sin of the angle between their span and K's eigenvectors there
 
 
-def _eig2(a, b, c):
-    """Eigenvalues (ascending) and unit eigenvectors (columns) of ``[[a, b], [b, c]]``."""
-    mean, half = 0.5 * (a + c), 0.5 * (a - c)
-    rad = jnp.sqrt(half * half + b * b)
-    lo, hi = mean - rad, mean + rad
-    # eigenvector of lo: (b, lo − a) or (lo − c, b), whichever is better conditioned
-    v1 = jnp.where(
-        jnp.abs(lo - a) + jnp.abs(b) >= jnp.abs(lo - c) + jnp.abs(b), jnp.stack([b, lo - a]), jnp.stack([lo - c, b])
-    )
-    n1 = jnp.sqrt(jnp.sum(v1 * v1))
-    v1 = jnp.where(n1 > 0, v1 / jnp.where(n1 > 0, n1, 1.0), jnp.array([1.0, 0.0], a.dtype))
-    v2 = jnp.stack([-v1[1], v1[0]])
-    return jnp.stack([lo, hi]), jnp.stack([v1, v2], axis=1)
+def schur_size(n_map: int) -> int:
+    """Number ``ℓ`` of low coordinates of the Schur certificate (static): ``sqrt(n_map) / 2``
+    within ``[4, SCHUR_MAX]`` (so its ``ℓ × ℓ`` grid problems and ``ℓ`` map-sized vectors stay far
+    below the size of ``K``), and less than ``n_map`` (one coordinate stays in the complement)."""
+    return max(0, min(pc.SCHUR_MAX, max(4, math.isqrt(n_map) // 2), n_map - 1))
 
 
 def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
@@ -313,44 +363,68 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
     f0 = prob.f0
     n_map = f0.m.size
     u = jnp.finfo(dtype).eps
-    no_defl = jnp.zeros((2,) + f0.m.shape, dtype)
+    tiny = jnp.finfo(dtype).tiny
+    ell = schur_size(n_map)
+    s2min, s2max = prob.wh.s_min**2, prob.wh.s_max**2
+    lam_hi_t = prob.lam_hi / s2max
+    n_vec = min(DEFL_MAX, max(ell, 1))
+    no_defl = jnp.zeros((n_vec,) + f0.m.shape, dtype)
     zero_d = jnp.asarray(0.0, dtype)
+    zero = jnp.asarray(0, jnp.int32)
     if f.shift > 0:
         # damped rules: no cutoff; the whole spectrum [0, λ_hi] is approximated
         lo = jnp.maximum(jnp.min(f0.m), 0.0)
         false = jnp.zeros(f0.m.shape, bool)
-        zero = jnp.asarray(0, jnp.int32)
-        return _Spectrum(false, zero, zero_d, lo, jnp.asarray(False), jnp.asarray(True), zero, no_defl, zero_d)
+        return _Spectrum(
+            false,
+            zero,
+            zero_d,
+            lo,
+            s2min * lo,
+            prob.lam_hi,
+            jnp.asarray(False),
+            jnp.asarray(True),
+            zero,
+            no_defl,
+            no_defl,
+            zero_d,
+            zero_d,
+        )
     rcond = f.cutoff(dtype)
-    s2min, s2max = prob.wh.s_min**2, prob.wh.s_max**2
     tau_lo = rcond * prob.lam_max_lo
     tau_hi = rcond * prob.lam_hi
     kd = pc.kernel_diagonal(f0)
     # the exact null set: a diagonal under the cutoff and a coupling to the rest at round-off
     # level (bottlenecks, exact null spaces); near-null coordinates with a real coupling are left
-    # to the Schur step, which deflates K's eigenvector there
+    # to the Schur step, which deflates K's eigenvectors there
     rows = pc.pair_row_norms(f0)
-    lam_hi_t = prob.lam_hi / s2max
     zmask = (kd <= tau_lo / (s2max * n_map)) & (rows <= 1e3 * u * lam_hi_t)
     coupling = pc.null_rows_norm(f0, zmask)
     m_w = jnp.where(zmask, jnp.inf, f0.m)
     lo_m = jnp.min(m_w)
     tau_t = tau_hi / s2min  # the cutoff in whitened units
-    tau_lo_t = tau_lo / s2max
-    need = lo_m <= tau_t * (1.0 + 1e3 * u)
-    ell = pc.SCHUR_MAX if n_map > pc.SCHUR_MAX else 0
+    clear = tau_t * (1.0 + 1e3 * u)  # a bound above this clears the cutoff's upper end
+    need = lo_m <= clear
     if ell == 0:
         zd = jnp.sum(zmask)
-        return _Spectrum(zmask, zd, coupling, lo_m, jnp.asarray(False), ~need, jnp.asarray(0), no_defl, zero_d)
-    # --- Schur complement on the two lowest coordinates L of W ------------------------------
-    flat = m_w.reshape(-1)
-    picks, rest = [], flat
-    for _ in range(ell + 1):  # repeated argmin: cheaper to compile than a sort
-        i = jnp.argmin(rest)
-        picks.append(i)
-        rest = rest.at[i].set(jnp.inf)
-    idx = jnp.stack(picks)
-    low = flat[idx]  # ascending
+        return _Spectrum(
+            zmask,
+            zd,
+            coupling,
+            lo_m,
+            s2min * lo_m,
+            prob.lam_hi,
+            jnp.asarray(False),
+            ~need,
+            zero,
+            no_defl,
+            no_defl,
+            zero_d,
+            zero_d,
+        )
+    # --- Schur complement on the ℓ lowest coordinates L of W --------------------------------
+    neg_low, idx = jax.lax.top_k(-m_w.reshape(-1), ell + 1)
+    low = -neg_low  # ascending
     theta_l = pc.SCHUR_GAP * tau_t
     active = (low[:ell] < theta_l) & need
     enough = low[ell] >= theta_l  # the complement sits above the gap
@@ -364,68 +438,159 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
     def op_r(x):
         return jnp.where(rmask, pc.apply_frame(f0, jnp.where(rmask, x, 0.0)), 0.0)
 
-    big = 2.0 * jnp.where(jnp.isfinite(theta), theta, jnp.max(f0.m) + lam_hi_t + 1.0)
-    k_ll = jnp.diag(jnp.where(active, f0.m[r_idx, c_idx], big))
+    both = active[:, None] & active[None, :]
+    k_ll = jnp.diag(jnp.where(active, f0.m[r_idx, c_idx], 0.0))
     if f0.ph.shape[0]:
         sub_p = f0.ph[:, r_idx][:, :, r_idx]
         sub_q = f0.qh[:, c_idx][:, :, c_idx]
-        both = active[:, None] & active[None, :]
         k_ll = k_ll + jnp.where(both, jnp.einsum("iab,iab->ab", sub_p, sub_q), 0.0)
+    units = jnp.zeros((ell,) + f0.m.shape, dtype).at[jnp.arange(ell), r_idx, c_idx].set(active.astype(dtype))
 
-    def unit(l):
-        return jnp.zeros(f0.m.shape, dtype).at[r_idx[l], c_idx[l]].set(jnp.where(active[l], 1.0, 0.0))
+    def to_map(x):
+        return f0.u @ x @ f0.v.T
 
-    def solve_one(l):
-        c = jnp.where(rmask, pc.apply_frame(f0, unit(l)), 0.0)
-        # relative accuracy 1e-5 in the energy (1e-10 on the Schur entries)
-        target = lambda x, r: 1e-10 * jnp.maximum(_dot(x, c - r), 0.0)
-        y, k, _ = _pcg(op_r, prec_r, c, jnp.zeros_like(c), target, jnp.where(active[l], maxiter, 0))
-        r = c - op_r(y)
-        return c, y, _dot(r, prec_r * r), k
+    # round-off level of ‖Ĵᵀ e‖ for an error e of unit size: the solves stop there
+    floor_sq = (4.0 * u * prob.layer_scale) ** 2
 
-    # both slots in one vectorized loop; inactive ones (all, when M̃_0 already clears the cutoff)
+    def solve_one(e_l, on):
+        """``y ≈ K_RR⁻¹ K_RL e_l``, refined with the structured residual ``(Ĵ d)_R``,
+        ``d = Ĵᵀ(e_l − y)`` accumulated in parameter space (so the candidate ``e_l − y`` is a null
+        vector of ``Ĵᵀ`` up to round-off where ``K`` has one: the deflation needs that)."""
+        c = jnp.where(rmask, pc.apply_frame(f0, e_l), 0.0)
+        mx = jnp.where(on, maxiter, 0)
+
+        def structured(d):
+            r = jnp.where(rmask, f0.u.T @ _fwd(prob, d) @ f0.v, 0.0)
+            return r, jnp.maximum(_dot(r, prec_r * r), 0.0)
+
+        d0 = _pull(prob, to_map(e_l))
+        r0, e0 = structured(d0)
+
+        def cond(st):
+            _y, _d, _r, e2, _k, n, prev = st
+            return on & (n <= _MAX_REFINE) & (e2 > floor_sq) & (e2 < 0.25 * prev)
+
+        def body(st):
+            y, d, r, e2, k, n, _ = st
+            # each pass: 1e-12 of its start in rᵀM̃⁻¹r (reachable before the recursive residual
+            # stalls), at least the round-off level
+            target = lambda x, rr: jnp.maximum(1e-12 * e2, floor_sq)
+            delta, kk, _ = _pcg(op_r, prec_r, r, jnp.zeros_like(r), target, mx)
+            y = y + delta
+            d = tuple(di - ci for di, ci in zip(d, _pull(prob, to_map(delta))))
+            r2, e2_new = structured(d)
+            return y, d, r2, e2_new, k + kk, n + 1, e2
+
+        st = (jnp.zeros_like(c), d0, r0, e0, jnp.asarray(0), jnp.asarray(0), jnp.asarray(jnp.inf, dtype))
+        y, _, r, err2, k, _, _ = jax.lax.while_loop(cond, body, st)
+        return c, y, jnp.maximum(_dot(y, c - r), 0.0), err2, k
+
+    # all slots in one vectorized loop; inactive ones (all, when M̃_0 already clears the cutoff)
     # take no iteration
-    cs, ys, err2, ks = jax.vmap(solve_one)(jnp.arange(ell))
+    cs, ys, energy, err2, ks = jax.vmap(solve_one)(units, active)
     gk = _sym(jnp.einsum("lab,kab->lk", cs, ys))
-    gdiag = jnp.maximum(jnp.diagonal(gk), 0.0) + err2
-    delta_f = jnp.sqrt(jnp.sum(gdiag[:, None] * err2[None, :]))
-    g_up = gk + delta_f * jnp.eye(ell, dtype=dtype)
-    # certified lower bounds of λ_1 and λ_2 (inertia of the 2 × 2 Schur complement on a grid)
-    bounds = pc.schur_lower_bounds(k_ll, g_up, theta, jnp.maximum(lo_m, 0.0), tau_t * (1.0 + 1e3 * u))
+    # G − gk = Cᵀ K_RR⁻¹ R (R the explicit residuals): |entry lk| ≤ sqrt(G_ll) sqrt(r_kᵀ M̃⁻¹ r_k),
+    # sqrt(G_ll) ≤ sqrt(y_lᵀ K y_l) + sqrt(r_lᵀ M̃⁻¹ r_l); plus the round-off of the ℓ × ℓ entries
+    g_diag = (jnp.sqrt(energy) + jnp.sqrt(err2)) ** 2
+    delta_f = jnp.sqrt(jnp.sum(g_diag) * jnp.sum(err2))
+    delta_f = delta_f + 4.0 * u * n_map * (jnp.max(jnp.abs(k_ll)) + jnp.max(g_diag))
+    big = 2.0 * jnp.where(jnp.isfinite(theta), theta, jnp.max(f0.m) + lam_hi_t + 1.0)
+    k_ll_pad = k_ll + jnp.diag(jnp.where(active, 0.0, big))
+    g_up = jnp.where(both, gk, 0.0) + delta_f * jnp.eye(ell, dtype=dtype)
+    # certified lower bounds of λ_1 … λ_ℓ (inertia of the ℓ × ℓ Schur complement on a grid), and
+    # of λ_{ℓ+1} (at most ℓ eigenvalues of K_W lie below θ)
+    bounds = pc.schur_lower_bounds(k_ll_pad, g_up, theta, jnp.maximum(lo_m, 0.0), clear)
     usable = need & enough & jnp.any(active)
-    lam1 = jnp.where(usable, jnp.maximum(bounds[0], lo_m), lo_m)
-    lam2 = jnp.where(usable, bounds[1], lo_m)
-    # --- deflation (Σ = I): eigenvectors of K whose eigenvalue is certainly under the cutoff --
-    _, s_vecs = _eig2(*(k_ll - gk)[jnp.array([0, 0, 1]), jnp.array([0, 1, 1])])
+    n_active = jnp.sum(active)
+    beyond = jnp.where(jnp.isfinite(theta), theta * (1.0 - 1e-12), lam_hi_t)
+    lam_next = jnp.where(usable, jnp.maximum(jnp.concatenate([bounds, beyond[None]]), lo_m), lo_m)  # (ℓ+1,)
+    # --- deflation: eigenvectors of K whose eigenvalues are certainly under the cutoff ----------
+    # In whitened coordinates K's eigenvectors are those of the pencil (K̃, G): Λ = Λ̃ Cᵀ has
+    # ‖Λ‖² = Λ̃ᵀ G Λ̃ and ‖Ĵᵀ Λ‖² = Λ̃ᵀ K̃ Λ̃, and K + γ Q Qᵀ (Q orthonormal) becomes
+    # K̃ + γ (G Q̃)(G Q̃)ᵀ with Q̃ G-orthonormal. In the frame, Λ̃ ↦ Λ̃ G is X̂ ↦ X̂ Vᵀ diag(g) V.
     if prob.g is None:
-        cand = []
-        for j in range(2):
-            v = s_vecs[:, j]
-            z = sum(v[l] * (unit(l) - ys[l]) for l in range(ell))
-            nz = jnp.sqrt(_dot(z, z))
-            z = z / jnp.maximum(nz, jnp.finfo(dtype).tiny)
-            kz = pc.apply_frame(f0, jnp.where(zmask, 0.0, z))
-            rho = _dot(z, kz)
-            res = jnp.sqrt(jnp.maximum(_dot(kz, kz) - rho * rho, 0.0))
-            cand.append((z, rho, res))
-        # deflate j when its Rayleigh quotient is under the cutoff's lower end (an eigenvalue
-        # ≤ ρ + res exists there) and the next certified bound clears the cutoff's upper end
-        d1 = usable & active[0] & (cand[0][1] + cand[0][2] <= tau_lo_t) & (lam2 > tau_t * (1.0 + 1e3 * u))
-        d2 = d1 & usable & jnp.all(active) & (cand[1][1] + cand[1][2] <= tau_lo_t) & (theta > tau_t * (1.0 + 1e3 * u))
-        z1 = jnp.where(d1, cand[0][0], 0.0)
-        z2 = cand[1][0] - _dot(cand[1][0], z1) * z1
-        z2 = jnp.where(d2, z2 / jnp.maximum(jnp.sqrt(_dot(z2, z2)), jnp.finfo(dtype).tiny), 0.0)
-        defl = jnp.stack([z1, z2])
-        lam_kept = jnp.where(d2, theta, jnp.where(d1, lam2, lam1))
-        gap = jnp.maximum(lam_kept - jnp.where(d1, cand[0][1], 0.0), jnp.finfo(dtype).tiny)
-        angle = jnp.where(d1, cand[0][2] / gap, 0.0) + jnp.where(d2, cand[1][2] / gap, 0.0)
-        n_defl = d1.astype(jnp.int32) + d2.astype(jnp.int32)
+        g_half = g_half_inv = None
     else:
-        defl, lam_kept, angle, n_defl = no_defl, lam1, zero_d, jnp.asarray(0, jnp.int32)
+        g_half = f0.v.T @ (jnp.sqrt(prob.g)[:, None] * f0.v)
+        g_half_inv = f0.v.T @ (f0.v / jnp.sqrt(prob.g)[:, None])
+
+    def right(x, mat):
+        return x if mat is None else x @ mat
+
+    # candidates from the eigenvectors v_j of the approximate Schur complement K_LL − G: the
+    # vectors [v_j; −K_RR⁻¹ K_RL v_j] (K̃ applied to them is [(K_LL − G) v_j; 0]); unused slots
+    # sit above every active eigenvalue, so the first n_active are the active ones
+    s0 = jnp.where(both, k_ll - gk, 0.0)
+    s0 = s0 + jnp.diag(jnp.where(active, 0.0, 2.0 * jnp.sum(jnp.abs(s0)) + 1.0))
+    _, v = jnp.linalg.eigh(s0)
+    # (the first DEFL_MAX of them: the deflation takes at most that many)
+    cand = right(jnp.einsum("lj,lab->jab", v[:, :n_vec], units - ys), g_half).reshape(n_vec, -1)
+    q, _ = jnp.linalg.qr(cand.T)  # (n_map, k): span of the first k columns = span of z_1 … z_k
+    q = right(q.T.reshape((n_vec,) + f0.m.shape), g_half_inv)  # G-orthonormal
+    q = jnp.where(zmask[None], 0.0, q)
+    gq = right(right(q, g_half), g_half)  # G Q̃
+    # Ĵᵀ q_j in parameter space (accurate to round-off: ‖Ĵᵀ q‖² is not formed from K products),
+    # with its round-off estimated from two association orders of the pull-back
+    jq = jax.vmap(lambda x: _pull(prob, to_map(x)))(q)
+    jq_alt = jax.vmap(lambda x: tuple(a_i.T @ (to_map(x) @ b_i.T) for a_i, b_i in zip(prob.a, prob.bt)))(q)
+    jq_norm = jnp.sqrt(sum(jnp.sum(x * x, axis=(1, 2)) for x in jq))
+    jq_err = _FLOOR_C * jnp.sqrt(sum(jnp.sum((x - y) ** 2, axis=(1, 2)) for x, y in zip(jq, jq_alt)))
+    jq_err = jq_err + 4.0 * u * (jq_norm + prob.layer_scale)
+    # for each prefix k (k vectors): tr(Q_kᵀ K Q_k) = ‖Ĵᵀ Q_k‖_F² ≥ λ_max(Q_kᵀ K Q_k) ≥ λ_k(K)
+    # (Courant–Fischer: then K has k eigenvalues at or below it)
+    trace = jnp.cumsum((jq_norm + jq_err) ** 2)
+    # k vectors deflate when K has k eigenvalues in the zone (under the cutoff's lower end) and
+    # λ_{k+1} is certified above its upper end; at most one k ∈ {0, …, ℓ} can satisfy both
+    in_zone = (trace <= tau_lo) & usable & (jnp.arange(1, n_vec + 1) <= n_active)
+    cleared = lam_next[: n_vec + 1] > clear  # λ_{k+1}(K̃) certified above the cutoff, k = 0 … DEFL_MAX
+    fits = jnp.concatenate([jnp.asarray([True]), in_zone]) & cleared
+    n_defl = jnp.argmax(fits).astype(jnp.int32)  # 0 when none fits (then cutoff_ok is False)
+    cutoff_ok = jnp.any(fits)
+    beta = s2min * lam_next[n_defl]  # λ_{k+1}(K) ≥ s_min² λ_{k+1}(K̃) (Ostrowski)
+    # sin Θ(span Q_k, K's k lowest eigenvectors V_1), two bounds: ‖Q_1 Q_k‖_F² ≤ ‖Ĵᵀ Q_k‖_F² / β
+    # (K ⪰ β off V_1), and Davis–Kahan ‖R_k‖_F / (β − λ_max(H_k))
+    pad = jnp.zeros((1,), dtype)
+    t_k = jnp.concatenate([pad, trace])[n_defl]
+    # ‖K Q_k − Q_k H_k‖_F for the chosen k (original units: the covector K̃Q̃ − GQ̃H times G^{-1/2}),
+    # plus the round-off of the products with K (≈ u ‖K‖ per vector)
+    sel = jnp.arange(n_vec) < n_defl
+    kq = jax.vmap(lambda x: pc.apply_frame(f0, x))(jnp.where(sel[:, None, None], q, 0.0))
+    h = _sym(jnp.einsum("jab,kab->jk", q, kq))
+    res = right(kq - jnp.einsum("ij,iab->jab", jnp.where(sel[:, None] & sel[None, :], h, 0.0), gq), g_half_inv)
+    res = jnp.where(sel[:, None, None], res, 0.0)
+    r_k = jnp.sqrt(jnp.sum(res * res)) + 4.0 * u * prob.lam_hi * jnp.sqrt(n_defl.astype(dtype))
+    sin_w = jnp.sqrt(t_k / jnp.maximum(beta, tiny))
+    sin_dk = r_k / jnp.maximum(beta - t_k, tiny)
+    sin_t = jnp.where(n_defl > 0, jnp.minimum(sin_w, sin_dk), 0.0)
+    # the spectrum of K + γ Q_k Q_kᵀ: ≥ β (1 − sin² γ/(γ − β)), ≤ λ_hi (1 + sin²) + τ (γ = λ_hi/2;
+    # see the module docstring); in whitened units K̃ + γ (GQ̃)(GQ̃)ᵀ ⪰ that / s_max²
+    gamma = 0.5 * prob.lam_hi
+    kept_k = beta * (1.0 - sin_t**2 * gamma / jnp.maximum(gamma - beta, tiny))
+    lam_kept_k = jnp.where(n_defl > 0, jnp.maximum(kept_k, 0.0), s2min * lam_next[0])
+    lam_kept = jnp.where(n_defl > 0, lam_kept_k / s2max, lam_next[0])
+    # (the lower bound holds for γ > β; with sin Θ < 1/2 and γ > 2β it is at least β/2; the cutoff
+    # itself is about K's eigenvalues: λ_{k+1}(K) ≥ β cleared it)
+    valid = (n_defl == 0) | ((sin_t < 0.5) & (gamma > 2.0 * beta))
+    cutoff_ok = cutoff_ok & valid
+    lam_hi = jnp.where(n_defl > 0, prob.lam_hi * (1.0 + sin_t**2) + tau_lo, prob.lam_hi)
+    defl = jnp.where(sel[:, None, None], q, 0.0)
+    defl_g = jnp.where(sel[:, None, None], gq, 0.0)
     improved = lam_kept > lo_m
-    cutoff_ok = lam_kept > tau_t * (1.0 + 1e3 * u)
-    its = jnp.sum(ks)
-    return _Spectrum(zmask, jnp.sum(zmask) + n_defl, coupling, lam_kept, improved, cutoff_ok, its, defl, angle)
+    return _Spectrum(
+        zmask,
+        jnp.sum(zmask) + n_defl,
+        coupling,
+        lam_kept,
+        lam_kept_k,
+        lam_hi,
+        improved,
+        cutoff_ok,
+        jnp.sum(ks),
+        defl,
+        defl_g,
+        gamma,
+        sin_t,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -433,9 +598,33 @@ def _spectrum(prob: _Problem, f: SpectralFunction, maxiter: int) -> _Spectrum:
 # ---------------------------------------------------------------------------------------
 
 
-def _solve(prob: _Problem, fr: pc.Frame, sigma, prec_inv, x0_hat, target_fn, maxiter, defl=None, gamma=0.0):
+def _deflated_prec(inv_diag, defl, weight):
+    """``r ↦ (D + w Q Qᵀ)⁻¹ r`` (Woodbury; ``D = 1/inv_diag``, ``Q`` = ``defl``, the rows ``G q_j``
+    or zero), and the round-off allowance of ``rᵀ (D + w Q Qᵀ)⁻¹ r`` relative to ``rᵀ D⁻¹ r``.
+
+    With ``D ⪯ K̃ + σG`` and ``w ≤ γ`` the deflated preconditioner stays a lower bound of the
+    deflated operator ``K̃ + σG + γ Q Qᵀ``, so the error bounds hold; without the ``w Q Qᵀ`` term
+    the preconditioner would put the deflated directions (where ``D`` is tiny and the operator
+    is ``≈ γ``) at a condition number of ``γ / D``, and CG would stall.
+    """
+    if defl is None:
+        return (lambda r: inv_diag * r), 0.0
+    w = inv_diag[None] * defl
+    used = jnp.einsum("jab,jab->j", defl, defl) > 0.0
+    core = _sym(jnp.einsum("jab,kab->jk", defl, w))
+    core = core + jnp.diag(jnp.where(used, 1.0 / weight, 1.0))
+    core_inv = jnp.linalg.inv(core)
+
+    def apply(r):
+        return inv_diag * r - jnp.einsum("jab,j->ab", w, core_inv @ jnp.einsum("jab,ab->j", w, r))
+
+    return apply, 8.0 * defl.shape[0] * jnp.finfo(inv_diag.dtype).eps
+
+
+def _solve(prob: _Problem, fr: pc.Frame, sigma, prec_inv, x0_hat, target_fn, maxiter, defl=None, gamma=0.0, weight=0.0):
     """Solve ``(K̃ + σG + γ Σ_j z_j z_jᵀ) Λ̃ = b̃`` in frame ``fr`` (``z_j`` = ``defl``, deflated
-    eigenvectors, ``None``: none); refine with the structured residual.
+    eigenvectors, ``None``: none); refine with the structured residual. The preconditioner is
+    the diagonal ``1/prec_inv`` plus ``weight · Σ_j z_j z_jᵀ`` (``weight ≤ γ``).
 
     ``target_fn(d_norm)`` gives the absolute target of ``‖Ĵᵀ e‖`` from the current direction norm.
     Returns ``(x_hat, d, bound, iterations, ok)`` with ``d = Ĵᵀ Λ`` accumulated in parameter
@@ -453,11 +642,14 @@ def _solve(prob: _Problem, fr: pc.Frame, sigma, prec_inv, x0_hat, target_fn, max
     def op(x):
         return pc.apply_frame(fr, x) + deflation(x)
 
+    prec, slack = _deflated_prec(prec_inv, defl, weight)
+
     def structured(x, d):
         lam_t = fr.u @ x @ fr.v.T
         r_t = prob.rhs - _fwd(prob, d) - sigma * _metric(prob, lam_t)
         r_hat = fr.u.T @ r_t @ fr.v - deflation(x)
-        bound = jnp.sqrt(jnp.maximum(_dot(r_hat, prec_inv * r_hat), 0.0))
+        # (the Woodbury form cancels: its round-off, relative to the undeflated value, is added)
+        bound = jnp.sqrt(jnp.maximum(_dot(r_hat, prec(r_hat)), 0.0) + slack * _dot(r_hat, prec_inv * r_hat))
         # round-off level of the residual: the bound cannot certify below it
         noise = (
             4.0
@@ -492,7 +684,7 @@ def _solve(prob: _Problem, fr: pc.Frame, sigma, prec_inv, x0_hat, target_fn, max
             e = jnp.sqrt(jnp.maximum(_dot(y, r_hat - r) - sigma * _dot(y, gy), 0.0))
             return (0.7 * target_fn(jnp.abs(base - e))) ** 2
 
-        delta, k, _ = _pcg(op, prec_inv, r_hat, jnp.zeros_like(x), target_sq, maxiter)
+        delta, k, _ = _pcg(op, prec, r_hat, jnp.zeros_like(x), target_sq, maxiter)
         x = x + delta
         d = tuple(di + ci for di, ci in zip(d, _pull(prob, fr.u @ delta @ fr.v.T)))
         r_hat2, bound2, noise2 = structured(x, d)
@@ -530,25 +722,37 @@ def _krylov(ws: Weights, task: Task, f: SpectralFunction, tol: float, maxiter: i
     sp = _spectrum(prob, f, maxiter)
     s = jnp.asarray(f.shift, dtype)
     identity = prob.g is None
-    s2min = prob.wh.s_min**2
     g_min = 1.0 / prob.wh.s_max**2
-    lam_lo = s2min * sp.lam_lo_t
-    lam_hi = prob.lam_hi
+    lam_lo = sp.lam_lo
+    lam_hi = sp.lam_hi
     # project the null set out of the right-hand side (exact null directions: annihilated by Ĵᵀ)
+    # and the deflated eigenvectors (cut, as the eigh path cuts them: b − Q Qᵀ b, in whitened
+    # coordinates b̃ − G Q̃ Q̃ᵀ b̃)
     f0 = prob.f0
-    if f.shift == 0 and identity:
+    if f.shift == 0:
         rhs_hat0 = f0.u.T @ prob.rhs @ f0.v
-        kept = jnp.where(sp.zmask, 0.0, rhs_hat0)
-        # and the deflated eigenvectors (cut, as the eigh path cuts them)
-        kept = kept - jnp.einsum("j,jab->ab", jnp.einsum("jab,ab->j", sp.defl, kept), sp.defl)
+        kept = jnp.where(sp.zmask, 0.0, rhs_hat0) if identity else rhs_hat0
+        coef = jnp.einsum("jab,ab->j", sp.defl, kept)
+        kept = kept - jnp.einsum("j,jab->ab", coef, sp.defl_g)
         rhs_w = f0.u @ kept @ f0.v.T
-        b_z = jnp.sqrt(jnp.maximum(_dot(rhs_hat0, rhs_hat0) - _dot(kept, kept), 0.0))
+        b_zz = jnp.maximum(_dot(rhs_hat0, rhs_hat0) - _dot(jnp.where(sp.zmask, 0.0, rhs_hat0), rhs_hat0), 0.0)
+        b_z = jnp.sqrt((b_zz if identity else 0.0) + _dot(coef, coef))
         prob = prob._replace(rhs=rhs_w)
     else:
         b_z = jnp.asarray(0.0, dtype)
-    # deflation (Σ = I, pseudo-inverse rules): K + γ Σ_j z_j z_jᵀ moves the cut eigenvalues to γ
-    defl = sp.defl if (identity and f.shift == 0) else None
-    gamma = prob.lam_hi / prob.wh.s_max**2
+    # deflation (pseudo-inverse rules): K + γ Q Qᵀ moves the cut eigenvalues to ≈ γ
+    use_defl = f.shift == 0
+
+    def defl_in(fr):
+        """The deflation vectors G Q̃ in the frame ``fr`` (``None``: no deflation)."""
+        if not use_defl:
+            return None
+        return sp.defl_g if identity else sp.defl_g @ (f0.v.T @ fr.v)
+
+    gamma = sp.defl_gamma
+    # the deflated preconditioner's weight: the floored diagonal is t M̃ + (1 − t) λ̃_lo, and
+    # t (M̃ + γ (GQ̃)(GQ̃)ᵀ) ⪯ t (K̃ + γ (GQ̃)(GQ̃)ᵀ)
+    defl_weight = gamma * jnp.where(sp.improved, _FLOOR_T, 1.0)
     slots = krylov_slots(f, tol)
     if state is None:
         state = KrylovState(jnp.zeros((slots,) + prob.rhs.shape, dtype), jnp.asarray(False))
@@ -566,7 +770,7 @@ def _krylov(ws: Weights, task: Task, f: SpectralFunction, tol: float, maxiter: i
         pinv = _prec_inv(fr.m, sp, s, g_min, base and f.shift == 0 and identity)
         x0 = jnp.where(state.valid, fr.u.T @ state.lam[0] @ fr.v, 0.0)
         target_fn = lambda dn: _SOLVE_SHARE * tol * jnp.maximum(dn, 0.0) / (1.0 + tol)
-        x, d, bound, its, ok = _solve(prob, fr, s, pinv, x0, target_fn, maxiter, defl, gamma)
+        x, d, bound, its, ok = _solve(prob, fr, s, pinv, x0, target_fn, maxiter, defl_in(fr), gamma, defl_weight)
         lam_t = fr.u @ x @ fr.v.T
         new_state = KrylovState(lam_t[None], jnp.asarray(True))
         dnorm = _tree_norm(d)
@@ -610,7 +814,9 @@ def _krylov(ws: Weights, task: Task, f: SpectralFunction, tol: float, maxiter: i
             x0 = jnp.where(state.valid, warm, cold)
             d_now = jnp.maximum(d_lo, _tree_norm(d_acc) - err_acc)
             target_fn = lambda dn: _SOLVE_SHARE * tol * d_now / (n_active * w) / (1.0 + tol)
-            x, d, bound, its, ok = _solve(prob, fr, sigma, pinv, x0, target_fn, maxiter, defl, gamma)
+            x, d, bound, its, ok = _solve(
+                prob, fr, sigma, pinv, x0, target_fn, maxiter, defl_in(fr), gamma, defl_weight
+            )
             lam_t = fr.u @ x @ fr.v.T
             d_acc = _tree_axpy(w, d, d_acc)
             return (
