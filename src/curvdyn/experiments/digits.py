@@ -667,7 +667,17 @@ def sqrt_kfac_trains_from_small_weights(data: Data, config: Config[Settings]) ->
         "runs are damped (the first-update exponents of damped √K-FAC are close to SGD's, claim "
         "damping-turns-kfac-into-sgd), so their first step is small at small scale; the updates grow to O(1) within "
         "a few steps, while SGD's stay small.",
+        known_deviation=SMALL_SCALE_NOT_CAUGHT_UP,
     )
+
+
+#: Measured over ``curvdyn reproduce --seeds 20`` (default resolution).
+SMALL_SCALE_NOT_CAUGHT_UP = (
+    "'As well as' is read as within 2× of the α = 1 final training loss. On 18 of seeds 0–19 √K-FAC from α = 0.03 "
+    "ends within it (median 0.40×); on seeds 5 and 11 it ends at 3.8× and 3.3× (training loss 0.032 and 0.031 "
+    "against 0.008 and 0.009 from α = 1): it trains — its updates grow to O(1) while SGD's stay at ~2e-4 — but has "
+    "not caught up within the step budget."
+)
 
 
 def tiny_damping_kfac_fails_sqrt_kfac_trains(data: Data, config: Config[Settings]) -> Claim:

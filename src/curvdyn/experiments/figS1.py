@@ -375,7 +375,17 @@ def ngd_d_larger_update(data: Data, config: Config[Settings]) -> Claim:
         f"Min over depths, seeds and α of ‖ẇ‖_NGD-d/‖ẇ‖_NGD on Xavier weights; geometric means per depth: {per_depth}. "
         f"On balanced weights the two are equal (ratio {bal_ratio.min():.12g}–{bal_ratio.max():.12g}: footnote 7's "
         "Jensen inequality is an equality when all couplings are equal).",
+        known_deviation=NGD_D_LARGER_NOT_EVERYWHERE,
     )
+
+
+#: Measured over ``curvdyn reproduce --seeds 20`` (20 seeds × 10 draws × 3 depths × 9 scales).
+NGD_D_LARGER_NOT_EVERYWHERE = (
+    "Footnote 7's inequality is Jensen's for one singular mode (aligned, balanced weights, where the two updates "
+    "are equal); on Xavier-random weights it is not a theorem. NGD-d's update is larger at almost every point "
+    "(over seeds 0–19 the per-seed minimum ratio has median 1.59), but not at every one: on seed 9 one d = 4 draw "
+    "gives 0.855."
+)
 
 
 def ngd_d_much_larger_update(data: Data, config: Config[Settings]) -> Claim:
