@@ -33,20 +33,14 @@ import _timing as T
 import curvdyn as cd
 from curvdyn.experiments import fig3
 from curvdyn.experiments.common import log_times
-from curvdyn.init import init_random
-from curvdyn.task import student_teacher
 
 jax.config.update("jax_enable_x64", True)
 
 
 def fig3_start(seed: int):
-    """fig3's training task and initial weights for ``seed`` (as ``fig3.compute`` draws them)."""
-    s = fig3.DEFAULT
-    k_data, k_init = jax.random.split(jax.random.PRNGKey(seed))
-    st = student_teacher(
-        k_data, s.task.n, rank=s.task.rank, snr=s.task.snr, n_train=s.task.n_train, noise_std=s.task.noise_std
-    )
-    return st.train_task, init_random(k_init, (s.task.n,) * (s.depth + 1), s.init_scale)
+    """fig3's training task and initial weights for ``seed`` (:func:`curvdyn.experiments.fig3.draw`)."""
+    st, ws0 = fig3.draw(fig3.DEFAULT, seed)
+    return st.train_task, ws0
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from curvdyn import experiments, reproduce
 from curvdyn.experiments.base import Config
-from curvdyn.io import json_text
+from curvdyn.io import json_text, write_json
 
 _RUN: dict = {}
 
@@ -51,7 +51,7 @@ def reproduce_shared(out: Path) -> dict:
         else:
             out.mkdir()
             reproduce_once(out)
-            result.write_text(json.dumps({"code": _RUN["code"], "wall": _RUN["wall"]}))
+            write_json(result, {"code": _RUN["code"], "wall": _RUN["wall"]})  # whole or not at all
     return _RUN
 
 

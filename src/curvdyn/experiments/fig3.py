@@ -222,17 +222,24 @@ def _run_rule(name: str, ws0, task, s: Settings, seed: int, strengths: np.ndarra
     return traj, numerics
 
 
-def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def draw(settings: Settings, seed: int):
+    """Seed ``seed``'s student–teacher data and initial weights: ``(student_teacher(...), ws0)``
+    (the training task is ``.train_task``, the teacher ``.teacher``)."""
     s = settings
     n, d = s.task.n, s.depth
     k_data, k_init = jax.random.split(jax.random.PRNGKey(seed))
     st = student_teacher(
         k_data, n, rank=s.task.rank, snr=s.task.snr, n_train=s.task.n_train, noise_std=s.task.noise_std
     )
+    return st, init_random(k_init, (n,) * (d + 1), s.init_scale)
+
+
+def compute(settings: Settings, *, seed: int, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    s = settings
+    st, ws0 = draw(s, seed)
     task = st.train_task
     teacher = np.asarray(st.teacher)
     noise_floor = float(st.test_task.loss_offset)
-    ws0 = init_random(k_init, (n,) * (d + 1), s.init_scale)
 
     _, strengths, _ = theory.correlation_modes(task)
     w_star = np.asarray(task.target)
@@ -540,6 +547,23 @@ def _style(name: str) -> dict:
     return {"color": rule_color(name), "ls": "--" if name.endswith("-d") else "-", "lw": 1.8, "label": rule_label(name)}
 
 
+MODE_LABEL = "mode component $u_k^T W v_k\\,/\\,s_k$"
+
+
+def _style_mode_axis(ax, name: str, t_max: float) -> None:
+    """The axes of one rule's mode-component panel (D) of :func:`plot` and :func:`plot_seeds`."""
+    ax.axhline(1.0, color="k", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-2, t_max)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_ylim(-0.25, 1.35)
+    ax.set_title(f"D  {rule_label(name)}" if name == RULES[0] else rule_label(name), loc="left")
+    ax.set_xlabel("time t")
+    ax.grid(alpha=0.25)
+    if name != RULES[0]:
+        ax.tick_params(labelleft=False)
+
+
 def plot(data: Data, config: Config[Settings]) -> Figure:
     rank = config.settings.task.rank
     strengths = data["data_strengths"]
@@ -621,17 +645,8 @@ def plot(data: Data, config: Config[Settings]) -> Figure:
                 alpha=1.0 if signal else 0.8,
             )
         ax.axvline(early_stopping(data, name)[0], color="k", ls=":", lw=1.0)
-        ax.axhline(1.0, color="k", lw=0.5)
-        ax.set_xscale("log")
-        ax.set_xlim(1e-2, t_max)
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_ylim(-0.25, 1.35)
-        ax.set_title(f"D  {rule_label(name)}" if name == RULES[0] else rule_label(name), loc="left")
-        ax.set_xlabel("time t")
-        ax.grid(alpha=0.25)
-        if name != RULES[0]:
-            ax.tick_params(labelleft=False)
-    axes_d[0].set_ylabel("mode component $u_k^T W v_k\\,/\\,s_k$")
+        _style_mode_axis(ax, name, t_max)
+    axes_d[0].set_ylabel(MODE_LABEL)
     axes_d[0].plot([], [], color="k", lw=1.8, label="signal modes (rule colour)")
     axes_d[0].plot([], [], color="0.6", lw=0.9, label="noise modes")
     axes_d[0].plot([], [], color="k", ls=":", lw=1.0, label="early stopping")
@@ -709,17 +724,8 @@ def plot_seeds(datas: list[Data], configs: list[Config[Settings]], seeds: list[i
                             alpha=0.35 if signal else 0.12, lw=0)  # fmt: skip
         stop_times = [early_stopping(d, name)[0] for d in datas]
         ax.axvspan(min(stop_times), max(stop_times), color="k", alpha=0.08, lw=0)
-        ax.axhline(1.0, color="k", lw=0.5)
-        ax.set_xscale("log")
-        ax.set_xlim(1e-2, t_max)
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_ylim(-0.25, 1.35)
-        ax.set_title(f"D  {rule_label(name)}" if name == RULES[0] else rule_label(name), loc="left")
-        ax.set_xlabel("time t")
-        ax.grid(alpha=0.25)
-        if name != RULES[0]:
-            ax.tick_params(labelleft=False)
-    axes_d[0].set_ylabel("mode component $u_k^T W v_k\\,/\\,s_k$")
+        _style_mode_axis(ax, name, t_max)
+    axes_d[0].set_ylabel(MODE_LABEL)
     axes_d[0].fill_between([], [], [], color="k", alpha=0.3, label="signal modes k ≤ rank (5–95 %)")
     axes_d[0].fill_between([], [], [], color="0.55", alpha=0.25, label="noise modes (5–95 %, per mode)")
     axes_d[0].fill_between([], [], [], color="k", alpha=0.08, label="early-stopping times")

@@ -493,6 +493,7 @@ def conservation_ngd(data: Data, config: Config[Settings]) -> Claim:
     seeds = _seeds(config)
     ngd = drifts_over_tasks(data, "ngd")
     changes = [rank_changes(data, "ngd", p) for p in task_prefixes(data)]
+    steady = [d for d, c in zip(ngd, changes) if c == 0]
     return at_most(
         "conservation-ngd",
         "Exact NGD conserves c_u = ‖w_in,u‖² − ‖w_out,u‖² of every hidden unit along its integrated trajectory, on "
@@ -501,8 +502,8 @@ def conservation_ngd(data: Data, config: Config[Settings]) -> Claim:
         1e-2,
         f"Max drift per task: {_per_task(ngd, seeds)}; changes of rank J between save times along NGD's trajectory: "
         + ", ".join(f"seed {s} {c}" for s, c in zip(seeds, changes))
-        + f"; max drift on the {sum(c == 0 for c in changes)} tasks with no rank change seen at the save times: "
-        + (f"{max(d for d, c in zip(ngd, changes) if c == 0):.2g}" if any(c == 0 for c in changes) else "none")
+        + f"; max drift on the {len(steady)} tasks with no rank change seen at the save times: "
+        + (f"{max(steady):.2g}" if steady else "none")
         + " (a rank change between two save times is not seen: these drifts are not located by the data)"
         + (f"; main task at dtmin {refined:g}: {max_drift(data, 'ngd', 'refined__'):.2g}" if refined else "")
         + f". {_floor_note(data, config)}.",
