@@ -92,7 +92,12 @@ if __name__ in ("__main__", "__mp_main__"):
     install()
 
 if __name__ == "__main__":
+    import faulthandler
+    import signal
+
     import jax
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a test that waits too long asks for the stacks
 
     from curvdyn.cli import main
 

@@ -8,6 +8,7 @@ stand-in experiments) so that no real experiment is computed here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -54,6 +56,20 @@ def _pids(pid_dir: Path, n: int, timeout: float = 60) -> dict[str, int]:
     """The pids of ``n`` stand-ins that have entered ``compute`` (each writes its pid file)."""
     files = _wait_for(lambda: (f := sorted(pid_dir.glob("*.pid"))) and len(f) >= n and f, timeout, f"{n} workers")
     return {f.name.removesuffix(".pid"): int(f.read_text()) for f in files}
+
+
+def _communicate_or_dump_stacks(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout)``; past the timeout, fail with the driver's Python stacks
+    (``tests/fault_driver.py`` dumps them on SIGUSR1) so that a hang says where it hangs."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        _, stderr = proc.communicate()
+        raise AssertionError(f"no exit {timeout} s after the signal; the driver's threads:\n{stderr[-8000:]}") from None
 
 
 def _one_seed(args) -> list[str]:
@@ -152,21 +168,26 @@ def _check_snapshot(d: Path) -> list[str]:
 
 
 def test_sigkill_during_writes_leaves_old_or_new_complete_files(tmp_path):
-    """SIGKILL at random moments while every kind of file is rewritten: each file is one
-    complete version; the same kills with in-place writes (the control) corrupt files."""
+    """SIGKILL at random moments and inside the write of each kind of file: each file is one
+    complete version; the same kills with in-place writes (the control) corrupt every kind."""
+    from fault_writer import TARGETS
+
     atomic, control = tmp_path / "atomic", tmp_path / "in-place"
     procs = [
-        subprocess.Popen([sys.executable, str(WRITER), str(atomic), "6", "1"], env=_env()),
-        subprocess.Popen([sys.executable, str(WRITER), str(control), "4", "2", "in-place"], env=_env()),
+        subprocess.Popen([sys.executable, str(WRITER), str(atomic), "atomic", "6", "1"], env=_env()),
+        subprocess.Popen([sys.executable, str(WRITER), str(control), "in-place", "0", "2"], env=_env()),
     ]
     for p in procs:
-        assert p.wait(timeout=120) == 0
+        assert p.wait(timeout=180) == 0
     rounds = sorted(atomic.glob("round-*"))
-    assert len(rounds) == 6
+    assert len(rounds) == 6 + len(TARGETS)
     problems = [p for d in rounds for p in _check_snapshot(d)]
     assert not problems, problems
-    corrupted = [p for d in sorted(control.glob("round-*")) for p in _check_snapshot(d)]
-    assert corrupted, "the control (in-place writes) was never caught mid-write: the kill test cannot fail"
+    # The control: a kill inside the write of each kind of file is caught by the check of that kind.
+    for name in TARGETS:
+        caught = _check_snapshot(control / f"round-{name}")
+        kind = "report.*" if name.startswith("report.") else name
+        assert any(p.startswith(f"round-{name}/{kind}:") for p in caught), (name, caught)
 
 
 def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
@@ -467,7 +488,7 @@ def test_ctrl_c_stops_the_run_with_one_line_and_marks_it_interrupted(tmp_path, s
         os.killpg(parent.pid, signal.SIGINT)
     else:
         parent.send_signal(signal.SIGTERM)
-    _, stderr = parent.communicate(timeout=30)
+    _, stderr = _communicate_or_dump_stacks(parent, 30)
     assert parent.returncode == 128 + signum
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert "is incomplete (1 of 3 figures written, manifest.json says 'interrupted')" in stderr
@@ -486,6 +507,72 @@ def test_ctrl_c_stops_the_run_with_one_line_and_marks_it_interrupted(tmp_path, s
     assert not bool(alpha["jax_threefry_partitionable"]), "the worker did not compute with the parent's JAX settings"
     assert bool(alpha["jax_enable_x64"]) == manifest["run"]["jax_config"]["jax_enable_x64"]
     assert (int(alpha["pid"]) != parent.pid) == (jobs == "2")
+
+
+_TGKILL = {"x86_64": 234, "aarch64": 131}  # syscall numbers: a signal to one thread of another process
+
+
+def _sigint_to_a_thread_other_than_main(pid: int) -> int:
+    """Send SIGINT to a thread of ``pid`` that is not its main thread and does not block SIGINT
+    (one of XLA's, say): what the kernel may do with a terminal's Ctrl-C. Returns its id."""
+    import ctypes
+    import platform
+
+    def blocks_sigint(tid: int) -> bool:
+        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        mask = next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1]
+        return bool(int(mask, 16) & (1 << (signal.SIGINT - 1)))
+
+    tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    tid = next(t for t in sorted(tids) if t != pid and not blocks_sigint(t))
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(_TGKILL[platform.machine()], pid, tid, int(signal.SIGINT)) == 0, ctypes.get_errno()
+    return tid
+
+
+@pytest.mark.skipif(__import__("platform").machine() not in _TGKILL, reason="tgkill's number on this machine")
+def test_ctrl_c_handed_to_another_thread_stops_the_run_at_once(tmp_path):
+    """The kernel hands a process-directed SIGINT to any thread that does not block it; Python
+    runs the handler in the main thread. The parent waiting for a 60 s figure must still stop
+    at once (before: it slept on until the figure finished)."""
+    out, pid_dir = tmp_path / "o", tmp_path / "pids"
+    pid_dir.mkdir()
+    parent = _driver(out, "--jobs", "2", pid_dir=pid_dir, sleep="alpha=0,beta=60,gamma=60", start_new_session=True)
+    _pids(pid_dir, 3)
+    _wait_for(lambda: io.read_json(out / "manifest.json")["figures"]["alpha"]["status"] == "complete", 30, "alpha")
+    _sigint_to_a_thread_other_than_main(parent.pid)
+    _, stderr = _communicate_or_dump_stacks(parent, 20)
+    assert parent.returncode == 128 + signal.SIGINT, stderr
+    assert io.read_json(out / "manifest.json")["status"] == "interrupted"
+
+
+def test_waiting_for_workers_acts_on_a_signal_handled_off_the_main_thread():
+    """``_workers.as_completed`` (in-process): a SIGINT delivered to another thread raises in the
+    main thread within the wait slice, not when the future finishes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curvdyn import _workers
+
+    class Stop(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Stop
+
+    old, release = signal.signal(signal.SIGINT, handler), threading.Event()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(release.wait, 5.0)
+            pool.submit(lambda: (time.sleep(0.3), signal.pthread_kill(threading.get_ident(), signal.SIGINT)))
+            t0 = time.monotonic()
+            with pytest.raises(Stop):
+                for _ in _workers.as_completed([slow]):
+                    pass
+            waited = time.monotonic() - t0
+            release.set()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert waited < 0.3 + 4 * _workers.WAIT_SLICE_S, waited
 
 
 # ---------------------------------------------------------------------------------------

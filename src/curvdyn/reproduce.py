@@ -600,7 +600,7 @@ def _run_parallel(
     The workers die with this process and never see Ctrl-C (:mod:`curvdyn._workers`); on any
     exception here (KeyboardInterrupt included) they are terminated before it propagates.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
 
     from curvdyn.experiments.common import progress as progress_bar
 
@@ -618,7 +618,7 @@ def _run_parallel(
                 for name, seed in tasks
             }
         bar = progress_bar(
-            as_completed(futures), enabled=progress, desc="experiments × seeds", total=len(futures), leave=True
+            _workers.as_completed(futures), enabled=progress, desc="experiments × seeds", total=len(futures), leave=True
         )
         for fut in bar:
             name, seed = futures[fut]

@@ -49,13 +49,13 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from curvdyn import io, rundir
+from curvdyn import _workers, io, rundir
 from curvdyn._names import RULE_NAMES
 from curvdyn._progress import progress_bar
 
@@ -761,7 +761,7 @@ def _compute(definition, cells, results, out, record, options, executor, batch_s
         else:
             futures = [executor.submit(run_group, doc, members, options) for members in todo]
             try:
-                for fut in as_completed(futures):
+                for fut in _workers.as_completed(futures):
                     store(fut.result())
             except BaseException:
                 for fut in futures:
