@@ -27,17 +27,6 @@ import types
 
 import numpy as np
 
-if __name__ == "__main__":
-    # Started as a terminal starts a command, Ctrl-C at its default: a test runner's process may
-    # have SIGINT ignored or blocked, which a started process inherits (Python then installs no
-    # handler), and the Ctrl-C tests would test the runner, not curvdyn.
-    import signal
-
-    # (measured: a suite started in the background of a non-interactive shell, as CI may, has
-    # SIGINT ignored in every test process, and the Ctrl-C tests then failed)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
 from curvdyn import experiments
 from curvdyn.experiments.base import at_least
 
@@ -108,6 +97,13 @@ if __name__ == "__main__":
 
     import jax
 
+    # Started as a terminal starts a command, Ctrl-C at its default: a test runner's process may
+    # have SIGINT ignored or blocked, which a started process inherits (Python then installs no
+    # handler), and the Ctrl-C tests would test the runner, not curvdyn (measured: a suite started
+    # in the background of a non-interactive shell, as CI may, has SIGINT ignored in every test
+    # process, and the Ctrl-C tests then failed).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # a test that waits too long asks for the stacks
 
     from curvdyn.cli import main

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -516,7 +517,6 @@ def _sigint_to_a_thread_other_than_main(pid: int) -> int:
     """Send SIGINT to a thread of ``pid`` that is not its main thread and does not block SIGINT
     (one of XLA's, say): what the kernel may do with a terminal's Ctrl-C. Returns its id."""
     import ctypes
-    import platform
 
     def blocks_sigint(tid: int) -> bool:
         status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
@@ -530,7 +530,7 @@ def _sigint_to_a_thread_other_than_main(pid: int) -> int:
     return tid
 
 
-@pytest.mark.skipif(__import__("platform").machine() not in _TGKILL, reason="tgkill's number on this machine")
+@pytest.mark.skipif(platform.machine() not in _TGKILL, reason="tgkill's number on this machine")
 def test_ctrl_c_handed_to_another_thread_stops_the_run_at_once(tmp_path):
     """The kernel hands a process-directed SIGINT to any thread that does not block it; Python
     runs the handler in the main thread. The parent waiting for a 60 s figure must still stop
@@ -569,8 +569,8 @@ def test_waiting_for_workers_acts_on_a_signal_handled_off_the_main_thread():
                 for _ in _workers.as_completed([slow]):
                     pass
             waited = time.monotonic() - t0
-            release.set()
     finally:
+        release.set()
         signal.signal(signal.SIGINT, old)
     assert waited < 0.3 + 4 * _workers.WAIT_SLICE_S, waited
 
