@@ -29,8 +29,8 @@ well-conditioned weights the shared basis is slightly ahead (12 against 19).
 
 Spectral certificates (pseudo-inverse rules, shift 0), all from quantities computed here:
 
-* ``λ_max(K) ≤ λ_hi = s_max² (α_max + γ_max + Σ_{1<i<d} ‖P_i‖ ‖Q̃_i‖)`` (norms bounded by
-  ``(tr X⁸)^{1/8}``);
+* ``λ_max(K) ≤ λ_hi``, the smaller of ``s_max² (α_max + γ_max + Σ_{1<i<d} ‖P_i‖ ‖Q̃_i‖)`` (Weyl;
+  norms bounded by ``(tr X⁸)^{1/8}``) and the block-norm bound :func:`block_norm_bound`;
   ``λ_max(K) ≥ s_min² (α_max + γ_max)`` (as ``K̃ ⪰ M̃_0``).
 * The *null set* ``Z``: frame coordinates whose diagonal entry ``κ̃_ab`` of ``K̃`` is below
   ``τ_lo / (s_max² n_d n_0)`` (``τ_lo = rcond · s_min²(α_max + γ_max)``, a lower bound of the
@@ -56,8 +56,11 @@ from curvdyn.curvature.spectral import _eigh_sym, _sym, order_after
 #: vectorized, and ``ℓ × ℓ`` eigenvalue problems on the μ grid). Measured on the widened Fig. 3
 #: trajectory (benchmarks/README.md, "The Fig. 3 experiment widened"): 2 left 12 of 16 directions
 #: uncertified at N = 32, 8 left 3, 16 none (the Kronecker-sum bound is far below K on ~10
-#: coordinates there); Xavier d = 4 up to N = 128 needs one, an exact interior zero mode one.
-SCHUR_MAX = 16
+#: coordinates there); at N = 64 a cap of 16 left the directions of t ≈ 0.18–0.47 uncertified
+#: (21–25 coordinates below ``SCHUR_GAP`` times the cutoff), 32 — the ``sqrt(n_d n_0) / 2`` there —
+#: certifies them at the same cost (0.22–0.30 s against 0.24–0.28 s per cold direction); Xavier
+#: d = 4 up to N = 128 needs one, an exact interior zero mode one.
+SCHUR_MAX = 32
 #: A coordinate is "low" for the Schur certificate when ``m_0 < SCHUR_GAP · τ̃`` (``τ̃`` the cutoff
 #: in whitened units); the complement then sits at least this factor above the cutoff.
 SCHUR_GAP = 100.0
@@ -188,6 +191,46 @@ def spectrum_bounds(p, qt, alpha, gamma0, wh: Whitening):
     mid = jnp.sum(psd_norm_bound(p[1:-1]) * psd_norm_bound(qt[1:-1])) if p.shape[0] > 2 else 0.0
     top = alpha[-1] + jnp.max(gamma0)
     return wh.s_max**2 * (top + mid), wh.s_min**2 * top
+
+
+def _norm_upper(x, scale):
+    """An upper bound of ``‖X‖₂`` for the exact ``X`` whose computed value is ``x``, formed as a
+    product with inner dimension ``x``'s largest one and factors of Frobenius norms ``scale``:
+    the largest computed singular value plus the product's and the SVD's round-off."""
+    u = jnp.finfo(x.dtype).eps
+    k = max(x.shape)
+    return jnp.linalg.svd(x, compute_uv=False)[0] + 8.0 * k * u * scale
+
+
+def block_norm_bound(a, bt, wh: Whitening):
+    """A certified upper bound of ``λ_max(K)``: the spectral radius of the ``d × d`` matrix
+    ``N_ij = ‖A_iᵀ A_j‖ ‖B̂_j B̂_iᵀ‖``, ``B̂_i = B_i S`` (``= B̃_i diag(s) Eᵀ``).
+
+    ``K = Ĵ Ĵᵀ`` has the nonzero eigenvalues of the parameter Gram ``ĴᵀĴ``, whose ``(i, j)`` block
+    is ``X ↦ A_iᵀ A_j X B̂_j B̂_iᵀ`` of norm ``N_ij``; for a unit ``x = (x_1, …, x_d)``,
+    ``xᵀ ĴᵀĴ x ≤ Σ_ij N_ij ‖x_i‖ ‖x_j‖ ≤ ρ(N)``. It is tight when the blocks' top singular
+    vectors align, as they do once the modes have grown: within 6e-7 of ``λ_max`` along the
+    widened Fig. 3 trajectory (N = 32), where the Weyl bound of :func:`spectrum_bounds` is 8–14 %
+    above it — enough to leave an eigenvalue at 1.1 · ``rcond · λ_max`` neither cut nor kept.
+    """
+    d = len(a)
+    bs = bt if wh.s is None else tuple(b_i * wh.s[None, :] for b_i in bt)
+    fa = [jnp.sqrt(jnp.sum(x * x)) for x in a]
+    fb = [jnp.sqrt(jnp.sum(x * x)) for x in bs]
+    rows: list[list[jax.Array]] = []
+    for i in range(d):
+        row: list[jax.Array] = []
+        for j in range(d):
+            if j < i:
+                row.append(rows[j][i])
+                continue
+            na = _norm_upper(a[i].T @ a[j], fa[i] * fa[j])
+            nb = _norm_upper(bs[j] @ bs[i].T, fb[i] * fb[j])
+            row.append(na * nb)
+        rows.append(row)
+    n = jnp.stack([jnp.stack(r) for r in rows])
+    u = jnp.finfo(n.dtype).eps
+    return jnp.linalg.eigvalsh(n)[-1] * (1.0 + 8.0 * d * u)
 
 
 def schur_lower_bounds(k_ll, g_upper, theta, mu_lo, mu_must):
