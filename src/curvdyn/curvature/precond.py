@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from curvdyn.curvature.spectral import _eigh_sym, _sym, order_after
 
@@ -193,13 +194,18 @@ def spectrum_bounds(p, qt, alpha, gamma0, wh: Whitening):
     return wh.s_max**2 * (top + mid), wh.s_min**2 * top
 
 
-def _norm_upper(x, scale):
-    """An upper bound of ``‖X‖₂`` for the exact ``X`` whose computed value is ``x``, formed as a
-    product with inner dimension ``x``'s largest one and factors of Frobenius norms ``scale``:
-    the largest computed singular value plus the product's and the SVD's round-off."""
-    u = jnp.finfo(x.dtype).eps
-    k = max(x.shape)
-    return jnp.linalg.svd(x, compute_uv=False)[0] + 8.0 * k * u * scale
+def _pair_norms_upper(products, scales):
+    """Upper bounds of ``‖X_k‖₂`` for the exact matrices whose computed values are ``products``
+    (a list of matrices, formed as products with factors of Frobenius norms ``scales``): one
+    batched SVD of the products zero-padded to a common shape (padding leaves the singular values
+    alone; one call compiles once, where ``d²`` separate ones would compile ``d²`` times), plus the
+    products' and the SVD's round-off."""
+    rows = max(x.shape[0] for x in products)
+    cols = max(x.shape[1] for x in products)
+    stack = jnp.stack([jnp.pad(x, ((0, rows - x.shape[0]), (0, cols - x.shape[1]))) for x in products])
+    u = jnp.finfo(stack.dtype).eps
+    top = jnp.linalg.svd(stack, compute_uv=False)[:, 0]
+    return top + 8.0 * max(rows, cols) * u * jnp.stack(scales)
 
 
 def block_norm_bound(a, bt, wh: Whitening):
@@ -217,18 +223,11 @@ def block_norm_bound(a, bt, wh: Whitening):
     bs = bt if wh.s is None else tuple(b_i * wh.s[None, :] for b_i in bt)
     fa = [jnp.sqrt(jnp.sum(x * x)) for x in a]
     fb = [jnp.sqrt(jnp.sum(x * x)) for x in bs]
-    rows: list[list[jax.Array]] = []
-    for i in range(d):
-        row: list[jax.Array] = []
-        for j in range(d):
-            if j < i:
-                row.append(rows[j][i])
-                continue
-            na = _norm_upper(a[i].T @ a[j], fa[i] * fa[j])
-            nb = _norm_upper(bs[j] @ bs[i].T, fb[i] * fb[j])
-            row.append(na * nb)
-        rows.append(row)
-    n = jnp.stack([jnp.stack(r) for r in rows])
+    pairs = [(i, j) for i in range(d) for j in range(i, d)]
+    na = _pair_norms_upper([a[i].T @ a[j] for i, j in pairs], [fa[i] * fa[j] for i, j in pairs])
+    nb = _pair_norms_upper([bs[j] @ bs[i].T for i, j in pairs], [fb[i] * fb[j] for i, j in pairs])
+    rows, cols = (np.array(x) for x in zip(*pairs))
+    n = jnp.zeros((d, d), na.dtype).at[rows, cols].set(na * nb).at[cols, rows].set(na * nb)
     u = jnp.finfo(n.dtype).eps
     return jnp.linalg.eigvalsh(n)[-1] * (1.0 + 8.0 * d * u)
 
