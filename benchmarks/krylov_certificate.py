@@ -59,6 +59,10 @@ def main(argv=None):
     log.set("run_krylov_stats", traj.config["krylov"])
     direction = jax.jit(lambda w: cv.krylov_direction(w, task, f))
     eigh = jax.jit(lambda w: cv.mapspace_direction(w, task, f))
+    # the SVD reference's inputs (singular values of Ĵ ≤ sqrt(rcond) s_max are eigenvalues of K ≤ rcond λ_max)
+    target = np.asarray(task.target)
+    cov = None if task.identity_cov else np.asarray(task.input_cov)
+    svd_rtol = float(np.sqrt(f.cutoff(jnp.float64)))
     body = []
     for i in range(len(traj.t)):
         w = tuple(jnp.asarray(x[i]) for x in traj.weights)
@@ -70,10 +74,7 @@ def main(argv=None):
         rel = ev / ev[-1]
         svd = {}
         if args.n <= args.svd_max:
-            cov = None if task.identity_cov else np.asarray(task.input_cov)
-            ref = R.ngd_svd(
-                w, np.asarray(task.target), cov, q=1.0 / f.power, rtol=float(np.sqrt(f.cutoff(jnp.float64)))
-            )
+            ref = R.ngd_svd(w, target, cov, q=1.0 / f.power, rtol=svd_rtol)
             svd = {"krylov_vs_svd": R.rel_err(got, ref), "eigh_vs_svd": R.rel_err(want, ref)}
         row = {
             "t": float(traj.t[i]),
