@@ -49,10 +49,12 @@ def choose_strategy(rule, integrator_kind: str, devices: Sequence | None = None)
     ``benchmarks/README.md``): for the plain gradient (SGD) ``vmap``, with Euler and with the
     adaptive ODE (the steps are cheap and the per-call overhead dominates); for every curvature
     rule (NGD, sqrt-NGD, the block rules, ...) ``map``: under an adaptive ODE ``vmap`` pays the
-    lock-step (every member steps until the slowest is done: 0.7–0.8× of separate runs), and
-    under Euler the two are equally fast, while ``map`` gives each member bitwise the numbers of
-    its separate run and of any split over devices (and ``vmap`` of a curvature rule over
-    several CPU devices deadlocks, :func:`check_split`).
+    lock-step (every member steps until the slowest is done: 0.6–0.9× of separate runs), under
+    Euler it gains 1.1–1.2× but its members drift from their separate runs by amplified round-off
+    (4e-3 for sqrt-NGD-d after 300 steps from 0.05-scale weights), while ``map`` gives each
+    member bitwise the numbers of its separate run and of any split over devices, within the
+    noise of separate runs' speed (0.97–1.08×; and ``vmap`` of a curvature rule over several CPU
+    devices deadlocks, :func:`check_split`).
 
     On an accelerator (GPU, TPU) ``vmap``: the members of a batch run in parallel there, so the
     lock-step costs the slowest member's step count rather than B runs. This choice is reasoned,
