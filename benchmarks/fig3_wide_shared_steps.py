@@ -36,28 +36,23 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import _timing as T
 import curvdyn as cd
-import reference as R
 from curvdyn.rules import direction_unchecked
-from fig3_wide import T_END, setup
+from fig3_wide import INTEGRATOR, T_END, setup
+from krylov_certificate import svd_reference
 
 jax.config.update("jax_enable_x64", True)
 
-RTOL, ATOL = 1e-6, 1e-9
 RULE = cd.get_rule("sqrt-ngd")
 
 
 def _svd_direction(ws, task):
-    """``ngd_svd`` for sqrt-NGD on the host (``jax.pure_callback``), cut as the certificate's."""
-    f = RULE.spectral_function()
-    rtol = float(np.sqrt(f.cutoff(jnp.float64)))
-    target = np.asarray(task.target)
-    cov = None if task.identity_cov else np.asarray(task.input_cov)
+    """The SVD-of-Ĵ direction (``krylov_certificate.svd_reference``) on the host, ``jax.pure_callback``."""
+    svd = svd_reference(task, RULE.spectral_function())
 
     def host(*w):
-        return tuple(np.asarray(x) for x in R.ngd_svd(w, target, cov, q=1.0 / f.power, rtol=rtol))
+        return tuple(np.asarray(x) for x in svd(w))
 
     return jax.pure_callback(host, tuple(jax.ShapeDtypeStruct(w.shape, w.dtype) for w in ws), *ws)
 
@@ -81,7 +76,7 @@ def adaptive_steps(ws, task, max_steps: int = 4096):
             dt0=None,
             y0=y0,
             saveat=diffrax.SaveAt(t0=True, steps=True),
-            stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
+            stepsize_controller=diffrax.PIDController(rtol=INTEGRATOR.rtol, atol=INTEGRATOR.atol),
             max_steps=max_steps,
         )
         return sol.ts, sol.ys
@@ -115,7 +110,7 @@ def on_steps(y0, task, method, ts):
 def differences(a, b) -> dict:
     """Per step: the largest relative weight difference over the layers, and the map's."""
     w = np.max([np.max(np.abs(x - y), axis=(1, 2)) / np.max(np.abs(y), axis=(1, 2)) for x, y in zip(a, b)], axis=0)
-    ma, mb = (np.asarray(cd.network_map(tuple(x for x in ws))) for ws in (a, b))
+    ma, mb = (np.asarray(cd.network_map(ws)) for ws in (a, b))
     m = np.linalg.norm(ma - mb, axis=(1, 2)) / np.linalg.norm(mb, axis=(1, 2))
     return {"weights": w, "map": m}
 
