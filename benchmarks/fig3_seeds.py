@@ -5,7 +5,9 @@
 
 SGD's adaptive ODE run is ~90 % of fig3's time per seed (about 480 000 stability-limited Tsit5
 steps to its t_end = 1e4, each costing little more than the loop's own work). It runs here with
-fig3's defaults (task, initial weights of seeds 0..B−1, Tsit5 rtol 1e-6 atol 1e-9) to
+fig3's defaults as they were when this was measured (task, initial weights of seeds 0..B−1,
+Tsit5 rtol 1e-6 atol 1e-9: ``fig3.DEFAULT.ode``; fig3's SGD run itself now uses the
+Runge–Kutta–Chebyshev solver, ``fig3.DEFAULT.sgd_ode``, see ``sgd_solvers.py``) to
 ``--t-end`` (the same step size as to 1e4: the ratios carry over), recording ``--n-save``
 log-spaced times (fig3 records 400). Every configuration is compiled first (a warm-up call), then
 the three strategies alternate ``--repeats`` times; the table gives the medians, the ratios

@@ -184,10 +184,10 @@ def test_quick_is_a_replace_of_default_and_config_json_refuses_what_does_not_fit
 
     assert fig3.QUICK == dataclasses.replace(
         fig3.DEFAULT,
-        sgd_integrator="euler",
         n_save=200,
         n_save_curvature=60,
         ode=dataclasses.replace(fig3.DEFAULT.ode, rtol=1e-5, atol=1e-8),
+        sgd_ode=dataclasses.replace(fig3.DEFAULT.sgd_ode, rtol=1e-7, atol=1e-10),
     )
     obj = base.Config(fig3.DEFAULT, {"runs": {}}).as_json()
     assert base.Config.from_json(fig3.Settings, json.loads(json_text(obj))).settings == fig3.DEFAULT

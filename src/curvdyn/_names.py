@@ -25,8 +25,9 @@ RULE_NAMES = (
 #: Curvature methods of :meth:`curvdyn.Rule.direction` (``method=``).
 METHODS = ("auto", "dense", "mapspace", "kronsum", "kronecker", "balanced", "balanced-checked", "cg", "krylov")
 
-#: Adaptive ODE solvers of :class:`curvdyn.ODE` (diffrax's classes of the same names).
-SOLVER_NAMES = ("tsit5", "dopri5", "dopri8", "bosh3")
+#: Adaptive ODE solvers of :class:`curvdyn.ODE`: diffrax's classes of the same names, and
+#: ``rkc`` (:class:`curvdyn.rkc.RKC`, Runge–Kutta–Chebyshev for stiff gradient flows).
+SOLVER_NAMES = ("tsit5", "dopri5", "dopri8", "bosh3", "rkc")
 
 
 @dataclasses.dataclass(frozen=True)

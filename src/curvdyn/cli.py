@@ -411,7 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     num.add_argument("--rtol", type=_positive_float, default=1e-8, help="relative tolerance (ode)")
     num.add_argument("--atol", type=_positive_float, default=1e-10, help="absolute tolerance (ode)")
-    num.add_argument("--solver", choices=SOLVER_NAMES, default="tsit5", help="ODE solver (ode)")
+    num.add_argument(
+        "--solver",
+        choices=SOLVER_NAMES,
+        default="tsit5",
+        help="ODE solver (ode; rkc: Runge–Kutta–Chebyshev for SGD's stiff flow)",
+    )
     num.add_argument("--dt", type=_positive_float, default=0.01, metavar="DT", help="step size (euler)")
     num.add_argument(
         "--clip", type=_positive_float, metavar="C", help="cap on each step's parameter-update norm (euler)"
