@@ -35,7 +35,6 @@ second-order method with ``s = 2``: use Tsit5 there.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import diffrax
@@ -76,30 +75,6 @@ def _w1(s: jax.Array, w0: jax.Array) -> jax.Array:
     temp2 = jnp.sqrt(temp1)
     arg = s * jnp.log(w0 + temp2)
     return jnp.sinh(arg) * temp1 / (jnp.cosh(arg) * s * temp2 - w0 * jnp.sinh(arg))
-
-
-def chebyshev_stability_polynomial(s: int, z: jax.Array, damping: float = DAMPING) -> jax.Array:
-    """``P_s(z) = a_s + b_s T_s(w₀ + w₁ z)``: the factor by which one step multiplies a mode of
-    ``y' = λ y`` at ``z = h λ`` (for the tests and the documentation of the stability interval).
-    """
-    w0 = 1.0 + damping / s**2
-    w1 = float(_w1(jnp.asarray(float(s)), jnp.asarray(w0)))
-    # T_s(w₀), T_s'(w₀), T_s''(w₀) by their three-term recursions (as the stages use them)
-    t, dt, d2t = (1.0, w0), (0.0, 1.0), (0.0, 0.0)
-    for _ in range(s - 1):
-        t, dt, d2t = (
-            (t[1], 2 * w0 * t[1] - t[0]),
-            (dt[1], 2 * t[1] + 2 * w0 * dt[1] - dt[0]),
-            (d2t[1], 4 * dt[1] + 2 * w0 * d2t[1] - d2t[0]),
-        )
-    b_s = d2t[1] / dt[1] ** 2
-    a_s = 1.0 - b_s * t[1]
-    x = w0 + w1 * jnp.asarray(z)
-    # T_s(x) for any real x: the three-term recursion (x may lie in [−1, 1] or beyond)
-    t_prev, t_cur = jnp.ones_like(x), x
-    for _ in range(s - 1):
-        t_prev, t_cur = t_cur, 2 * x * t_cur - t_prev
-    return a_s + b_s * t_cur
 
 
 class RKC(diffrax.AbstractAdaptiveSolver):
@@ -200,8 +175,3 @@ class RKC(diffrax.AbstractAdaptiveSolver):
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
-
-
-#: How many stages a step of length ``h`` takes at spectral radius ``rho`` (host side, for docs).
-def stages_host(h: float, rho: float) -> int:
-    return max(2, 1 + math.floor(math.sqrt(1.0 + 1.54 * h * RHO_SAFETY * rho)))
