@@ -439,6 +439,22 @@ def test_killing_the_parent_kills_its_workers(tmp_path):
     assert io.read_json(out / "manifest.json")["status"] == "in-progress"
 
 
+def test_the_workers_shared_compilation_cache_is_removed_after_the_run(tmp_path):
+    """The pool's cache lives in a temporary directory of the run: present while the workers
+    compute, gone when the run has ended."""
+    out, pid_dir, tmp = tmp_path / "o", tmp_path / "pids", tmp_path / "tmp"
+    pid_dir.mkdir()
+    tmp.mkdir()
+    env = _env(FAULT_SLEEP="alpha=3,beta=3,gamma=0", FAULT_PIDS=pid_dir, FAULT_JAX="", TMPDIR=tmp)
+    cmd = [sys.executable, str(DRIVER), "reproduce", "--no-progress", "--out", str(out), "--seed", "0", "--jobs", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _pids(pid_dir, 2)
+    assert [p.name.startswith("curvdyn-xla-cache-") for p in tmp.iterdir()] == [True]
+    _, err = _communicate_or_dump_stacks(proc, 120)
+    assert proc.returncode == 0, err
+    assert list(tmp.iterdir()) == []
+
+
 _ORPHAN = """
 import importlib.util, os, sys, threading, time
 spec = importlib.util.spec_from_file_location("w", sys.argv[1])

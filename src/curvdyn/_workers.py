@@ -16,6 +16,9 @@
   there is woken only by a signal delivered to that thread).
 * A worker computes with its parent's JAX settings (:data:`curvdyn.io.JAX_SETTINGS`:
   ``jax_enable_x64`` and the PRNG settings), which spawned processes do not inherit.
+* The workers of one pool can share one on-disk XLA compilation cache
+  (:func:`share_compilations`): every worker meets the same programs (each experiment's first
+  seed in each worker), and with the cache only the first to meet one compiles it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ WATCHDOG_PERIOD_S = 0.2
 #: Longest wait of the parent's main thread before it looks at pending signals again.
 WAIT_SLICE_S = 0.2
 _PR_SET_PDEATHSIG = 1
+#: JAX's option of the persistent compilation cache's directory (read by name: JAX's typed
+#: config does not declare it as an attribute).
+_CACHE_DIR_OPTION = "jax_compilation_cache_dir"
 
 
 def _set_parent_death_signal() -> bool:
@@ -57,8 +63,15 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(WATCHDOG_PERIOD_S)
 
 
-def start_worker(parent_pid: int, jax_settings: dict[str, Any]) -> None:
-    """The initializer of every worker process (see the module docstring)."""
+def start_worker(parent_pid: int, jax_settings: dict[str, Any], compilation_cache_dir: str | None = None) -> None:
+    """The initializer of every worker process (see the module docstring).
+
+    Args:
+      parent_pid: the process the worker lives and dies with.
+      jax_settings: JAX options to set first (name → value).
+      compilation_cache_dir: a directory the pool's workers share as their XLA compilation
+        cache (:func:`share_compilations`); ``None``: none.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -70,6 +83,25 @@ def start_worker(parent_pid: int, jax_settings: dict[str, Any]) -> None:
 
     for name, value in jax_settings.items():
         jax.config.update(name, value)
+    if compilation_cache_dir is not None and not getattr(jax.config, _CACHE_DIR_OPTION):
+        share_compilations(compilation_cache_dir)
+
+
+def share_compilations(directory: str) -> None:
+    """Keep this process's XLA compilations in ``directory`` and load those found there.
+
+    JAX's persistent compilation cache: a program another process compiled is loaded instead of
+    compiled again. The loaded executable is the one the other process compiled, so results are
+    bit-identical to compiling it here. Every program is kept (no minimum compile time or
+    size): the many small op-by-op programs of eager code add up as well. Call it before this
+    process compiles anything; a cache directory the user configured (``JAX_COMPILATION_CACHE_DIR``)
+    is left in place by :func:`start_worker`.
+    """
+    import jax
+
+    jax.config.update(_CACHE_DIR_OPTION, directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @contextlib.contextmanager

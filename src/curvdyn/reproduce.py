@@ -39,6 +39,7 @@ import datetime as _dt
 import multiprocessing
 import os
 import signal
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -598,8 +599,18 @@ def _run_parallel(
     """Run (experiment, seed) tasks in ``jobs`` fresh processes (spawned: JAX does not survive a fork).
 
     The workers die with this process and never see Ctrl-C (:mod:`curvdyn._workers`); on any
-    exception here (KeyboardInterrupt included) they are terminated before it propagates.
+    exception here (KeyboardInterrupt included) they are terminated before it propagates. They
+    share one XLA compilation cache, a temporary directory removed afterwards: each worker
+    meets each experiment's programs at its first seed, and only the first worker to meet a
+    program compiles it (the others load the same executable; results are bit-identical).
     """
+    with tempfile.TemporaryDirectory(prefix="curvdyn-xla-cache-", ignore_cleanup_errors=True) as cache_dir:
+        _run_pool(
+            tasks, out, jobs=jobs, progress=progress, on_seed=on_seed, seed_kwargs=seed_kwargs, cache_dir=cache_dir
+        )
+
+
+def _run_pool(tasks, out: Path, *, jobs: int, progress: bool, on_seed: SeedDone, seed_kwargs, cache_dir: str) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     from curvdyn.experiments.common import progress as progress_bar
@@ -608,7 +619,7 @@ def _run_parallel(
         max_workers=min(jobs, len(tasks)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_workers.start_worker,
-        initargs=(os.getpid(), io.jax_settings()),
+        initargs=(os.getpid(), io.jax_settings(), cache_dir),
     )
     try:
         # The workers start here (ProcessPoolExecutor spawns them in submit).
