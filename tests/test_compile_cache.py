@@ -3,7 +3,8 @@
 Each worker meets every experiment's programs at its first seed; with the shared cache only the
 first worker compiles a program and the others load it. These tests check that a worker keeps
 its compilations in the directory it is given, that a second worker loads them instead of
-compiling again and computes the same bits, and that a user's own cache directory is kept.
+compiling again and computes the same bits, that a user's own cache directory is kept, and that
+the workers take the tasks in the order that lets the cache pay.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curvdyn import _workers, io
+from curvdyn import _workers, io, reproduce
 
 
 def _probe(x: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -58,3 +59,18 @@ def test_a_users_own_cache_directory_is_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(user))
     _, where = _in_worker(str(tmp_path / "ours"), np.eye(3))
     assert where == str(user) and not (tmp_path / "ours").exists()
+
+
+def test_the_workers_take_every_experiments_first_seed_before_any_further_seed(tmp_path, monkeypatch):
+    """Two workers starting the same experiment's first two seeds together would both compile its
+    programs; in this order each experiment's first seed fills the shared cache for the rest."""
+    plan = {"fig1": [0, 1, 2], "fig3": [0, 1], "relu": [5]}
+    firsts = [("fig1", 0), ("fig3", 0), ("relu", 5)]
+    assert reproduce._parallel_order(plan) == firsts + [("fig1", 1), ("fig1", 2), ("fig3", 1)]
+    submitted: dict[str, list] = {}
+    monkeypatch.setattr(reproduce, "_run_parallel", lambda tasks, *a, **k: submitted.setdefault("parallel", tasks))
+    monkeypatch.setattr(reproduce, "_run_sequential", lambda tasks, *a, **k: submitted.setdefault("sequential", tasks))
+    for jobs in (2, 1):
+        reproduce._execute(plan, tmp_path, jobs=jobs, progress=False, on_done=print, formats=("png",), seed_kwargs={})
+    assert submitted["parallel"] == reproduce._parallel_order(plan)
+    assert submitted["sequential"] == [(name, s) for name, seeds in plan.items() for s in seeds]  # figure order

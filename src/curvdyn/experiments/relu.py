@@ -238,9 +238,9 @@ def _compile(theta0, x, y, ts, s: Settings, shapes, sizes) -> float:
     return time.perf_counter() - start
 
 
-def _integrate(rule, theta0, x, y, ts, dtmin, s: Settings, shapes, sizes, ode: ODE | None = None):
-    """One run of ``rule`` with the step floor ``dtmin`` and the solver ``ode`` (default ``s.ode``)."""
-    run = _runner(sizes, shapes, ode or s.ode, s.kernel_solver, s.rank_rcond)[0]
+def _integrate(rule, theta0, x, y, ts, dtmin, s: Settings, shapes, sizes, ode: ODE):
+    """One run of ``rule`` with the step floor ``dtmin`` and the solver ``ode``; observed with ``s.ode``'s programs."""
+    run = _runner(sizes, shapes, ode, s.kernel_solver, s.rank_rcond)[0]
     obs = _runner(sizes, shapes, s.ode, s.kernel_solver, s.rank_rcond)[1]
     kind, power = (jnp.asarray(v) for v in RULE_KIND[rule])
     dtmin = jnp.asarray(float(dtmin))
