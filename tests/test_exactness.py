@@ -38,6 +38,17 @@ def balanced_case(seed: int = 2):
 
 
 @functools.cache
+def well_conditioned_case(seed: int = 2):
+    """Balanced weights with modes 1, 0.8, 0.6, 0.4: cond(K) = 39, so two float64 evaluations of
+    a direction that differ only in operation order agree to ~u·cond(K) ≈ 1e-14."""
+    ws = tuple(
+        np.asarray(w) for w in cd.init_balanced(jax.random.PRNGKey(seed), (4, 4, 4, 4), np.array([1.0, 0.8, 0.6, 0.4]))
+    )
+    target = np.random.default_rng(seed).standard_normal((4, 4))
+    return ws, target, cd.Task(target)
+
+
+@functools.cache
 def xavier_d8(seed: int):
     ws = tuple(np.asarray(w) for w in cd.init_xavier(jax.random.PRNGKey(seed), (16,) * 9, 1.0))
     target = np.random.default_rng(seed).standard_normal((16, 16))
@@ -229,14 +240,19 @@ def test_simulate_records_the_worst_exactness_at_recorded_times():
 )
 def test_diagnosed_direction_is_the_same_computation(name, params, method):
     """``diagnose=False`` (what the bulk comparisons with the dense reference run, for their compile
-    time) computes the direction the default, diagnosed call returns: equal to round-off."""
-    ws, _, task = balanced_case()
+    time) computes the direction the default, diagnosed call returns: equal to round-off.
+
+    The two are separately compiled programs, so XLA may order their operations differently, and
+    round-off differences grow with cond(K): at cond(K) = 39 they stay below 1e-13; at the balanced
+    case's cond(K) = 1e12 they reach 1.7e-11 on some CPUs, and the bound there is the one two
+    independent references meet on that case (1e-9, ``test_cases_are_what_they_claim``)."""
     rule = cd.get_rule(name, **params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # cond(Ĵ) = 1e6: the fractional rules warn
-        checked = rule.direction(ws, task, method=method)
-    plain = rule.direction(ws, task, method=method, diagnose=False)
-    assert R.rel_err(plain, checked) <= 1e-13
+    for (ws, _, task), tol in ((well_conditioned_case(), 1e-13), (balanced_case(), 1e-9)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # cond(Ĵ) = 1e6: the fractional rules warn
+            checked = rule.direction(ws, task, method=method)
+        plain = rule.direction(ws, task, method=method, diagnose=False)
+        assert R.rel_err(plain, checked) <= tol
 
 
 def test_return_info_needs_the_diagnostics():
@@ -246,12 +262,10 @@ def test_return_info_needs_the_diagnostics():
 
 
 def test_simulate_without_diagnostics_is_the_same_trajectory():
-    ws, _, task = balanced_case()
+    ws, _, task = well_conditioned_case()  # cond(K) = 39: round-off between the two programs ≲ 1e-14
     kw = dict(integrator=cd.Euler(dt=0.05, steps=20), n_save=5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        checked = cd.simulate(ws, task, "ngd", **kw)
-    plain = cd.simulate(ws, task, "ngd", diagnose=False, **kw)
+    checked = no_warning(cd.simulate, ws, task, "ngd", **kw)
+    plain = no_warning(cd.simulate, ws, task, "ngd", diagnose=False, **kw)
     for a, b in zip(checked.weights, plain.weights):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(plain.update_norm, checked.update_norm, rtol=1e-13)
