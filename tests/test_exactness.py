@@ -31,21 +31,16 @@ MODES = np.array([1.0, 0.5, 0.1, 1e-3])
 
 
 @functools.cache
-def balanced_case(seed: int = 2):
-    ws = tuple(np.asarray(w) for w in cd.init_balanced(jax.random.PRNGKey(seed), (4, 4, 4, 4), MODES))
+def balanced_case(seed: int = 2, modes: tuple[float, ...] = tuple(MODES)):
+    ws = tuple(np.asarray(w) for w in cd.init_balanced(jax.random.PRNGKey(seed), (4, 4, 4, 4), np.array(modes)))
     target = np.random.default_rng(seed).standard_normal((4, 4))
     return ws, target, cd.Task(target)
 
 
-@functools.cache
 def well_conditioned_case(seed: int = 2):
     """Balanced weights with modes 1, 0.8, 0.6, 0.4: cond(K) = 39, so two float64 evaluations of
     a direction that differ only in operation order agree to ~u·cond(K) ≈ 1e-14."""
-    ws = tuple(
-        np.asarray(w) for w in cd.init_balanced(jax.random.PRNGKey(seed), (4, 4, 4, 4), np.array([1.0, 0.8, 0.6, 0.4]))
-    )
-    target = np.random.default_rng(seed).standard_normal((4, 4))
-    return ws, target, cd.Task(target)
+    return balanced_case(seed, modes=(1.0, 0.8, 0.6, 0.4))
 
 
 @functools.cache
